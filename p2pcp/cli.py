@@ -1,0 +1,191 @@
+"""The ``p2pcp`` command line: parses options, picks the output mode, runs one session.
+
+This is the one place where an exception becomes a message and an exit code (see
+``errors.ExitCode``); no protocol logic lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.prompt import Confirm, Prompt
+
+from . import __version__, session
+from .code import Code, parse_code
+from .errors import ExitCode, Interrupted, P2pcpError, UsageError
+from .events import OfferReceived
+from .ui import HumanSink, JsonSink
+
+app = typer.Typer(
+    name="p2pcp",
+    help="Copy files directly between two machines over an encrypted WebRTC data channel.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+SERVER_HELP = "Rendezvous server URL, ws:// or wss:// [env: P2PCP_SERVER]"
+Sink = HumanSink | JsonSink
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"p2pcp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """Copy files directly between two machines."""
+
+
+def _server(server: str | None) -> str:
+    url = server or os.environ.get("P2PCP_SERVER")
+    if not url:
+        raise UsageError(
+            "no rendezvous server configured: pass --server ws://HOST:PORT or set P2PCP_SERVER "
+            "(run one with p2pcp-signal)"
+        )
+    return url
+
+
+def _setup_logging(debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
+    if debug:
+        for noisy in ("aioice", "aiortc", "websockets"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
+    else:
+        # aiortc/aioice log benign errors on shutdown; our own errors are reported by us.
+        for noisy in ("aioice", "aiortc", "websockets", "asyncio"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro``; SIGTERM cancels it like Ctrl-C does, and is reported as such."""
+    task = asyncio.ensure_future(coro)
+    terminated = False
+
+    def on_term() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if terminated:
+            raise Interrupted("terminated", signal_exit=ExitCode.TERMINATED) from None
+        raise
+
+
+def _run(sink: Sink, coro: Coroutine[Any, Any, None], debug: bool) -> NoReturn:
+    """Run a session and exit with its status: the single error-to-exit-code dispatch."""
+    try:
+        asyncio.run(_guarded(coro))
+    except P2pcpError as exc:
+        _fail(sink, exc, debug)
+    except KeyboardInterrupt:
+        _fail(sink, Interrupted(), debug)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+        error = P2pcpError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)")
+        _fail(sink, error, debug)
+    raise typer.Exit(0)
+
+
+def _fail(sink: Sink, exc: P2pcpError, debug: bool) -> NoReturn:
+    if debug:
+        logging.getLogger("p2pcp").exception("failure")
+    sink.error(int(exc.exit_code), exc.message)
+    raise typer.Exit(int(exc.exit_code))
+
+
+def _sink(json_mode: bool, verb: str) -> Sink:
+    return JsonSink() if json_mode else HumanSink(verb)
+
+
+@app.command(
+    epilog="Example: p2pcp send --server ws://rendezvous.example:8765 report.pdf photos/"
+)
+def send(
+    paths: list[str] = typer.Argument(..., help="Files and directories to send."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
+) -> None:
+    """Send files and directories; prints a code for the receiver."""
+    _setup_logging(debug)
+    sink = _sink(json_mode, "sent")
+    try:
+        options = session.SendOptions(paths=paths, server=_server(server))
+    except P2pcpError as exc:
+        _fail(sink, exc, debug)
+    _run(sink, session.send(options, sink), debug)
+
+
+def _read_code(code: str | None, console: Console) -> Code:
+    text = code or os.environ.get("P2PCP_CODE")
+    if text:
+        return parse_code(text)
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if not line.strip():
+            raise UsageError("no code given: pass it as an argument, in P2PCP_CODE, or on stdin")
+        return parse_code(line)
+    while True:
+        typed = Prompt.ask("Enter the code", console=console)
+        try:
+            return parse_code(typed)
+        except UsageError as exc:
+            console.print(f"[red]{exc.message}[/]")
+
+
+@app.command(epilog="Example: p2pcp receive --server ws://rendezvous.example:8765 -o ~/in 7-guitar-ocean")
+def receive(
+    code: str | None = typer.Argument(None, help="The code from the sender [env: P2PCP_CODE]."),
+    output: str = typer.Option(".", "-o", "--output", help="Directory to write into."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
+) -> None:
+    """Receive files with a code from the sender."""
+    _setup_logging(debug)
+    sink = _sink(json_mode, "received")
+    console = Console(stderr=True, highlight=False)
+    try:
+        if not yes and not sys.stdin.isatty():
+            raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
+        url = _server(server)
+        options = session.ReceiveOptions(
+            code=_read_code(code, console), server=url, output=output, overwrite=overwrite
+        )
+    except P2pcpError as exc:
+        _fail(sink, exc, debug)
+
+    async def decide(offer: OfferReceived) -> bool:
+        if yes:
+            return True
+        answer = await asyncio.to_thread(Confirm.ask, "Accept?", console=console, default=True)
+        return bool(answer)
+
+    _run(sink, session.receive(options, sink, decide), debug)
+
+
+def main() -> None:
+    """Entry point of ``p2pcp`` (parser errors exit 2, as Typer does)."""
+    app()

@@ -1,0 +1,138 @@
+"""The events a send or receive session emits, and the one sink interface that consumes them.
+
+A session knows nothing of terminals or JSON: it calls ``sink.emit(event)``. The CLI picks the
+sink (rich on stderr for people, NDJSON on stdout for scripts; see ``ui.py``). Each event's
+``name`` is its ``"event"`` value in ``--json`` output and its fields are the JSON fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every session event."""
+
+    name: ClassVar[str] = "event"
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as one JSON object, ``event`` first."""
+        return {"event": self.name, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class CodeReady(Event):
+    """The sender has a code for the receiver to type."""
+
+    name: ClassVar[str] = "code"
+    code: str
+    """The full code, e.g. ``7-guitar-ocean``."""
+    server: str
+    """The rendezvous server URL, so the receiver's command can be shown."""
+
+
+@dataclass(frozen=True)
+class Connected(Event):
+    """The data channel is open."""
+
+    name: ClassVar[str] = "connected"
+    route: str
+    """``direct`` or ``relay`` (the selected ICE pair goes through TURN)."""
+    peer: str | None
+    """The address of the peer's side of the selected ICE pair, if known."""
+
+
+@dataclass(frozen=True)
+class OfferEntry:
+    """One entry of an offer as shown to the receiver."""
+
+    path: str
+    """Relative path, ``/``-separated."""
+    kind: str
+    """``file`` or ``dir``."""
+    size: int | None
+    """Bytes, or None for a stream of unknown length (and for directories)."""
+
+
+@dataclass(frozen=True)
+class OfferReceived(Event):
+    """The receiver has been offered files."""
+
+    name: ClassVar[str] = "offer"
+    files: int
+    """Number of files."""
+    bytes: int
+    """Total declared size of all files."""
+    entries: tuple[OfferEntry, ...]
+    """Every entry of the offer, in order."""
+    free: int
+    """Free bytes on the output file system."""
+
+
+@dataclass(frozen=True)
+class Accepted(Event):
+    """The receiver accepted; data is about to move."""
+
+    name: ClassVar[str] = "accepted"
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """Bytes moved so far (rate-limited by the session)."""
+
+    name: ClassVar[str] = "progress"
+    bytes: int
+    """File bytes sent or received so far in this run."""
+    total: int | None
+    """Total file bytes, None if a stream of unknown size is part of it."""
+    path: str
+    """The file being transferred."""
+    file_bytes: int
+    """Bytes of the current file so far."""
+    file_size: int | None
+    """Declared size of the current file."""
+
+
+@dataclass(frozen=True)
+class FileDone(Event):
+    """One file was sent, or received and verified."""
+
+    name: ClassVar[str] = "file_done"
+    path: str
+    """Relative path of the file."""
+    bytes: int
+    """Its size."""
+    sha256: str
+    """Hex SHA-256 of its content."""
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """Something the user should know that is not an error (e.g. a skipped symlink)."""
+
+    name: ClassVar[str] = "warning"
+    message: str
+    """One line of text."""
+
+
+@dataclass(frozen=True)
+class Finished(Event):
+    """The transfer succeeded: the receiver verified every file."""
+
+    name: ClassVar[str] = "done"
+    files: int
+    """Files transferred."""
+    bytes: int
+    """File bytes transferred."""
+    seconds: float
+    """Wall time from the data channel opening to the end."""
+
+
+class EventSink(Protocol):
+    """Receives session events."""
+
+    def emit(self, event: Event) -> None:
+        """Handle one event."""

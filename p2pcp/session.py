@@ -1,0 +1,459 @@
+"""One send or one receive, start to finish, reported as events.
+
+The rendezvous (room, PAKE, sealed SDP exchange) and the transfer over the data channel are kept
+apart: :class:`FileSender` and :class:`FileReceiver` work over any :class:`FrameChannel`, so
+tests can run them over an in-memory pair. This module knows nothing of Typer or rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import protocol as p
+from .code import Code, make_code
+from .errors import (
+    CodeError,
+    ConnectError,
+    P2pcpError,
+    PeerError,
+    ProtocolError,
+    RefusedError,
+    TransferError,
+)
+from .events import (
+    Accepted,
+    CodeReady,
+    Connected,
+    EventSink,
+    FileDone,
+    Finished,
+    Notice,
+    OfferEntry,
+    OfferReceived,
+    Progress,
+)
+from .files import FileReader, FileWriter, OutputDir, Source, build_sources, show
+from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError
+from .signaling import Signaling
+from .transport import IceServer, Transport
+
+log = logging.getLogger(__name__)
+
+CREDIT_WINDOW = 16 * 1024 * 1024
+PROGRESS_INTERVAL = 0.2
+RENDEZVOUS_TIMEOUT = 60.0
+CLOSE_WAIT = 5.0
+WRONG_CODE = "wrong code: the two sides typed different codes, or someone tried to guess it"
+
+
+class FrameChannel(Protocol):
+    """What the transfer needs of a transport."""
+
+    @property
+    def max_message(self) -> int:
+        """Largest frame the peer accepts."""
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame (may wait for backpressure)."""
+
+    async def recv(self) -> bytes:
+        """Receive one frame."""
+
+
+Decide = Callable[[OfferReceived], Awaitable[bool]]
+
+
+@dataclass
+class _Progress:
+    """Rate-limited progress reporting."""
+
+    sink: EventSink
+    total: int | None
+    done: int = 0
+    _last: float = field(default=0.0)
+
+    def update(self, path: str, file_bytes: int, file_size: int | None, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self.sink.emit(Progress(self.done, self.total, path, file_bytes, file_size))
+
+
+def _total(entries: Sequence[p.Entry]) -> int | None:
+    sizes = [e.size for e in entries if e.kind == "file"]
+    return None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+
+
+# -- the transfer over a frame channel ------------------------------------------------------
+
+
+class FileSender:
+    """Offers ``sources`` and streams them, honouring the receiver's credit."""
+
+    def __init__(self, channel: FrameChannel, sources: Sequence[Source], sink: EventSink) -> None:
+        self.channel = channel
+        self.sources = list(sources)
+        self.sink = sink
+        self.peer = p.Peer(p.Role.SENDER)
+        self.bytes_sent = 0
+
+    async def _send(self, message: p.Message) -> None:
+        await self.channel.send(self.peer.send(message))
+
+    async def _recv(self) -> p.Message:
+        message = self.peer.receive(await self.channel.recv())
+        if isinstance(message, p.Abort):
+            raise _peer_abort(message)
+        return message
+
+    async def run(self) -> None:
+        """The whole conversation; returns once the receiver verified every file."""
+        await self._send(p.Hello())
+        await self._recv()
+        await self._offer()
+        answer = await self._recv()
+        if isinstance(answer, p.Decline):
+            raise _decline_error(answer)
+        self.sink.emit(Accepted())
+        progress = _Progress(self.sink, _total([s.entry for s in self.sources]))
+        index = 0
+        for source in self.sources:
+            if source.entry.kind == "file":
+                await self._send_file(index, source, progress)
+                index += 1
+        await self._send(p.Done())
+        while not self.peer.finished:
+            await self._recv()
+
+    async def _offer(self) -> None:
+        entries = [s.entry for s in self.sources]
+        limit = min(self.channel.max_message, p.MAX_CONTROL_SIZE) - 1
+        start = 0
+        while True:
+            count = len(entries) - start
+            while count > 1 and len(p.encode(p.Offer(tuple(entries[start:start + count])))) > limit:
+                count = max(1, count // 2)
+            end = start + count
+            await self._send(p.Offer(tuple(entries[start:end]), more=end < len(entries)))
+            if end >= len(entries):
+                return
+            start = end
+
+    async def _send_file(self, index: int, source: Source, progress: _Progress) -> None:
+        reader = FileReader(source)
+        chunk = self.channel.max_message - p.DATA_HEADER_SIZE
+        path = source.entry.path
+        try:
+            while True:
+                while self.peer.credit <= 0:
+                    await self._recv()
+                data = reader.read(min(chunk, self.peer.credit))
+                if not data:
+                    break
+                await self._send(p.Data(data))
+                progress.done += len(data)
+                self.bytes_sent += len(data)
+                progress.update(path, reader.done, reader.size)
+            digest = reader.finish()
+        finally:
+            reader.close()
+        await self._send(p.FileEnd(index, digest))
+        progress.update(path, reader.done, reader.size, force=True)
+        self.sink.emit(FileDone(path, reader.done, digest))
+
+
+class FileReceiver:
+    """Checks the offer, asks ``decide``, then writes and verifies every file."""
+
+    def __init__(self, channel: FrameChannel, output: OutputDir, sink: EventSink,
+                 decide: Decide) -> None:
+        self.channel = channel
+        self.output = output
+        self.sink = sink
+        self.decide = decide
+        self.peer = p.Peer(p.Role.RECEIVER)
+        self.bytes_received = 0
+        self._writer: FileWriter | None = None
+        self._next_entry = 0
+        self._ungranted = 0
+        self._made: set[str] = set()
+
+    async def _send(self, message: p.Message) -> None:
+        await self.channel.send(self.peer.send(message))
+
+    async def _recv(self) -> p.Message:
+        message = self.peer.receive(await self.channel.recv())
+        if isinstance(message, p.Abort):
+            raise _peer_abort(message)
+        return message
+
+    async def run(self) -> None:
+        """The whole conversation; returns once every file is verified and in place."""
+        try:
+            await self._run()
+        finally:
+            if self._writer is not None:
+                self._writer.abort()
+
+    async def _run(self) -> None:
+        await self._send(p.Hello())
+        await self._recv()
+        while self.peer.state is not p.State.DECIDING:
+            await self._recv()
+        entries = self.peer.entries
+        await self._check(entries)
+        offer = OfferReceived(
+            files=self.peer.file_count,
+            bytes=sum(e.size or 0 for e in entries if e.kind == "file"),
+            entries=tuple(OfferEntry(e.path, e.kind, e.size) for e in entries),
+            free=self.output.free_bytes(),
+        )
+        self.sink.emit(offer)
+        if not await self.decide(offer):
+            await self._send(p.Decline("declined", "the receiver declined"))
+            raise RefusedError("declined; nothing was written")
+        await self._send(p.Accept(CREDIT_WINDOW))
+        self.sink.emit(Accepted())
+        await self._receive_files(_Progress(self.sink, _total(entries)))
+
+    async def _check(self, entries: Sequence[p.Entry]) -> None:
+        try:
+            self.output.check(entries)
+        except RefusedError as exc:
+            await self._send(p.Decline("exists", exc.message))
+            raise
+        except TransferError as exc:
+            await self._send(p.Decline("unsafe", exc.message))
+            raise
+
+    async def _receive_files(self, progress: _Progress) -> None:
+        while True:
+            message = await self._recv()
+            if isinstance(message, p.Data):
+                writer = self._writer or self._open_next()
+                writer.write(message.data)
+                count = len(message.data)
+                self.bytes_received += count
+                progress.done += count
+                progress.update(writer.entry.path, writer.size, writer.entry.size)
+                await self._grant(count)
+            elif isinstance(message, p.FileEnd):
+                writer = self._writer or self._open_next()
+                self._writer = None
+                digest = writer.finish(message.sha256)
+                progress.update(writer.entry.path, writer.size, writer.entry.size, force=True)
+                self.sink.emit(FileDone(writer.entry.path, writer.size, digest))
+            elif isinstance(message, p.Done):
+                self._make_dirs_until(len(self.peer.entries))
+                await self._send(p.Verified(self.peer.file_count))
+                return
+
+    def _open_next(self) -> FileWriter:
+        entries = self.peer.entries
+        while entries[self._next_entry].kind != "file":
+            self._next_entry += 1
+        self._make_dirs_until(self._next_entry)
+        entry = entries[self._next_entry]
+        self._next_entry += 1
+        self._writer = self.output.open_file(entry)
+        return self._writer
+
+    def _make_dirs_until(self, end: int) -> None:
+        """Create the directory entries that come before entry ``end``, in order."""
+        for entry in self.peer.entries[:end]:
+            if entry.kind == "dir" and entry.path not in self._made:
+                self.output.make_dir(entry.path)
+                self._made.add(entry.path)
+
+    async def _grant(self, count: int) -> None:
+        self._ungranted += count
+        if self._ungranted >= CREDIT_WINDOW // 4:
+            grant, self._ungranted = self._ungranted, 0
+            await self._send(p.Credit(grant))
+
+
+def _peer_abort(message: p.Abort) -> PeerError:
+    if message.reason == "cancelled":
+        return PeerError("the peer cancelled the transfer")
+    return PeerError(f"the peer stopped the transfer: {show(message.message)[:300]}")
+
+
+def _decline_error(message: p.Decline) -> P2pcpError:
+    detail = show(message.message)[:300]
+    if message.reason == "declined":
+        return RefusedError("the receiver declined the transfer")
+    if message.reason == "exists":
+        return RefusedError(f"the receiver refused: {detail}")
+    return TransferError(f"the receiver refused the offer: {detail}")
+
+
+# -- rendezvous -----------------------------------------------------------------------------
+
+
+async def _handshake(signaling: Signaling, code: Code, role: str) -> SealedChannel:
+    """Run SPAKE2 over the room and confirm both sides hold the same key."""
+    pake = Pake(code.password)
+    await signaling.send({"kind": "pake", "msg": base64.b64encode(pake.outbound).decode()})
+    body = await signaling.receive()
+    try:
+        inbound = base64.b64decode(str(body.get("msg")), validate=True)
+    except (binascii.Error, ValueError):
+        raise CodeError("the key exchange failed: the peer sent a malformed message") from None
+    if body.get("kind") != "pake":
+        raise CodeError("the key exchange failed: the peer sent an unexpected message")
+    box = SealedChannel.for_role(pake.finish(inbound), role)
+    other = RECEIVER if role == SENDER else SENDER
+    await signaling.send({"kind": "sealed", "box": box.seal({"type": "confirm", "role": role})})
+    try:
+        confirm = box.open(str((await signaling.receive()).get("box")))
+    except SealError:
+        raise CodeError(WRONG_CODE) from None
+    if confirm.get("type") != "confirm" or confirm.get("role") != other:
+        raise CodeError("the key exchange failed: both sides claim the same role")
+    return box
+
+
+async def _send_sealed(signaling: Signaling, box: SealedChannel, payload: dict[str, Any]) -> None:
+    await signaling.send({"kind": "sealed", "box": box.seal(payload)})
+
+
+async def _receive_sealed(signaling: Signaling, box: SealedChannel, kind: str) -> dict[str, Any]:
+    body = await signaling.receive()
+    try:
+        payload = box.open(str(body.get("box")))
+    except SealError:
+        raise ProtocolError(
+            "a signaling message failed authentication: the server or the network tampered "
+            "with it; the transfer was stopped"
+        ) from None
+    if payload.get("type") != kind or not isinstance(payload.get("sdp"), str):
+        raise ProtocolError(f"the peer sent an unexpected signaling message instead of {kind}")
+    return payload
+
+
+def _ice_servers(signaling: Signaling, local: Sequence[IceServer]) -> list[IceServer]:
+    return [*local, *(IceServer.from_json(s) for s in signaling.ice_servers if isinstance(s, dict))]
+
+
+async def _connected(transport: Transport, sink: EventSink) -> float:
+    await transport.wait_open()
+    route, peer = transport.route()
+    sink.emit(Connected(route, peer))
+    return time.monotonic()
+
+
+async def _close(transport: Transport | None, signaling: Signaling | None) -> None:
+    if signaling is not None:
+        with contextlib.suppress(Exception):
+            await signaling.close()
+    if transport is not None:
+        with contextlib.suppress(Exception):
+            await transport.close()
+
+
+async def _abort_peer(transport: Transport | None, exc: BaseException) -> None:
+    """Tell the peer why we stop, best effort, so it can report it at once."""
+    if transport is None or isinstance(exc, PeerError | CodeError | RefusedError):
+        return
+    reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+    text = exc.message if isinstance(exc, P2pcpError) else ""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
+        await transport.drain(1.0)
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """What ``p2pcp send`` was asked to do."""
+
+    paths: Sequence[str]
+    """Files and directories to send."""
+    server: str
+    """Rendezvous server URL."""
+    ice_servers: Sequence[IceServer] = ()
+    """ICE servers configured locally (added to the server's)."""
+
+
+@dataclass(frozen=True)
+class ReceiveOptions:
+    """What ``p2pcp receive`` was asked to do."""
+
+    code: Code
+    """The code typed by the user."""
+    server: str
+    """Rendezvous server URL."""
+    output: str
+    """Output directory."""
+    overwrite: bool = False
+    """Replace existing files."""
+    ice_servers: Sequence[IceServer] = ()
+    """ICE servers configured locally (added to the server's)."""
+
+
+async def send(options: SendOptions, sink: EventSink) -> None:
+    """Run one send: offer the files, wait for the receiver, stream, wait for verification."""
+    sources = build_sources(options.paths, lambda text: sink.emit(Notice(text)))
+    signaling = await Signaling.connect(options.server)
+    transport: Transport | None = None
+    try:
+        code = make_code(await signaling.allocate())
+        sink.emit(CodeReady(str(code), options.server))
+        await signaling.wait_for_peer()
+        async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
+            box = await _handshake(signaling, code, SENDER)
+            transport = Transport(_ice_servers(signaling, options.ice_servers))
+            await _send_sealed(signaling, box, {"type": "offer", "sdp": await transport.create_offer()})
+            answer = await _receive_sealed(signaling, box, "answer")
+            await transport.accept_answer(answer["sdp"])
+        started = await _connected(transport, sink)
+        await signaling.close()
+        sender = FileSender(transport, sources, sink)
+        await sender.run()
+        files = sum(1 for s in sources if s.entry.kind == "file")
+        sink.emit(Finished(files, sender.bytes_sent, round(time.monotonic() - started, 3)))
+    except TimeoutError:
+        raise ConnectError("the peer did not finish setting up the connection in time") from None
+    except BaseException as exc:
+        await _abort_peer(transport, exc)
+        raise
+    finally:
+        await _close(transport, signaling)
+
+
+async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> None:
+    """Run one receive: join, check and accept the offer, write and verify every file."""
+    output = OutputDir(options.output, options.overwrite)
+    signaling: Signaling | None = None
+    transport: Transport | None = None
+    try:
+        signaling = await Signaling.connect(options.server)
+        await signaling.join(options.code.nameplate)
+        async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
+            box = await _handshake(signaling, options.code, RECEIVER)
+            offer = await _receive_sealed(signaling, box, "offer")
+            transport = Transport(_ice_servers(signaling, options.ice_servers))
+            answer = await transport.accept_offer(offer["sdp"])
+            await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
+        started = await _connected(transport, sink)
+        await signaling.close()
+        receiver = FileReceiver(transport, output, sink, decide)
+        await receiver.run()
+        await transport.wait_closed(CLOSE_WAIT)
+        sink.emit(Finished(receiver.peer.file_count, receiver.bytes_received,
+                           round(time.monotonic() - started, 3)))
+    except TimeoutError:
+        raise ConnectError("the peer did not finish setting up the connection in time") from None
+    except BaseException as exc:
+        await _abort_peer(transport, exc)
+        raise
+    finally:
+        await _close(transport, signaling)
+        output.close()

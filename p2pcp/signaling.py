@@ -1,0 +1,132 @@
+"""The client side of the rendezvous server's wire protocol: the only client module that
+speaks WebSocket.
+
+It opens a room (``allocate``) or joins one by nameplate, waits for the peer, and relays JSON
+bodies to it. It knows nothing of keys or SDP beyond passing their (sealed) text along; the
+server's protocol is described in ``signal_server/server.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from .errors import CodeError, ConnectError, PeerError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 15.0
+
+
+class Signaling:
+    """One connection to the rendezvous server."""
+
+    def __init__(self, url: str, ws: ClientConnection, welcome: dict[str, Any]) -> None:
+        self.url = url
+        self._ws = ws
+        self.ice_servers: list[dict[str, Any]] = list(welcome.get("ice_servers") or [])
+        """ICE servers the rendezvous server recommends (may be empty)."""
+
+    @classmethod
+    async def connect(cls, url: str) -> Signaling:
+        """Connect and read the server's welcome; any failure is a :class:`ConnectError`."""
+        try:
+            ws = await asyncio.wait_for(
+                connect(url, open_timeout=CONNECT_TIMEOUT, max_size=1 << 20), CONNECT_TIMEOUT
+            )
+        except InvalidURI:
+            raise ConnectError(f"the server URL {url!r} is not a ws:// or wss:// URL") from None
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise ConnectError(f"cannot reach the rendezvous server at {url}: {detail}") from None
+        self = cls(url, ws, {})
+        welcome = await self._next()
+        if welcome.get("type") != "welcome":
+            await ws.close()
+            raise ConnectError(f"{url} is not a p2pcp rendezvous server")
+        self.ice_servers = list(welcome.get("ice_servers") or [])
+        return self
+
+    async def _next(self) -> dict[str, Any]:
+        try:
+            raw = await self._ws.recv()
+        except ConnectionClosed:
+            raise ConnectError("the rendezvous server closed the connection") from None
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise ConnectError("the rendezvous server sent a malformed message") from None
+        if not isinstance(message, dict):
+            raise ConnectError("the rendezvous server sent a malformed message")
+        return message
+
+    async def _request(self, message: dict[str, Any], expect: str) -> dict[str, Any]:
+        await self._send(message)
+        reply = await self._next()
+        if reply.get("type") == expect:
+            return reply
+        self._raise(reply)
+
+    def _raise(self, reply: dict[str, Any]) -> Any:
+        if reply.get("type") == "error":
+            reason = reply.get("reason")
+            if reason == "no_such_nameplate":
+                raise CodeError(
+                    "no sender is waiting with this code: check the number, or the sender may "
+                    "have stopped"
+                )
+            if reason == "crowded":
+                raise CodeError("this code is already in use or was used before; ask for a new one")
+            if reason == "expired":
+                raise ConnectError("the rendezvous room expired before the peer came")
+            raise ConnectError(f"the rendezvous server refused: {str(reply.get('message'))[:200]}")
+        if reply.get("type") == "peer_left":
+            raise PeerError("the peer left before the connection was set up")
+        raise ConnectError(f"unexpected message from the rendezvous server: {reply.get('type')!r}")
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        try:
+            await self._ws.send(json.dumps(message))
+        except ConnectionClosed:
+            raise ConnectError("the rendezvous server closed the connection") from None
+
+    async def allocate(self) -> str:
+        """Open a new room; returns its nameplate."""
+        reply = await self._request({"type": "allocate"}, "allocated")
+        nameplate = reply.get("nameplate")
+        if not isinstance(nameplate, str):
+            raise ConnectError("the rendezvous server sent a malformed nameplate")
+        return nameplate
+
+    async def join(self, nameplate: str) -> None:
+        """Join the room of ``nameplate`` (CodeError if it does not exist or is used)."""
+        await self._request({"type": "join", "nameplate": nameplate}, "joined")
+
+    async def wait_for_peer(self) -> None:
+        """Block until the other side joins our room."""
+        reply = await self._next()
+        if reply.get("type") != "peer_joined":
+            self._raise(reply)
+
+    async def send(self, body: dict[str, Any]) -> None:
+        """Relay ``body`` to the peer."""
+        await self._send({"type": "relay", "body": body})
+
+    async def receive(self) -> dict[str, Any]:
+        """The next body the peer relayed."""
+        reply = await self._next()
+        body = reply.get("body")
+        if reply.get("type") != "relay":
+            self._raise(reply)
+        if not isinstance(body, dict):
+            raise PeerError("the peer relayed a malformed message")
+        return body
+
+    async def close(self) -> None:
+        """Leave the room and close the connection."""
+        await self._ws.close()

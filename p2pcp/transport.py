@@ -1,0 +1,218 @@
+"""The WebRTC transport: the only module that imports aiortc.
+
+It builds the one ICE configuration (explicit server list, empty unless configured, so aiortc
+never falls back to a public STUN server), negotiates one reliable, ordered, pre-negotiated data
+channel, and exposes it as frames in and frames out with backpressure on both ends: ``send``
+waits while aiortc holds more than :data:`SEND_HIGH_WATER` bytes, and the receive queue is
+bounded by the protocol's credit window (a peer that ignores it is cut off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+from .errors import ConnectError, PeerError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+CHANNEL_LABEL = "p2pcp"
+CHANNEL_ID = 0
+LOCAL_MAX_MESSAGE = 256 * 1024
+DEFAULT_REMOTE_MAX_MESSAGE = 65536
+SEND_HIGH_WATER = 1024 * 1024
+SEND_LOW_WATER = 256 * 1024
+OPEN_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN or TURN server."""
+
+    urls: str
+    """``stun:host:port`` or ``turn:host:port?transport=udp``."""
+    username: str | None = None
+    """TURN user name."""
+    credential: str | None = None
+    """TURN password."""
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> IceServer:
+        """Parse one entry of the server's ``ice_servers`` list."""
+        urls = raw.get("urls")
+        if isinstance(urls, list):
+            urls = urls[0] if urls else None
+        if not isinstance(urls, str):
+            raise ConnectError("the rendezvous server sent a malformed ICE server")
+        return cls(urls, raw.get("username"), raw.get("credential"))
+
+
+def ice_configuration(servers: list[IceServer]) -> RTCConfiguration:
+    """The one place the peer connection's ICE configuration is built. Never None: an empty
+    list means host candidates only, where None would make aiortc use Google's STUN server."""
+    return RTCConfiguration(
+        iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+                    for s in servers]
+    )
+
+
+class Transport:
+    """One peer connection with one data channel, carrying binary frames."""
+
+    def __init__(self, ice_servers: list[IceServer]) -> None:
+        self._pc = RTCPeerConnection(ice_configuration(ice_servers))
+        self._channel = self._pc.createDataChannel(
+            CHANNEL_LABEL, negotiated=True, id=CHANNEL_ID, ordered=True
+        )
+        self._channel.bufferedAmountLowThreshold = SEND_LOW_WATER
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._inbox_bytes = 0
+        self.max_inbox_bytes = 64 * 1024 * 1024
+        """Bytes the peer may have queued with us unread before it is cut off."""
+        self._opened = asyncio.get_running_loop().create_future()
+        self._low = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._failure: Exception | None = None
+        self.remote_max_message = DEFAULT_REMOTE_MAX_MESSAGE
+        self._wire()
+
+    def _wire(self) -> None:
+        channel = self._channel
+
+        @channel.on("open")  # type: ignore[untyped-decorator]
+        def on_open() -> None:
+            if not self._opened.done():
+                self._opened.set_result(None)
+
+        @channel.on("message")  # type: ignore[untyped-decorator]
+        def on_message(message: bytes | str) -> None:
+            if isinstance(message, str):
+                self._fail(ProtocolError("peer sent a text message on the data channel"))
+                return
+            self._inbox_bytes += len(message)
+            if self._inbox_bytes > self.max_inbox_bytes:
+                self._fail(ProtocolError("peer ignored flow control"))
+                return
+            self._inbox.put_nowait(message)
+
+        @channel.on("bufferedamountlow")  # type: ignore[untyped-decorator]
+        def on_low() -> None:
+            self._low.set()
+
+        @channel.on("close")  # type: ignore[untyped-decorator]
+        def on_close() -> None:
+            self._fail(PeerError("the peer closed the connection"))
+
+        @self._pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+        def on_state() -> None:
+            state = self._pc.connectionState
+            log.debug("connection state: %s", state)
+            if state in ("failed", "closed"):
+                self._fail(PeerError("the connection to the peer was lost"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._closed.set()
+        self._low.set()
+        self._inbox.put_nowait(None)
+        if not self._opened.done():
+            self._opened.set_exception(ConnectError("could not connect to the peer (ICE failed)"))
+
+    # -- negotiation (SDP strings only leave this module) -----------------------------------
+
+    async def create_offer(self) -> str:
+        """Gather candidates and return the complete offer SDP."""
+        await self._pc.setLocalDescription(await self._pc.createOffer())
+        return str(self._pc.localDescription.sdp)
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply the peer's offer and return the complete answer SDP."""
+        await self._set_remote(sdp, "offer")
+        await self._pc.setLocalDescription(await self._pc.createAnswer())
+        return str(self._pc.localDescription.sdp)
+
+    async def accept_answer(self, sdp: str) -> None:
+        """Apply the peer's answer."""
+        await self._set_remote(sdp, "answer")
+
+    async def _set_remote(self, sdp: str, kind: str) -> None:
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
+        except (ValueError, KeyError, IndexError) as exc:
+            raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
+        match = re.search(r"^a=max-message-size:(\d+)", sdp, re.MULTILINE)
+        if match:
+            self.remote_max_message = int(match.group(1)) or LOCAL_MAX_MESSAGE
+
+    async def wait_open(self, timeout: float = OPEN_TIMEOUT) -> None:
+        """Wait for the data channel to open; ConnectError if ICE/DTLS fails or times out."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._opened), timeout)
+        except TimeoutError:
+            raise ConnectError(
+                f"could not connect to the peer within {timeout:.0f} s: no network path was "
+                "found (a TURN relay may be needed)"
+            ) from None
+
+    @property
+    def max_message(self) -> int:
+        """Largest frame both ends accept."""
+        return min(self.remote_max_message, LOCAL_MAX_MESSAGE)
+
+    def route(self) -> tuple[str, str | None]:
+        """``("direct" | "relay", peer address)`` of the selected ICE candidate pair."""
+        try:
+            connection = self._pc.sctp.transport.transport._connection
+            pair = connection._nominated.get(1)
+            local, remote = pair.local_candidate, pair.remote_candidate
+        except AttributeError:
+            return "direct", None
+        kind = "relay" if "relay" in (local.type, remote.type) else "direct"
+        return kind, f"{remote.host}:{remote.port}"
+
+    # -- frames ---------------------------------------------------------------------------
+
+    async def send(self, frame: bytes) -> None:
+        """Queue one frame, first waiting while aiortc holds too much unsent data."""
+        while self._channel.bufferedAmount > SEND_HIGH_WATER and self._failure is None:
+            self._low.clear()
+            await self._low.wait()
+        if self._failure is not None:
+            raise self._failure
+        self._channel.send(frame)
+
+    async def recv(self) -> bytes:
+        """The next frame from the peer."""
+        frame = await self._inbox.get()
+        if frame is None:
+            self._inbox.put_nowait(None)
+            assert self._failure is not None
+            raise self._failure
+        self._inbox_bytes -= len(frame)
+        return frame
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until aiortc has handed all queued data to SCTP."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._channel.bufferedAmount > 0 and self._failure is None:
+                    await asyncio.sleep(0.01)
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) for the peer to close the connection."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), timeout)
+
+    async def close(self) -> None:
+        """Close the peer connection."""
+        if self._failure is None:
+            self._failure = PeerError("the connection was closed")
+        self._closed.set()
+        await self._pc.close()

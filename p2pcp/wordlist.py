@@ -1,0 +1,38 @@
+"""The 256 code words: short, distinct, none a prefix of another (tab completion)."""
+
+from __future__ import annotations
+
+WORDS: tuple[str, ...] = (
+    "acorn", "adapt", "admit", "adobe", "agent", "alarm", "album", "alley",
+    "amber", "angle", "ankle", "apple", "apron", "arena", "armor", "arrow",
+    "aspen", "atlas", "attic", "award", "bacon", "badge", "bagel", "baker",
+    "bamboo", "banjo", "barrel", "basil", "basket", "beach", "beard", "beetle",
+    "bench", "berry", "bison", "blade", "blanket", "blimp", "bloom", "board",
+    "bonus", "boxer", "brave", "bread", "brick", "bridge", "broom", "brush",
+    "bucket", "buffalo", "bugle", "bundle", "butter", "cabin", "cable", "cactus",
+    "camel", "candle", "canoe", "canyon", "carbon", "cargo", "carpet", "castle",
+    "cedar", "cello", "chalk", "cherry", "chess", "chimney", "cider", "cinema",
+    "circus", "citrus", "cliff", "clock", "cloud", "clover", "cobra", "cocoa",
+    "comet", "coral", "cotton", "cougar", "crater", "crayon", "cricket", "crown",
+    "cruise", "cupcake", "curtain", "daisy", "dancer", "delta", "denim", "desert",
+    "diamond", "dinner", "dolphin", "donkey", "dragon", "eagle", "easel", "elbow",
+    "ember", "engine", "falcon", "feather", "fence", "fiddle", "finch", "flute",
+    "forest", "fossil", "frost", "gadget", "galaxy", "garden", "garlic", "gazelle",
+    "geyser", "ginger", "giraffe", "glacier", "glove", "goblet", "gopher", "grape",
+    "gravel", "guitar", "hammer", "harbor", "harvest", "hazel", "helmet", "heron",
+    "hockey", "honey", "hornet", "igloo", "iguana", "island", "ivory", "jacket",
+    "jaguar", "jasmine", "jigsaw", "jungle", "kayak", "kettle", "koala", "ladder",
+    "lagoon", "lantern", "laptop", "lemon", "lettuce", "lily", "lizard", "lobster",
+    "locket", "magnet", "mango", "maple", "marble", "meadow", "melon", "meteor",
+    "mitten", "monkey", "mosaic", "motor", "muffin", "museum", "napkin", "nectar",
+    "needle", "noodle", "nutmeg", "oasis", "ocean", "olive", "onion", "orbit",
+    "orchid", "otter", "oyster", "paddle", "panda", "parrot", "peach", "pebble",
+    "pencil", "pepper", "piano", "pickle", "pigeon", "pillow", "pirate", "planet",
+    "pocket", "potato", "puzzle", "quartz", "quiver", "rabbit", "radio", "raisin",
+    "raven", "ribbon", "river", "robot", "rocket", "saddle", "salmon", "sandal",
+    "scarf", "shovel", "silver", "sleigh", "socket", "spider", "squash", "statue",
+    "sugar", "summit", "sunset", "table", "teapot", "tiger", "timber", "tomato",
+    "tulip", "tunnel", "turtle", "tuxedo", "umbrella", "unicorn", "valley", "velvet",
+    "violin", "volcano", "waffle", "wagon", "walnut", "walrus", "whale", "whistle",
+    "willow", "window", "wizard", "yacht", "yogurt", "zebra", "zigzag", "zipper",
+)

@@ -1,0 +1,75 @@
+"""The ``p2pcp-signal`` command: run the rendezvous server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from . import __version__
+from .server import Settings, SignalServer
+
+log = logging.getLogger("signal_server")
+
+
+def parse_args(argv: list[str] | None) -> Settings:
+    """Settings from the command line."""
+    parser = argparse.ArgumentParser(
+        prog="p2pcp-signal",
+        description="Rendezvous server for p2pcp: pairs peers by nameplate and relays "
+        "their sealed signaling. Example: p2pcp-signal --host 0.0.0.0 --port 8765",
+    )
+    defaults = Settings()
+    parser.add_argument("--host", default=defaults.host, help="interface to listen on")
+    parser.add_argument("--port", type=int, default=defaults.port, help="TCP port (0: any free)")
+    parser.add_argument("--room-idle", type=float, default=defaults.room_idle_seconds,
+                        help="seconds after which an idle room is closed")
+    parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
+                        help="largest WebSocket message accepted")
+    parser.add_argument("--max-rooms", type=int, default=defaults.max_rooms,
+                        help="rooms open at once")
+    parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
+    args = parser.parse_args(argv)
+    return Settings(
+        host=args.host,
+        port=args.port,
+        room_idle_seconds=args.room_idle,
+        max_message_bytes=args.max_message_bytes,
+        max_rooms=args.max_rooms,
+    )
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    server = SignalServer(settings)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
+        raise SystemExit(1) from None
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    log.info("listening on ws://%s:%d", host, server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``p2pcp-signal``."""
+    settings = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The websockets adapter of the rendezvous server, and its wire protocol.
+
+Wire protocol (version 1). Every WebSocket message is one UTF-8 JSON object with a ``type``.
+
+Server to client, on connect::
+
+    {"type": "welcome", "version": 1, "ice_servers": []}
+
+Client to server, then the server's answer:
+
+- ``{"type": "allocate"}`` -> ``{"type": "allocated", "nameplate": "7"}``: a new room with the
+  smallest free nameplate, with this connection as its first side.
+- ``{"type": "join", "nameplate": "7"}`` -> ``{"type": "joined", "nameplate": "7"}``, and the side
+  already there gets ``{"type": "peer_joined"}``.
+- ``{"type": "relay", "body": ANY}`` -> the other side gets ``{"type": "relay", "body": ANY}``
+  verbatim. The server never reads ``body`` (the peers seal it).
+
+Server to client at any time:
+
+- ``{"type": "peer_left"}``: the other side's connection closed.
+- ``{"type": "error", "reason": R, "message": M}`` with ``R`` one of ``bad_message``,
+  ``no_such_nameplate``, ``crowded``, ``already_joined``, ``no_room``, ``no_peer``,
+  ``too_many_rooms``, ``expired``. ``expired`` also closes the connection.
+
+``GET /healthz`` answers ``200 ok`` over plain HTTP on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .rooms import RoomError, Rooms
+
+log = logging.getLogger("signal_server")
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server configuration."""
+
+    host: str = "0.0.0.0"
+    """Interface to listen on."""
+    port: int = 8765
+    """TCP port; 0 picks a free one."""
+    max_message_bytes: int = 64 * 1024
+    """Largest WebSocket message accepted."""
+    room_idle_seconds: float = 3600.0
+    """A room with no activity for this long is closed."""
+    max_rooms: int = 100_000
+    """Rooms open at once."""
+
+
+class SignalServer:
+    """Pairs connections by nameplate and relays between the two sides of each room."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rooms = Rooms(settings.max_rooms)
+        self._connections: dict[str, ServerConnection] = {}
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound."""
+        assert self._server is not None
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        """Bind and start serving."""
+        self._server = await serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            max_size=self.settings.max_message_bytes,
+            process_request=self._http,
+        )
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def close(self) -> None:
+        """Stop accepting and close every connection."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled."""
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.path == "/healthz":
+            return connection.respond(HTTPStatus.OK, "ok\n")
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        side = f"c{next(self._ids)}"
+        self._connections[side] = connection
+        log.info("connect side=%s", side)
+        try:
+            await self._send(connection, {"type": "welcome", "version": PROTOCOL_VERSION,
+                                          "ice_servers": []})
+            async for raw in connection:
+                await self._dispatch(side, connection, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            del self._connections[side]
+            room = self.rooms.room_of(side)
+            peer = self.rooms.leave(side)
+            log.info("disconnect side=%s nameplate=%s", side, room.nameplate if room else "-")
+            if peer is not None:
+                await self._send_to(peer, {"type": "peer_left"})
+
+    async def _dispatch(self, side: str, connection: ServerConnection, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            if not isinstance(message, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            await self._error(connection, "bad_message", "messages must be JSON objects")
+            return
+        kind = message.get("type")
+        now = time.monotonic()
+        try:
+            if kind == "allocate":
+                nameplate = self.rooms.allocate(side, now)
+                log.info("allocate side=%s nameplate=%s", side, nameplate)
+                await self._send(connection, {"type": "allocated", "nameplate": nameplate})
+            elif kind == "join":
+                nameplate = message.get("nameplate")
+                if not isinstance(nameplate, str):
+                    await self._error(connection, "bad_message", "join needs a nameplate")
+                    return
+                room = self.rooms.join(nameplate, side, now)
+                log.info("join side=%s nameplate=%s", side, nameplate)
+                await self._send(connection, {"type": "joined", "nameplate": nameplate})
+                for other in room.sides:
+                    if other != side:
+                        await self._send_to(other, {"type": "peer_joined"})
+            elif kind == "relay":
+                await self._relay(side, connection, message.get("body"), now)
+            else:
+                await self._error(connection, "bad_message", "unknown message type")
+        except RoomError as exc:
+            log.info("refuse side=%s reason=%s", side, exc.reason)
+            await self._error(connection, exc.reason, exc.message)
+
+    async def _relay(self, side: str, connection: ServerConnection, body: Any, now: float) -> None:
+        if self.rooms.room_of(side) is None:
+            await self._error(connection, "no_room", "join a room before relaying")
+            return
+        peer = self.rooms.peer_of(side)
+        if peer is None:
+            await self._error(connection, "no_peer", "the other side is not here")
+            return
+        self.rooms.touch(side, now)
+        await self._send_to(peer, {"type": "relay", "body": body})
+
+    async def _reap(self) -> None:
+        idle = self.settings.room_idle_seconds
+        while True:
+            await asyncio.sleep(max(0.5, min(idle / 4, 30.0)))
+            for room in self.rooms.expire(time.monotonic(), idle):
+                log.info("expire nameplate=%s", room.nameplate)
+                for side in room.sides:
+                    connection = self._connections.get(side)
+                    if connection is not None:
+                        await self._error(connection, "expired", "the room expired")
+                        await connection.close()
+
+    async def _send_to(self, side: str, message: dict[str, Any]) -> None:
+        connection = self._connections.get(side)
+        if connection is not None:
+            await self._send(connection, message)
+
+    @staticmethod
+    async def _send(connection: ServerConnection, message: dict[str, Any]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await connection.send(json.dumps(message))
+
+    async def _error(self, connection: ServerConnection, reason: str, message: str) -> None:
+        await self._send(connection, {"type": "error", "reason": reason, "message": message})
