@@ -44,8 +44,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Copy files directly between two machines."""
 
@@ -62,7 +63,9 @@ def _server(server: str | None) -> str:
 
 def _setup_logging(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s"
+    )
     if debug:
         for noisy in ("aioice", "aiortc", "websockets"):
             logging.getLogger(noisy).setLevel(logging.INFO)
@@ -117,9 +120,7 @@ def _sink(json_mode: bool, verb: str) -> Sink:
     return JsonSink() if json_mode else HumanSink(verb)
 
 
-@app.command(
-    epilog="Example: p2pcp send --server ws://rendezvous.example:8765 report.pdf photos/"
-)
+@app.command(epilog="Example: p2pcp send --server ws://rendezvous.example:8765 report.pdf photos/")
 def send(
     paths: list[str] = typer.Argument(..., help="Files and directories to send."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
@@ -153,7 +154,9 @@ def _read_code(code: str | None, console: Console) -> Code:
             console.print(f"[red]{exc.message}[/]")
 
 
-@app.command(epilog="Example: p2pcp receive --server ws://rendezvous.example:8765 -o ~/in 7-guitar-ocean")
+@app.command(
+    epilog="Example: p2pcp receive --server ws://rendezvous.example:8765 -o ~/in 7-guitar-ocean"
+)
 def receive(
     code: str | None = typer.Argument(None, help="The code from the sender [env: P2PCP_CODE]."),
     output: str = typer.Option(".", "-o", "--output", help="Directory to write into."),

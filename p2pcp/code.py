@@ -45,7 +45,9 @@ def make_code(nameplate: str, word_count: int = WORD_COUNT) -> Code:
 
 def check_nameplate(nameplate: str) -> None:
     """Raise :class:`UsageError` unless ``nameplate`` is a short decimal number."""
-    if not (nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= MAX_NAMEPLATE_DIGITS):
+    if not (
+        nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= MAX_NAMEPLATE_DIGITS
+    ):
         raise UsageError(f"the code must start with a number, like 7-{WORDS[0]}-{WORDS[1]}")
 
 
@@ -77,9 +79,7 @@ def parse_code(text: str) -> Code:
     check_nameplate(parts[0])
     words = parts[1:]
     if len(words) != WORD_COUNT:
-        raise UsageError(
-            f"a code is a number and {WORD_COUNT} words, like 7-{WORDS[0]}-{WORDS[1]}"
-        )
+        raise UsageError(f"a code is a number and {WORD_COUNT} words, like 7-{WORDS[0]}-{WORDS[1]}")
     for word in words:
         check_word(word)
     return Code(parts[0], tuple(words))

@@ -30,7 +30,9 @@ _WINDOWS_DEVICES = frozenset(
     + [f"com{i}" for i in range(1, 10)]
     + [f"lpt{i}" for i in range(1, 10)]
 )
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -166,7 +168,9 @@ def _sources_for(path: str, notice: Callable[[str], None]) -> Iterable[Source]:
     yield from _walk(path, name, st, notice)
 
 
-def _walk(local: str, rel: str, st: os.stat_result, notice: Callable[[str], None]) -> Iterable[Source]:
+def _walk(
+    local: str, rel: str, st: os.stat_result, notice: Callable[[str], None]
+) -> Iterable[Source]:
     if stat.S_ISLNK(st.st_mode):
         notice(f"skipped symlink {show(local)} (symlinks are not followed)")
     elif stat.S_ISREG(st.st_mode):
@@ -181,7 +185,9 @@ def _walk(local: str, rel: str, st: os.stat_result, notice: Callable[[str], None
         except OSError as exc:
             raise UsageError(f"cannot read directory {show(local)}: {exc.strerror}") from None
         for child in children:
-            yield from _walk(child.path, f"{rel}/{child.name}", child.stat(follow_symlinks=False), notice)
+            yield from _walk(
+                child.path, f"{rel}/{child.name}", child.stat(follow_symlinks=False), notice
+            )
     else:
         notice(f"skipped {show(local)}: not a regular file or directory")
 
@@ -289,7 +295,7 @@ class OutputDir:
                 last = i == len(parts) - 1
                 if stat.S_ISLNK(st.st_mode):
                     raise UnsafeOfferError(
-                        f"refusing to write through the symlink {show(where)} in the output directory"
+                        f"refusing to write through the symlink {show(where)} in the output dir"
                     )
                 if not last:
                     if not stat.S_ISDIR(st.st_mode):
@@ -326,7 +332,9 @@ class OutputDir:
         except OSError as exc:
             os.close(fd)
             if exc.errno == errno.ELOOP:
-                raise UnsafeOfferError(f"refusing to write through a symlink in {show(path)}") from None
+                raise UnsafeOfferError(
+                    f"refusing to write through a symlink in {show(path)}"
+                ) from None
             raise LocalWriteError(f"cannot create {show(path)}: {exc.strerror}") from None
         return fd, name
 
@@ -376,7 +384,9 @@ class FileWriter:
         except OSError as exc:
             os.close(dir_fd)
             if exc.errno == errno.ELOOP:
-                raise UnsafeOfferError(f"refusing to write through a symlink at {show(entry.path)}") from None
+                raise UnsafeOfferError(
+                    f"refusing to write through a symlink at {show(entry.path)}"
+                ) from None
             raise LocalWriteError(f"cannot write {show(entry.path)}: {exc.strerror}") from None
 
     def write(self, data: bytes) -> None:
@@ -398,7 +408,9 @@ class FileWriter:
         digest = self._hash.hexdigest()
         if digest != expected_sha256:
             self.abort()
-            raise TransferError(f"{show(self.entry.path)} arrived corrupted (SHA-256 mismatch); removed")
+            raise TransferError(
+                f"{show(self.entry.path)} arrived corrupted (SHA-256 mismatch); removed"
+            )
         assert self._fd is not None
         try:
             mode = 0o666 | (0o111 if self.entry.executable else 0)
@@ -423,8 +435,13 @@ class FileWriter:
             return
         # link() refuses an existing target atomically, so nothing that appeared meanwhile is lost.
         try:
-            os.link(self._part, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir,
-                    follow_symlinks=False)
+            os.link(
+                self._part,
+                self._name,
+                src_dir_fd=self._dir,
+                dst_dir_fd=self._dir,
+                follow_symlinks=False,
+            )
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
                 raise

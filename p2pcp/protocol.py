@@ -351,9 +351,7 @@ class _FileCursor:
             raise ProtocolError(f"{who} the end of file {index} out of order")
         size = self.sizes[index]
         if size is not None and self.moved != size:
-            raise ProtocolError(
-                f"{who} {self.moved} bytes for a file declared as {size} bytes"
-            )
+            raise ProtocolError(f"{who} {self.moved} bytes for a file declared as {size} bytes")
         self.index += 1
         self.moved = 0
 
@@ -373,11 +371,16 @@ class Peer:
         """Sender: bytes it may still send. Receiver: bytes it has granted and not yet seen."""
         self.files = _FileCursor()
         self.peer_version: int | None = None
+        self.ended_by: str | None = None
+        """SEND if this side said the last word (it should wait for the peer to close), RECV
+        if the peer did (this side may close at once), None while the conversation goes on."""
 
-    def _set_state(self, new: State) -> None:
+    def _set_state(self, new: State, direction: str) -> None:
         if new is not self.state:
             log.debug("%s: %s -> %s", self.role.value, self.state.value, new.value)
             self.state = new
+            if new in TERMINAL_STATES:
+                self.ended_by = direction
 
     @property
     def finished(self) -> bool:
@@ -399,7 +402,7 @@ class Peer:
         if isinstance(message, Abort):
             if self.finished:
                 raise ProtocolError("abort after the transfer ended")
-            self._set_state(State.ABORTED)
+            self._set_state(State.ABORTED, direction)
             return
         key = (self.role, self.state, direction, type(message))
         new = TRANSITIONS.get(key)
@@ -410,7 +413,7 @@ class Peer:
         self._account(direction, message)
         if isinstance(message, Offer) and message.more:
             new = self.state
-        self._set_state(new)
+        self._set_state(new, direction)
 
     def _account(self, direction: str, message: Message) -> None:
         who = "peer sent" if direction == RECV else "tried to send"

@@ -51,6 +51,7 @@ CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
 RENDEZVOUS_TIMEOUT = 60.0
 CLOSE_WAIT = 5.0
+LINGER = 2.0
 WRONG_CODE = "wrong code: the two sides typed different codes, or someone tried to guess it"
 
 
@@ -80,7 +81,9 @@ class _Progress:
     done: int = 0
     _last: float = field(default=0.0)
 
-    def update(self, path: str, file_bytes: int, file_size: int | None, force: bool = False) -> None:
+    def update(
+        self, path: str, file_bytes: int, file_size: int | None, force: bool = False
+    ) -> None:
         now = time.monotonic()
         if force or now - self._last >= PROGRESS_INTERVAL:
             self._last = now
@@ -139,7 +142,9 @@ class FileSender:
         start = 0
         while True:
             count = len(entries) - start
-            while count > 1 and len(p.encode(p.Offer(tuple(entries[start:start + count])))) > limit:
+            while (
+                count > 1 and len(p.encode(p.Offer(tuple(entries[start : start + count])))) > limit
+            ):
                 count = max(1, count // 2)
             end = start + count
             await self._send(p.Offer(tuple(entries[start:end]), more=end < len(entries)))
@@ -173,8 +178,9 @@ class FileSender:
 class FileReceiver:
     """Checks the offer, asks ``decide``, then writes and verifies every file."""
 
-    def __init__(self, channel: FrameChannel, output: OutputDir, sink: EventSink,
-                 decide: Decide) -> None:
+    def __init__(
+        self, channel: FrameChannel, output: OutputDir, sink: EventSink, decide: Decide
+    ) -> None:
         self.channel = channel
         self.output = output
         self.sink = sink
@@ -359,15 +365,25 @@ async def _close(transport: Transport | None, signaling: Signaling | None) -> No
             await transport.close()
 
 
-async def _abort_peer(transport: Transport | None, exc: BaseException) -> None:
-    """Tell the peer why we stop, best effort, so it can report it at once."""
-    if transport is None or isinstance(exc, PeerError | CodeError | RefusedError):
+async def _say_goodbye(
+    transport: Transport | None, worker: FileSender | FileReceiver | None, exc: BaseException
+) -> None:
+    """On failure: make sure the peer learns why, so it can report it at once.
+
+    If this side already said the last word (a decline), let it arrive; if the peer did (an
+    abort, a decline) or is gone, close at once; otherwise send an abort first.
+    """
+    if transport is None:
         return
-    reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-    text = exc.message if isinstance(exc, P2pcpError) else ""
+    ended_by = worker.peer.ended_by if worker is not None else None
+    if ended_by == p.RECV or isinstance(exc, PeerError | CodeError):
+        return
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
-        await transport.drain(1.0)
+        if ended_by != p.SEND:
+            reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            text = exc.message if isinstance(exc, P2pcpError) else ""
+            await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
+        await transport.linger(LINGER)
 
 
 @dataclass(frozen=True)
@@ -400,29 +416,35 @@ class ReceiveOptions:
 
 async def send(options: SendOptions, sink: EventSink) -> None:
     """Run one send: offer the files, wait for the receiver, stream, wait for verification."""
-    sources = build_sources(options.paths, lambda text: sink.emit(Notice(text)))
+    notices: list[str] = []
+    sources = build_sources(options.paths, notices.append)
     signaling = await Signaling.connect(options.server)
     transport: Transport | None = None
+    worker: FileSender | None = None
     try:
         code = make_code(await signaling.allocate())
-        sink.emit(CodeReady(str(code), options.server))
+        sink.emit(CodeReady(str(code), options.server))  # always the first event
+        for text in notices:
+            sink.emit(Notice(text))
         await signaling.wait_for_peer()
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
             box = await _handshake(signaling, code, SENDER)
             transport = Transport(_ice_servers(signaling, options.ice_servers))
-            await _send_sealed(signaling, box, {"type": "offer", "sdp": await transport.create_offer()})
+            await _send_sealed(
+                signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
+            )
             answer = await _receive_sealed(signaling, box, "answer")
             await transport.accept_answer(answer["sdp"])
         started = await _connected(transport, sink)
         await signaling.close()
-        sender = FileSender(transport, sources, sink)
-        await sender.run()
+        worker = FileSender(transport, sources, sink)
+        await worker.run()
         files = sum(1 for s in sources if s.entry.kind == "file")
-        sink.emit(Finished(files, sender.bytes_sent, round(time.monotonic() - started, 3)))
+        sink.emit(Finished(files, worker.bytes_sent, round(time.monotonic() - started, 3)))
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
     except BaseException as exc:
-        await _abort_peer(transport, exc)
+        await _say_goodbye(transport, worker, exc)
         raise
     finally:
         await _close(transport, signaling)
@@ -433,6 +455,7 @@ async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> N
     output = OutputDir(options.output, options.overwrite)
     signaling: Signaling | None = None
     transport: Transport | None = None
+    worker: FileReceiver | None = None
     try:
         signaling = await Signaling.connect(options.server)
         await signaling.join(options.code.nameplate)
@@ -447,12 +470,17 @@ async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> N
         receiver = FileReceiver(transport, output, sink, decide)
         await receiver.run()
         await transport.wait_closed(CLOSE_WAIT)
-        sink.emit(Finished(receiver.peer.file_count, receiver.bytes_received,
-                           round(time.monotonic() - started, 3)))
+        sink.emit(
+            Finished(
+                receiver.peer.file_count,
+                receiver.bytes_received,
+                round(time.monotonic() - started, 3),
+            )
+        )
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
     except BaseException as exc:
-        await _abort_peer(transport, exc)
+        await _say_goodbye(transport, worker, exc)
         raise
     finally:
         await _close(transport, signaling)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -68,11 +68,11 @@ class Signaling:
     async def _request(self, message: dict[str, Any], expect: str) -> dict[str, Any]:
         await self._send(message)
         reply = await self._next()
-        if reply.get("type") == expect:
-            return reply
-        self._raise(reply)
+        if reply.get("type") != expect:
+            self._raise(reply)
+        return reply
 
-    def _raise(self, reply: dict[str, Any]) -> Any:
+    def _raise(self, reply: dict[str, Any]) -> NoReturn:
         if reply.get("type") == "error":
             reason = reply.get("reason")
             if reason == "no_such_nameplate":

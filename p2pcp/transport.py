@@ -57,8 +57,9 @@ def ice_configuration(servers: list[IceServer]) -> RTCConfiguration:
     """The one place the peer connection's ICE configuration is built. Never None: an empty
     list means host candidates only, where None would make aiortc use Google's STUN server."""
     return RTCConfiguration(
-        iceServers=[RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-                    for s in servers]
+        iceServers=[
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers
+        ]
     )
 
 
@@ -85,12 +86,12 @@ class Transport:
     def _wire(self) -> None:
         channel = self._channel
 
-        @channel.on("open")  # type: ignore[untyped-decorator]
+        @channel.on("open")
         def on_open() -> None:
             if not self._opened.done():
                 self._opened.set_result(None)
 
-        @channel.on("message")  # type: ignore[untyped-decorator]
+        @channel.on("message")
         def on_message(message: bytes | str) -> None:
             if isinstance(message, str):
                 self._fail(ProtocolError("peer sent a text message on the data channel"))
@@ -101,15 +102,15 @@ class Transport:
                 return
             self._inbox.put_nowait(message)
 
-        @channel.on("bufferedamountlow")  # type: ignore[untyped-decorator]
+        @channel.on("bufferedamountlow")
         def on_low() -> None:
             self._low.set()
 
-        @channel.on("close")  # type: ignore[untyped-decorator]
+        @channel.on("close")
         def on_close() -> None:
             self._fail(PeerError("the peer closed the connection"))
 
-        @self._pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+        @self._pc.on("connectionstatechange")
         def on_state() -> None:
             state = self._pc.connectionState
             log.debug("connection state: %s", state)
@@ -168,12 +169,11 @@ class Transport:
 
     def route(self) -> tuple[str, str | None]:
         """``("direct" | "relay", peer address)`` of the selected ICE candidate pair."""
-        try:
-            connection = self._pc.sctp.transport.transport._connection
-            pair = connection._nominated.get(1)
-            local, remote = pair.local_candidate, pair.remote_candidate
-        except AttributeError:
+        sctp = self._pc.sctp
+        pair = sctp.transport.transport._connection._nominated.get(1) if sctp else None
+        if pair is None:
             return "direct", None
+        local, remote = pair.local_candidate, pair.remote_candidate
         kind = "relay" if "relay" in (local.type, remote.type) else "direct"
         return kind, f"{remote.host}:{remote.port}"
 
@@ -209,6 +209,12 @@ class Transport:
         """Wait (up to ``timeout``) for the peer to close the connection."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closed.wait(), timeout)
+
+    async def linger(self, timeout: float) -> None:
+        """After this side's last message: let it reach the peer, and wait for the peer to close
+        (data sent just before a close can be lost)."""
+        await self.drain(timeout)
+        await self.wait_closed(timeout)
 
     async def close(self) -> None:
         """Close the peer connection."""

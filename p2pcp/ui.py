@@ -115,8 +115,12 @@ class HumanSink:
             self._start(event.total)
         assert self._progress is not None and self._overall is not None and self._file is not None
         self._progress.update(self._overall, completed=event.bytes)
-        self._progress.update(self._file, completed=event.file_bytes, total=event.file_size,
-                              description=_safe(event.path)[-40:])
+        self._progress.update(
+            self._file,
+            completed=event.file_bytes,
+            total=event.file_size,
+            description=_safe(event.path)[-40:],
+        )
 
     def _start(self, total: int | None) -> None:
         self._progress = Progress(
@@ -138,8 +142,9 @@ class HumanSink:
 
     def _on_file_done(self, event: ev.FileDone) -> None:
         if not self.interactive:
-            self.console.print(f"{self.verb} {_safe(event.path)} ({human_size(event.bytes)})",
-                               soft_wrap=True)
+            self.console.print(
+                f"{self.verb} {_safe(event.path)} ({human_size(event.bytes)})", soft_wrap=True
+            )
 
     def _on_done(self, event: ev.Finished) -> None:
         self._stop()

@@ -25,12 +25,21 @@ def parse_args(argv: list[str] | None) -> Settings:
     defaults = Settings()
     parser.add_argument("--host", default=defaults.host, help="interface to listen on")
     parser.add_argument("--port", type=int, default=defaults.port, help="TCP port (0: any free)")
-    parser.add_argument("--room-idle", type=float, default=defaults.room_idle_seconds,
-                        help="seconds after which an idle room is closed")
-    parser.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes,
-                        help="largest WebSocket message accepted")
-    parser.add_argument("--max-rooms", type=int, default=defaults.max_rooms,
-                        help="rooms open at once")
+    parser.add_argument(
+        "--room-idle",
+        type=float,
+        default=defaults.room_idle_seconds,
+        help="seconds after which an idle room is closed",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=defaults.max_message_bytes,
+        help="largest WebSocket message accepted",
+    )
+    parser.add_argument(
+        "--max-rooms", type=int, default=defaults.max_rooms, help="rooms open at once"
+    )
     parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
     args = parser.parse_args(argv)
     return Settings(
@@ -64,8 +73,9 @@ async def run(settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``p2pcp-signal``."""
     settings = parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
     logging.getLogger("websockets").setLevel(logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))

@@ -64,7 +64,7 @@ class Rooms:
         return nameplate
 
     def join(self, nameplate: str, side: str, now: float) -> Room:
-        """Put ``side`` into an existing room; the room must have exactly one side and be unspent."""
+        """Put ``side`` into a room that has one side and was never spent."""
         self._check_free(side)
         room = self._rooms.get(nameplate)
         if room is None:

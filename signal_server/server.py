@@ -116,8 +116,9 @@ class SignalServer:
         self._connections[side] = connection
         log.info("connect side=%s", side)
         try:
-            await self._send(connection, {"type": "welcome", "version": PROTOCOL_VERSION,
-                                          "ice_servers": []})
+            await self._send(
+                connection, {"type": "welcome", "version": PROTOCOL_VERSION, "ice_servers": []}
+            )
             async for raw in connection:
                 await self._dispatch(side, connection, raw)
         except ConnectionClosed:
@@ -146,13 +147,13 @@ class SignalServer:
                 log.info("allocate side=%s nameplate=%s", side, nameplate)
                 await self._send(connection, {"type": "allocated", "nameplate": nameplate})
             elif kind == "join":
-                nameplate = message.get("nameplate")
-                if not isinstance(nameplate, str):
+                wanted = message.get("nameplate")
+                if not isinstance(wanted, str):
                     await self._error(connection, "bad_message", "join needs a nameplate")
                     return
-                room = self.rooms.join(nameplate, side, now)
-                log.info("join side=%s nameplate=%s", side, nameplate)
-                await self._send(connection, {"type": "joined", "nameplate": nameplate})
+                room = self.rooms.join(wanted, side, now)
+                log.info("join side=%s nameplate=%s", side, wanted)
+                await self._send(connection, {"type": "joined", "nameplate": wanted})
                 for other in room.sides:
                     if other != side:
                         await self._send_to(other, {"type": "peer_joined"})

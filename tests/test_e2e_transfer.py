@@ -1,0 +1,241 @@
+"""End-to-end: real p2pcp-signal, p2pcp send and p2pcp receive processes over real sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+from conftest import (
+    SignalServer,
+    finish,
+    p2pcp,
+    receive,
+    sha256_file,
+    start_send,
+    tree,
+)
+
+
+def _write_random(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 1 << 20))
+            f.write(block)
+            left -= len(block)
+
+
+def _no_part_files(root: Path) -> None:
+    leftovers = [p for p in root.rglob("*") if p.name.endswith(".p2pcp-part")]
+    assert leftovers == []
+
+
+def test_one_file_and_json_events(signal_server: SignalServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    out = tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    _write_random(src / "report.bin", 3_000_000)
+    sender, code = start_send(signal_server, str(src / "report.bin"))
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 0, got.stderr
+    assert sent.code == 0, sent.stderr
+    assert sha256_file(out / "report.bin") == sha256_file(src / "report.bin")
+    _no_part_files(out)
+
+    events = got.events
+    names = [e["event"] for e in events]
+    assert names[0] == "connected" and events[0]["route"] == "direct"
+    assert names[1] == "offer"
+    assert events[1]["files"] == 1 and events[1]["bytes"] == 3_000_000
+    assert events[1]["entries"] == [{"path": "report.bin", "kind": "file", "size": 3_000_000}]
+    assert "accepted" in names and "progress" in names
+    done = events[-1]
+    assert done["event"] == "done" and done["files"] == 1 and done["bytes"] == 3_000_000
+    assert isinstance(done["seconds"], float | int)
+    (file_done,) = [e for e in events if e["event"] == "file_done"]
+    assert file_done["sha256"] == sha256_file(src / "report.bin")
+
+    sender_events = [e["event"] for e in sent.events]
+    assert sender_events[0] == "connected" and sender_events[-1] == "done"
+    assert sent.events[-1]["bytes"] == 3_000_000
+
+
+def test_directory_tree_with_empty_dir_and_executable(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    src = tmp_path / "project"
+    (src / "bin").mkdir(parents=True)
+    (src / "docs" / "empty").mkdir(parents=True)
+    (src / "docs" / "a.txt").write_text("alpha\n")
+    (src / "zero").write_bytes(b"")
+    tool = src / "bin" / "tool.sh"
+    tool.write_text("#!/bin/sh\necho hi\n")
+    tool.chmod(0o755)
+    os.symlink("docs/a.txt", src / "link")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(src))
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    expected = tree(src)
+    del expected["link"]  # symlinks are not followed, and the sender says so
+    assert tree(out / "project") == expected
+    assert (out / "project" / "docs" / "empty").is_dir()
+    assert os.stat(out / "project" / "bin" / "tool.sh").st_mode & stat.S_IXUSR
+    assert not os.stat(out / "project" / "docs" / "a.txt").st_mode & stat.S_IXUSR
+    warnings = [e["message"] for e in sent.events if e["event"] == "warning"]
+    assert any("symlink" in w and "link" in w for w in warnings), sent.events
+
+
+def test_several_paths_at_once(signal_server: SignalServer, tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("one")
+    (tmp_path / "two.bin").write_bytes(os.urandom(70_000))
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "three.txt").write_text("three")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, "one.txt", "two.bin", "dir", cwd=tmp_path)
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert (out / "one.txt").read_text() == "one"
+    assert sha256_file(out / "two.bin") == sha256_file(tmp_path / "two.bin")
+    assert (out / "dir" / "three.txt").read_text() == "three"
+    assert got.events[-1]["files"] == 3
+
+
+def test_zero_byte_file(signal_server: SignalServer, tmp_path: Path) -> None:
+    (tmp_path / "empty.dat").write_bytes(b"")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(tmp_path / "empty.dat"))
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    assert finish(sender).code == 0
+    assert got.code == 0, got.stderr
+    assert (out / "empty.dat").exists() and (out / "empty.dat").stat().st_size == 0
+
+
+def test_200_mib_random_file(signal_server: SignalServer, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    _write_random(src, 200 * 1024 * 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(src))
+    got = receive(signal_server, code, "--yes", "-o", str(out), timeout=600)
+    sent = finish(sender, timeout=60)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert sha256_file(out / "big.bin") == sha256_file(src)
+    assert got.events[-1]["bytes"] == 200 * 1024 * 1024
+
+
+def test_refuses_to_overwrite(signal_server: SignalServer, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("new content")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    sender, code = start_send(signal_server, str(tmp_path / "notes.txt"))
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 6, got.stderr
+    assert sent.code == 6, sent.stderr
+    assert (out / "notes.txt").read_text() == "precious"
+    assert "--overwrite" in got.events[-1]["message"]
+    assert got.events[-1]["event"] == "error" and got.events[-1]["exit_code"] == 6
+    assert sent.events[-1]["event"] == "error" and sent.events[-1]["exit_code"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_overwrite_replaces(signal_server: SignalServer, tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("new content")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("old")
+    sender, code = start_send(signal_server, str(tmp_path / "notes.txt"))
+    got = receive(signal_server, code, "--yes", "--overwrite", "-o", str(out))
+    assert finish(sender).code == 0
+    assert got.code == 0, got.stderr
+    assert (out / "notes.txt").read_text() == "new content"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_declining_exits_6_on_both_sides(signal_server: SignalServer, tmp_path: Path) -> None:
+    (tmp_path / "offer.txt").write_text("no thanks")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(tmp_path / "offer.txt"))
+    master, slave = os.openpty()
+    try:
+        os.write(master, b"n\n")
+        process = p2pcp("receive", "--server", signal_server.url, "-o", str(out), code, stdin=slave)
+        got = finish(process)
+    finally:
+        os.close(master)
+        os.close(slave)
+    sent = finish(sender)
+    assert got.code == 6, got.stderr
+    assert "declined" in got.stderr
+    assert sent.code == 6, sent.stderr
+    assert "declined" in sent.events[-1]["message"]
+    assert list(out.iterdir()) == []
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_server_not_running(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    url = f"ws://127.0.0.1:{_closed_port()}"
+    sent = finish(p2pcp("send", "--server", url, str(tmp_path / "f")))
+    assert sent.code == 4
+    assert "cannot reach the rendezvous server" in sent.stderr
+    assert "Traceback" not in sent.stderr
+    assert len(sent.stderr.strip().splitlines()) == 1
+    got = finish(p2pcp("receive", "--server", url, "--yes", "-o", str(tmp_path), "7-acorn-zebra"))
+    assert got.code == 4 and "cannot reach the rendezvous server" in got.stderr
+
+
+def test_no_server_configured_says_how(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    sent = finish(p2pcp("send", str(tmp_path / "f")))
+    assert sent.code == 2
+    assert "P2PCP_SERVER" in sent.stderr and "--server" in sent.stderr
+
+
+def test_unknown_nameplate_is_a_bad_code(signal_server: SignalServer, tmp_path: Path) -> None:
+    got = receive(signal_server, "99-acorn-zebra", "--yes", "-o", str(tmp_path))
+    assert got.code == 3
+    assert got.events[-1]["event"] == "error" and got.events[-1]["exit_code"] == 3
+
+
+def test_missing_source_is_a_usage_error(signal_server: SignalServer, tmp_path: Path) -> None:
+    sent = finish(p2pcp("send", "--server", signal_server.url, str(tmp_path / "nope")))
+    assert sent.code == 2
+    assert "no such file" in sent.stderr
+
+
+def test_receive_without_tty_or_yes_fails_at_once(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    got = finish(
+        p2pcp(
+            "receive",
+            "--server",
+            signal_server.url,
+            "-o",
+            str(tmp_path),
+            "7-acorn-zebra",
+            stdin=subprocess.DEVNULL,
+        ),
+        timeout=20,
+    )
+    assert got.code == 2
+    assert "--yes" in got.stderr
