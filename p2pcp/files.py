@@ -10,6 +10,7 @@ file beside each target that is renamed only after its SHA-256 matches.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -234,6 +235,13 @@ class FileReader:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -319,23 +327,22 @@ class OutputDir:
         """A descriptor of ``path``'s parent directory (made if needed) and its last name."""
         *parents, name = path.split("/")
         fd = os.dup(self._root)
-        try:
-            for part in parents:
+        for part in parents:
+            try:
                 if create:
-                    try:
+                    with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o777, dir_fd=fd)
-                    except FileExistsError:
-                        pass
                 new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                is_link = _is_symlink(part, fd)
                 os.close(fd)
-                fd = new
-        except OSError as exc:
+                if is_link:
+                    raise UnsafeOfferError(
+                        f"refusing to write through a symlink in {show(path)}"
+                    ) from None
+                raise LocalWriteError(f"cannot create {show(path)}: {exc.strerror}") from None
             os.close(fd)
-            if exc.errno == errno.ELOOP:
-                raise UnsafeOfferError(
-                    f"refusing to write through a symlink in {show(path)}"
-                ) from None
-            raise LocalWriteError(f"cannot create {show(path)}: {exc.strerror}") from None
+            fd = new
         return fd, name
 
     def make_dir(self, path: str) -> None:
@@ -383,7 +390,7 @@ class FileWriter:
             self._fd: int | None = os.open(self._part, flags, 0o600, dir_fd=dir_fd)
         except OSError as exc:
             os.close(dir_fd)
-            if exc.errno == errno.ELOOP:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafeOfferError(
                     f"refusing to write through a symlink at {show(entry.path)}"
                 ) from None

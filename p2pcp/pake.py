@@ -26,6 +26,8 @@ from spake2.spake2 import SPAKEError
 from .errors import CodeError
 
 APP_ID = b"p2pcp.dev/v1"
+MESSAGE_SIZE = 33
+SIDE_SYMMETRIC = b"S"
 SENDER = "sender"
 RECEIVER = "receiver"
 
@@ -51,9 +53,13 @@ class Pake:
 
     def finish(self, inbound: bytes) -> bytes:
         """The shared key, given the peer's message (a malformed one raises CodeError)."""
+        # spake2 checks some malformed input only with assert (gone under python -O), so the
+        # shape is checked here: one side byte for "symmetric", then one 32-byte element.
+        if len(inbound) != MESSAGE_SIZE or inbound[:1] != SIDE_SYMMETRIC:
+            raise CodeError("the peer's key exchange message was malformed")
         try:
             key: bytes = self._spake.finish(inbound)
-        except (SPAKEError, ValueError) as exc:
+        except (SPAKEError, ValueError, AssertionError, TypeError) as exc:
             raise CodeError("the peer's key exchange message was malformed") from exc
         return key
 

@@ -1,0 +1,309 @@
+"""The sans-I/O protocol: message encoding and the state machine, with no I/O at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pcp import protocol as p
+from p2pcp.errors import ProtocolError
+
+SHA = "a" * 64
+
+
+class Pair:
+    """A sender and a receiver wired back to back (like h11's ConnectionPair)."""
+
+    def __init__(self) -> None:
+        self.sender = p.Peer(p.Role.SENDER)
+        self.receiver = p.Peer(p.Role.RECEIVER)
+
+    def s2r(self, message: p.Message) -> p.Message:
+        return self.receiver.receive(self.sender.send(message))
+
+    def r2s(self, message: p.Message) -> p.Message:
+        return self.sender.receive(self.receiver.send(message))
+
+    def hello(self) -> None:
+        # Both sides send their hello first thing, before reading anything.
+        to_receiver = self.sender.send(p.Hello())
+        to_sender = self.receiver.send(p.Hello())
+        self.receiver.receive(to_receiver)
+        self.sender.receive(to_sender)
+
+    def offer(self, *entries: p.Entry) -> None:
+        self.hello()
+        self.s2r(p.Offer(entries))
+
+
+def test_roundtrip_of_every_message() -> None:
+    messages: list[p.Message] = [
+        p.Hello(),
+        p.Offer((p.Entry("d", "dir"), p.Entry("d/f", "file", 3, True), p.Entry("s", "file"))),
+        p.Accept(10),
+        p.Decline("declined", "no"),
+        p.Credit(5),
+        p.Data(b"\x00\x01abc"),
+        p.FileEnd(0, SHA),
+        p.Done(),
+        p.Verified(2),
+        p.Abort("cancelled", "bye"),
+    ]
+    for message in messages:
+        assert p.decode(p.encode(message)) == message
+
+
+def test_happy_path_reaches_done_on_both_sides() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("d", "dir"), p.Entry("d/a", "file", 3), p.Entry("b", "file", 0))
+    assert pair.receiver.state is p.State.DECIDING
+    pair.r2s(p.Accept(100))
+    pair.s2r(p.Data(b"abc"))
+    pair.s2r(p.FileEnd(0, SHA))
+    pair.s2r(p.FileEnd(1, SHA))
+    pair.r2s(p.Credit(3))
+    pair.s2r(p.Done())
+    assert pair.receiver.state is p.State.VERIFYING
+    pair.r2s(p.Verified(2))
+    assert pair.sender.state is p.State.DONE and pair.receiver.state is p.State.DONE
+    assert pair.sender.ended_by == p.RECV and pair.receiver.ended_by == p.SEND
+    assert pair.sender.credit == 100 and pair.receiver.credit == 100
+
+
+def test_offer_in_parts() -> None:
+    pair = Pair()
+    pair.hello()
+    pair.s2r(p.Offer((p.Entry("a", "file", 1),), more=True))
+    assert pair.receiver.state is p.State.AWAIT_OFFER
+    assert pair.sender.state is p.State.READY
+    pair.s2r(p.Offer((p.Entry("b", "file", 1),)))
+    assert pair.receiver.state is p.State.DECIDING
+    assert [e.path for e in pair.receiver.entries] == ["a", "b"]
+    assert pair.receiver.file_count == 2
+
+
+def test_decline_ends_both_with_receiver_speaking_last() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 1))
+    pair.r2s(p.Decline("declined"))
+    assert pair.sender.state is p.State.DECLINED and pair.receiver.state is p.State.DECLINED
+    assert pair.receiver.ended_by == p.SEND and pair.sender.ended_by == p.RECV
+
+
+@pytest.mark.parametrize(
+    "frame_for_receiver",
+    [
+        p.encode(p.Data(b"x")),
+        p.encode(p.Done()),
+        p.encode(p.FileEnd(0, SHA)),
+        p.encode(p.Accept(1)),
+        p.encode(p.Verified(0)),
+    ],
+)
+def test_unexpected_before_offer(frame_for_receiver: bytes) -> None:
+    pair = Pair()
+    pair.hello()
+    with pytest.raises(ProtocolError, match="while await-offer"):
+        pair.receiver.receive(frame_for_receiver)
+
+
+def test_message_before_hello_is_rejected() -> None:
+    receiver = p.Peer(p.Role.RECEIVER)
+    receiver.send(p.Hello())
+    with pytest.raises(ProtocolError, match="'offer' while await-hello"):
+        receiver.receive(p.encode(p.Offer((p.Entry("a", "file", 1),))))
+
+
+def test_sender_rejects_receiver_only_messages() -> None:
+    pair = Pair()
+    pair.hello()
+    with pytest.raises(ProtocolError):
+        pair.sender.receive(p.encode(p.Offer(())))
+    with pytest.raises(ProtocolError):
+        p.Peer(p.Role.SENDER).send(p.Accept(1))
+
+
+def test_version_mismatch_is_a_clear_error() -> None:
+    receiver = p.Peer(p.Role.RECEIVER)
+    receiver.send(p.Hello())
+    with pytest.raises(ProtocolError, match="protocol version 2.*version 1"):
+        receiver.receive(p.encode(p.Hello(version=2)))
+
+
+def test_more_bytes_than_declared() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 2))
+    pair.r2s(p.Accept(100))
+    pair.s2r(p.Data(b"ab"))
+    with pytest.raises(ProtocolError, match="more bytes than declared"):
+        pair.receiver.receive(p.encode(p.Data(b"c")))
+
+
+def test_fewer_bytes_than_declared() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 5))
+    pair.r2s(p.Accept(100))
+    pair.s2r(p.Data(b"ab"))
+    with pytest.raises(ProtocolError, match="2 bytes for a file declared as 5"):
+        pair.receiver.receive(p.encode(p.FileEnd(0, SHA)))
+
+
+def test_file_end_out_of_order() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 0), p.Entry("b", "file", 0))
+    pair.r2s(p.Accept(100))
+    with pytest.raises(ProtocolError, match="out of order"):
+        pair.receiver.receive(p.encode(p.FileEnd(1, SHA)))
+
+
+def test_data_after_last_file() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 0))
+    pair.r2s(p.Accept(100))
+    pair.s2r(p.FileEnd(0, SHA))
+    with pytest.raises(ProtocolError, match="after the last file"):
+        pair.receiver.receive(p.encode(p.Data(b"x")))
+
+
+def test_done_before_all_files() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 0), p.Entry("b", "file", 0))
+    pair.r2s(p.Accept(100))
+    pair.s2r(p.FileEnd(0, SHA))
+    with pytest.raises(ProtocolError, match="before every file"):
+        pair.receiver.receive(p.encode(p.Done()))
+
+
+def test_data_beyond_credit_is_refused_on_both_sides() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 10))
+    pair.r2s(p.Accept(4))
+    pair.s2r(p.Data(b"abcd"))
+    with pytest.raises(ProtocolError, match="more data than the receiver allowed"):
+        pair.sender.send(p.Data(b"e"))
+    with pytest.raises(ProtocolError, match="more data than the receiver allowed"):
+        pair.receiver.receive(p.encode(p.Data(b"e")))
+
+
+def test_stream_of_unknown_size_has_no_size_limit() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("stdin", "file", None))
+    pair.r2s(p.Accept(1000))
+    for _ in range(10):
+        pair.s2r(p.Data(b"x" * 50))
+    pair.s2r(p.FileEnd(0, SHA))
+    pair.s2r(p.Done())
+    assert pair.receiver.state is p.State.VERIFYING
+
+
+def test_verified_with_wrong_count() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 0))
+    pair.r2s(p.Accept(1))
+    pair.s2r(p.FileEnd(0, SHA))
+    pair.s2r(p.Done())
+    with pytest.raises(ProtocolError, match="wrong number"):
+        pair.sender.receive(p.encode(p.Verified(3)))
+
+
+def test_abort_from_any_live_state_and_not_after_end() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 1))
+    pair.r2s(p.Abort("cancelled"))
+    assert pair.sender.state is p.State.ABORTED and pair.sender.ended_by == p.RECV
+    with pytest.raises(ProtocolError, match="after the transfer ended"):
+        pair.sender.receive(p.encode(p.Abort("error")))
+    with pytest.raises(ProtocolError):
+        pair.sender.receive(p.encode(p.Credit(1)))
+
+
+def _control(obj: object) -> bytes:
+    return b"\x00" + json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (b"", "empty frame"),
+        (b"\x07abc", "unknown kind 7"),
+        (b"\x00{not json", "malformed control"),
+        (b"\x00\xff\xfe", "malformed control"),
+        (_control([1, 2]), "not an object"),
+        (_control({"type": "teleport"}), "unknown message type"),
+        (_control({"type": "hello", "version": 1}), "does not speak"),
+        (_control({"type": "hello", "protocol": "p2pcp", "version": "1"}), "'version'"),
+        (_control({"type": "accept", "credit": -1}), "'credit'"),
+        (_control({"type": "accept", "credit": True}), "'credit'"),
+        (_control({"type": "accept", "credit": 1.5}), "'credit'"),
+        (_control({"type": "offer", "entries": "x"}), "without entries"),
+        (_control({"type": "offer", "entries": [5]}), "malformed offer entry"),
+        (_control({"type": "offer", "entries": [{"path": "a", "kind": "link"}]}), "unknown kind"),
+        (_control({"type": "offer", "entries": [{"path": 3, "kind": "file"}]}), "'path'"),
+        (
+            _control(
+                {"type": "offer", "entries": [{"path": "a", "kind": "file", "size": 1 << 63}]}
+            ),
+            "impossible size",
+        ),
+        (_control({"type": "offer", "entries": [], "more": "yes"}), "'more'"),
+        (_control({"type": "file_end", "index": 0, "sha256": "xyz"}), "malformed file hash"),
+        (_control({"type": "file_end", "index": 0, "sha256": "A" * 64}), "malformed file hash"),
+        (b"\x00" + b"{" + b" " * p.MAX_CONTROL_SIZE + b"}", "oversized"),
+    ],
+)
+def test_malformed_frames(frame: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        p.decode(frame)
+
+
+@given(st.binary(max_size=300))
+def test_decode_raises_only_protocol_errors(frame: bytes) -> None:
+    try:
+        p.decode(frame)
+    except ProtocolError:
+        pass
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "type",
+                        "entries",
+                        "path",
+                        "kind",
+                        "size",
+                        "index",
+                        "sha256",
+                        "credit",
+                        "bytes",
+                        "more",
+                        "protocol",
+                        "version",
+                        "reason",
+                        "message",
+                        "files",
+                    ]
+                ),
+                children,
+                max_size=5,
+            )
+        ),
+        max_leaves=12,
+    )
+)
+def test_decode_of_hostile_json_raises_only_protocol_errors(obj: object) -> None:
+    for kind in ("offer", "accept", "file_end", "hello", "decline", "credit", "verified"):
+        body = dict(obj) if isinstance(obj, dict) else {"junk": obj}
+        body["type"] = kind
+        try:
+            p.decode(_control(body))
+        except ProtocolError:
+            pass
