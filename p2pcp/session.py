@@ -22,6 +22,7 @@ from .code import Code, make_code
 from .errors import (
     CodeError,
     ConnectError,
+    LocalWriteError,
     P2pcpError,
     PeerError,
     ProtocolError,
@@ -235,6 +236,9 @@ class FileReceiver:
             self.output.check(entries)
         except RefusedError as exc:
             await self._send(p.Decline("exists", exc.message))
+            raise
+        except LocalWriteError as exc:
+            await self._send(p.Decline("space", exc.message))
             raise
         except TransferError as exc:
             await self._send(p.Decline("unsafe", exc.message))
