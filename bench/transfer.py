@@ -1,0 +1,223 @@
+"""Benchmark: one file through the real `p2pcp send` / `p2pcp receive` commands, next to raw TCP.
+
+Usage: python bench/transfer.py [--size-mib 256] [--rounds 3]
+
+Each round runs a raw TCP copy (a Python sender and receiver process over the machine's own
+address) and a p2pcp transfer (real p2pcp-signal, send and receive processes) of the same random
+file, and checks the received file's SHA-256. It prints, per method, the median end-to-end rate
+(from starting the sender to both processes exiting), the ratio to raw TCP, and the peak RSS and
+CPU seconds of each side (from wait4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PY = sys.executable
+
+TCP_RECEIVER = """
+import socket, sys
+srv = socket.socket(); srv.bind((sys.argv[1], 0)); srv.listen(1)
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+buf = bytearray(1 << 20); view = memoryview(buf)
+with open(sys.argv[2], "wb") as out:
+    while True:
+        n = conn.recv_into(buf)
+        if not n:
+            break
+        out.write(view[:n])
+"""
+
+TCP_SENDER = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+with open(sys.argv[3], "rb") as f:
+    s.sendfile(f)
+s.close()
+"""
+
+
+@dataclass
+class Run:
+    """One measured transfer."""
+
+    seconds: float
+    rss_send_mib: float
+    rss_recv_mib: float
+    cpu_send: float
+    cpu_recv: float
+
+
+def own_address() -> str:
+    """A non-loopback IPv4 address of this machine (what the WebRTC peers use too)."""
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(r"inet (\d+\.\d+\.\d+\.\d+)", out)
+    if not match:
+        raise SystemExit("no non-loopback IPv4 address")
+    return match.group(1)
+
+
+def wait(process: subprocess.Popen[bytes]) -> tuple[int, float, float]:
+    """Exit status, peak RSS (MiB) and CPU seconds of a child."""
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def drain(stream: object, sink: list[bytes]) -> threading.Thread:
+    def run() -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            sink.append(line)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_tcp(src: Path, out: Path, address: str) -> Run:
+    start = time.monotonic()
+    receiver = subprocess.Popen([PY, "-c", TCP_RECEIVER, address, str(out)], stdout=subprocess.PIPE)
+    assert receiver.stdout is not None
+    port = receiver.stdout.readline().decode().strip()
+    sender = subprocess.Popen([PY, "-c", TCP_SENDER, address, port, str(src)])
+    rc_s, rss_s, cpu_s = wait(sender)
+    rc_r, rss_r, cpu_r = wait(receiver)
+    seconds = time.monotonic() - start
+    assert rc_s == 0 and rc_r == 0
+    return Run(seconds, rss_s, rss_r, cpu_s, cpu_r)
+
+
+def run_p2pcp(src: Path, out_dir: Path, server: str) -> Run:
+    env = {**os.environ, "P2PCP_SERVER": server}
+    start = time.monotonic()
+    sender = subprocess.Popen(
+        [PY, "-m", "p2pcp", "send", "--json", str(src)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert sender.stdout is not None
+    code = json.loads(sender.stdout.readline())["code"]
+    send_lines: list[bytes] = []
+    drain(sender.stdout, send_lines)
+    receiver = subprocess.Popen(
+        [PY, "-m", "p2pcp", "receive", "--json", "--yes", "-o", str(out_dir), code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    recv_lines: list[bytes] = []
+    drain(receiver.stdout, recv_lines)
+    rc_s, rss_s, cpu_s = wait(sender)
+    rc_r, rss_r, cpu_r = wait(receiver)
+    seconds = time.monotonic() - start
+    if rc_s or rc_r:
+        raise SystemExit(f"p2pcp failed: send {rc_s} receive {rc_r}: {recv_lines[-1:]}")
+    return Run(seconds, rss_s, rss_r, cpu_s, cpu_r)
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    server = subprocess.Popen(
+        [PY, "-m", "signal_server", "--host", "127.0.0.1", "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stderr is not None
+    for line in server.stderr:
+        match = re.search(r"listening on (ws://\S+)", line)
+        if match:
+            drain(server.stderr, [])
+            return server, match.group(1)
+    raise SystemExit("p2pcp-signal did not start")
+
+
+def make_file(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        left = size
+        while left:
+            block = os.urandom(min(left, 1 << 20))
+            f.write(block)
+            left -= len(block)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size_mib * 1024 * 1024
+    address = own_address()
+    server, url = start_server()
+    results: dict[str, list[Run]] = {"raw TCP": [], "p2pcp": []}
+    try:
+        with tempfile.TemporaryDirectory(prefix="p2pcp-bench-") as tmp:
+            root = Path(tmp)
+            src = root / "payload.bin"
+            make_file(src, size)
+            want = sha256(src)
+            for round_no in range(1, args.rounds + 1):
+                tcp_out = root / "tcp.bin"
+                results["raw TCP"].append(run_tcp(src, tcp_out, address))
+                assert sha256(tcp_out) == want
+                tcp_out.unlink()
+                out_dir = root / f"out{round_no}"
+                out_dir.mkdir()
+                results["p2pcp"].append(run_p2pcp(src, out_dir, url))
+                assert sha256(out_dir / src.name) == want, "hash mismatch"
+                (out_dir / src.name).unlink()
+                print(
+                    f"round {round_no}: tcp {size / results['raw TCP'][-1].seconds / 1e6:.0f} "
+                    f"MB/s, p2pcp {size / results['p2pcp'][-1].seconds / 1e6:.1f} MB/s",
+                    file=sys.stderr,
+                )
+    finally:
+        server.terminate()
+    tcp_rate = statistics.median(size / r.seconds / 1e6 for r in results["raw TCP"])
+    print(
+        f"\n{args.size_mib} MiB random file, {args.rounds} rounds, median; "
+        f"end to end (sender start to both exited)"
+    )
+    print(
+        f"{'method':<10} {'MB/s':>8} {'vs TCP':>8} {'RSS send':>9} {'RSS recv':>9} "
+        f"{'CPU send':>9} {'CPU recv':>9}"
+    )
+    for name, runs in results.items():
+        rate = statistics.median(size / r.seconds / 1e6 for r in runs)
+        print(
+            f"{name:<10} {rate:>8.1f} {rate / tcp_rate:>8.3f} "
+            f"{max(r.rss_send_mib for r in runs):>7.0f}Mi {max(r.rss_recv_mib for r in runs):>7.0f}Mi "
+            f"{statistics.median(r.cpu_send for r in runs):>8.1f}s "
+            f"{statistics.median(r.cpu_recv for r in runs):>8.1f}s"
+        )
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(None)
+    main()
