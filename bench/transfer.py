@@ -210,9 +210,10 @@ def main() -> None:
     )
     for name, runs in results.items():
         rate = statistics.median(size / r.seconds / 1e6 for r in runs)
+        rss_s, rss_r = max(r.rss_send_mib for r in runs), max(r.rss_recv_mib for r in runs)
         print(
             f"{name:<10} {rate:>8.1f} {rate / tcp_rate:>8.3f} "
-            f"{max(r.rss_send_mib for r in runs):>7.0f}Mi {max(r.rss_recv_mib for r in runs):>7.0f}Mi "
+            f"{rss_s:>7.0f}Mi {rss_r:>7.0f}Mi "
             f"{statistics.median(r.cpu_send for r in runs):>8.1f}s "
             f"{statistics.median(r.cpu_recv for r in runs):>8.1f}s"
         )
