@@ -76,23 +76,29 @@ def _setup_logging(debug: bool) -> None:
 
 
 async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro``; SIGTERM cancels it like Ctrl-C does, and is reported as such."""
-    task = asyncio.ensure_future(coro)
-    terminated = False
+    """Run ``coro``; SIGINT and SIGTERM cancel it (so the peer is told) and set the exit code.
 
-    def on_term() -> None:
-        nonlocal terminated
-        terminated = True
+    An inherited ignored SIGINT (``nohup``, background jobs) stays ignored.
+    """
+    task = asyncio.ensure_future(coro)
+    caught: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        caught.append(sig)
         task.cancel()
 
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, on_term)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            loop.add_signal_handler(sig, on_signal, sig)
     try:
         await task
     except asyncio.CancelledError:
-        if terminated:
+        if not caught:
+            raise
+        if caught[0] == signal.SIGTERM:
             raise Interrupted("terminated", signal_exit=ExitCode.TERMINATED) from None
-        raise
+        raise Interrupted("interrupted") from None
 
 
 def _run(sink: Sink, coro: Coroutine[Any, Any, None], debug: bool) -> NoReturn:

@@ -16,11 +16,13 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from . import events as ev
 from .files import show
@@ -35,6 +37,14 @@ def human_size(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+class _RateColumn(ProgressColumn):
+    """Transfer rate in the same binary units as the sizes."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{human_size(speed)}/s" if speed else "?", style="progress.data.speed")
 
 
 def _safe(text: str) -> str:
@@ -127,7 +137,7 @@ class HumanSink:
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _RateColumn(),
             TimeRemainingColumn(),
             console=self.console,
         )

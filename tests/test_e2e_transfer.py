@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import (
     SignalServer,
     finish,
     p2pcp,
+    read_line,
     receive,
     sha256_file,
     start_send,
@@ -239,3 +242,29 @@ def test_receive_without_tty_or_yes_fails_at_once(
     )
     assert got.code == 2
     assert "--yes" in got.stderr
+
+
+@pytest.mark.parametrize("victim", ["send", "receive"])
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_mid_transfer_ends_both_sides_cleanly(
+    signal_server: SignalServer, tmp_path: Path, victim: str, sig: signal.Signals, status: int
+) -> None:
+    src = tmp_path / "big.bin"
+    _write_random(src, 400 * 1024 * 1024)
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(src))
+    receiver = p2pcp(
+        "receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code
+    )
+    assert receiver.stdout is not None
+    while '"progress"' not in read_line(receiver):  # data is moving
+        pass
+    (sender if victim == "send" else receiver).send_signal(sig)
+    sent, got = finish(sender, timeout=30), finish(receiver, timeout=30)
+    killed, other = (sent, got) if victim == "send" else (got, sent)
+    assert killed.code == status, killed.stderr
+    assert killed.events[-1]["exit_code"] == status
+    assert other.code == 5, other.stderr
+    assert other.events[-1]["message"] == "the peer cancelled the transfer"
+    assert list(out.iterdir()) == []
