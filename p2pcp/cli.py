@@ -129,6 +129,12 @@ def _sink(json_mode: bool, verb: str) -> Sink:
 @app.command(epilog="Example: p2pcp send --server ws://rendezvous.example:8765 report.pdf photos/")
 def send(
     paths: list[str] = typer.Argument(..., help="Files and directories to send."),
+    code: str | None = typer.Option(
+        None,
+        "--code",
+        help="Use this code instead of a new one; better in env P2PCP_CODE, "
+        "which stays out of the process list.",
+    ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
@@ -137,7 +143,10 @@ def send(
     _setup_logging(debug)
     sink = _sink(json_mode, "sent")
     try:
-        options = session.SendOptions(paths=paths, server=_server(server))
+        chosen = code or os.environ.get("P2PCP_CODE")
+        options = session.SendOptions(
+            paths=paths, server=_server(server), code=parse_code(chosen) if chosen else None
+        )
     except P2pcpError as exc:
         _fail(sink, exc, debug)
     _run(sink, session.send(options, sink), debug)

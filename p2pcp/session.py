@@ -53,6 +53,7 @@ PROGRESS_INTERVAL = 0.2
 RENDEZVOUS_TIMEOUT = 60.0
 CLOSE_WAIT = 5.0
 LINGER = 2.0
+IDLE_TIMEOUT = 120.0
 WRONG_CODE = "wrong code: the two sides typed different codes, or someone tried to guess it"
 
 
@@ -99,6 +100,36 @@ def _total(entries: Sequence[p.Entry]) -> int | None:
 # -- the transfer over a frame channel ------------------------------------------------------
 
 
+_PATIENT_STATES = frozenset(
+    {
+        p.State.START,
+        p.State.AWAIT_HELLO,
+        p.State.READY,
+        p.State.AWAIT_OFFER,
+        p.State.AWAIT_ANSWER,
+        p.State.DECIDING,
+    }
+)
+
+
+async def _next_message(channel: FrameChannel, peer: p.Peer) -> p.Message:
+    """The next message from the peer; an abort becomes an error. Once data moves, a peer
+    that stays silent for :data:`IDLE_TIMEOUT` is given up on (before that, a person may be
+    deciding whether to accept)."""
+    if peer.state in _PATIENT_STATES:
+        frame = await channel.recv()
+    else:
+        try:
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                frame = await channel.recv()
+        except TimeoutError:
+            raise PeerError(f"the peer sent nothing for {IDLE_TIMEOUT:.0f} s; giving up") from None
+    message = peer.receive(frame)
+    if isinstance(message, p.Abort):
+        raise _peer_abort(message)
+    return message
+
+
 class FileSender:
     """Offers ``sources`` and streams them, honouring the receiver's credit."""
 
@@ -113,10 +144,7 @@ class FileSender:
         await self.channel.send(self.peer.send(message))
 
     async def _recv(self) -> p.Message:
-        message = self.peer.receive(await self.channel.recv())
-        if isinstance(message, p.Abort):
-            raise _peer_abort(message)
-        return message
+        return await _next_message(self.channel, self.peer)
 
     async def run(self) -> None:
         """The whole conversation; returns once the receiver verified every file."""
@@ -197,10 +225,7 @@ class FileReceiver:
         await self.channel.send(self.peer.send(message))
 
     async def _recv(self) -> p.Message:
-        message = self.peer.receive(await self.channel.recv())
-        if isinstance(message, p.Abort):
-            raise _peer_abort(message)
-        return message
+        return await _next_message(self.channel, self.peer)
 
     async def run(self) -> None:
         """The whole conversation; returns once every file is verified and in place."""
@@ -400,6 +425,8 @@ class SendOptions:
     """Rendezvous server URL."""
     ice_servers: Sequence[IceServer] = ()
     """ICE servers configured locally (added to the server's)."""
+    code: Code | None = None
+    """A code chosen by the user instead of a fresh one."""
 
 
 @dataclass(frozen=True)
@@ -426,7 +453,11 @@ async def send(options: SendOptions, sink: EventSink) -> None:
     transport: Transport | None = None
     worker: FileSender | None = None
     try:
-        code = make_code(await signaling.allocate())
+        if options.code is not None:
+            code = options.code
+            await signaling.allocate(code.nameplate)
+        else:
+            code = make_code(await signaling.allocate())
         sink.emit(CodeReady(str(code), options.server))  # always the first event
         for text in notices:
             sink.emit(Notice(text))
@@ -440,7 +471,6 @@ async def send(options: SendOptions, sink: EventSink) -> None:
             answer = await _receive_sealed(signaling, box, "answer")
             await transport.accept_answer(answer["sdp"])
         started = await _connected(transport, sink)
-        await signaling.close()
         worker = FileSender(transport, sources, sink)
         await worker.run()
         files = sum(1 for s in sources if s.entry.kind == "file")

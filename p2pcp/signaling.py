@@ -82,6 +82,10 @@ class Signaling:
                 )
             if reason == "crowded":
                 raise CodeError("this code is already in use or was used before; ask for a new one")
+            if reason == "nameplate_taken":
+                raise CodeError(
+                    "the number of that code is in use on the server: choose another code"
+                )
             if reason == "expired":
                 raise ConnectError("the rendezvous room expired before the peer came")
             raise ConnectError(f"the rendezvous server refused: {str(reply.get('message'))[:200]}")
@@ -95,9 +99,12 @@ class Signaling:
         except ConnectionClosed:
             raise ConnectError("the rendezvous server closed the connection") from None
 
-    async def allocate(self) -> str:
-        """Open a new room; returns its nameplate."""
-        reply = await self._request({"type": "allocate"}, "allocated")
+    async def allocate(self, nameplate: str | None = None) -> str:
+        """Open a new room (with the given nameplate, if any); returns its nameplate."""
+        request: dict[str, Any] = {"type": "allocate"}
+        if nameplate is not None:
+            request["nameplate"] = nameplate
+        reply = await self._request(request, "allocated")
         nameplate = reply.get("nameplate")
         if not isinstance(nameplate, str):
             raise ConnectError("the rendezvous server sent a malformed nameplate")

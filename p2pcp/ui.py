@@ -66,7 +66,7 @@ class JsonSink:
         self._write({"event": "error", "exit_code": exit_code, "message": message})
 
     def _write(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self.stream.write(json.dumps(obj, ensure_ascii=True) + "\n")
         self.stream.flush()
 
 

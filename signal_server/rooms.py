@@ -50,15 +50,21 @@ class Rooms:
     def __len__(self) -> int:
         return len(self._rooms)
 
-    def allocate(self, side: str, now: float) -> str:
-        """Open a room with the smallest free nameplate and put ``side`` in it."""
+    def allocate(self, side: str, now: float, nameplate: str | None = None) -> str:
+        """Open a room and put ``side`` in it: the smallest free nameplate, or the one asked for
+        (a sender that chose its own code)."""
         self._check_free(side)
         if len(self._rooms) >= self.max_rooms:
             raise RoomError("too_many_rooms", "the server has too many open rooms; try later")
-        number = 1
-        while str(number) in self._rooms:
-            number += 1
-        nameplate = str(number)
+        if nameplate is None:
+            number = 1
+            while str(number) in self._rooms:
+                number += 1
+            nameplate = str(number)
+        elif not (nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= 8):
+            raise RoomError("bad_message", "a nameplate is a number of up to 8 digits")
+        elif nameplate in self._rooms:
+            raise RoomError("nameplate_taken", f"nameplate {nameplate} is in use")
         self._rooms[nameplate] = Room(nameplate, [side], last_active=now)
         self._room_of[side] = nameplate
         return nameplate

@@ -9,7 +9,8 @@ Server to client, on connect::
 Client to server, then the server's answer:
 
 - ``{"type": "allocate"}`` -> ``{"type": "allocated", "nameplate": "7"}``: a new room with the
-  smallest free nameplate, with this connection as its first side.
+  smallest free nameplate, with this connection as its first side. With
+  ``"nameplate": "42"`` it claims that nameplate (error ``nameplate_taken`` if in use).
 - ``{"type": "join", "nameplate": "7"}`` -> ``{"type": "joined", "nameplate": "7"}``, and the side
   already there gets ``{"type": "peer_joined"}``.
 - ``{"type": "relay", "body": ANY}`` -> the other side gets ``{"type": "relay", "body": ANY}``
@@ -19,8 +20,8 @@ Server to client at any time:
 
 - ``{"type": "peer_left"}``: the other side's connection closed.
 - ``{"type": "error", "reason": R, "message": M}`` with ``R`` one of ``bad_message``,
-  ``no_such_nameplate``, ``crowded``, ``already_joined``, ``no_room``, ``no_peer``,
-  ``too_many_rooms``, ``expired``. ``expired`` also closes the connection.
+  ``no_such_nameplate``, ``nameplate_taken``, ``crowded``, ``already_joined``, ``no_room``,
+  ``no_peer``, ``too_many_rooms``, ``expired``. ``expired`` also closes the connection.
 
 ``GET /healthz`` answers ``200 ok`` over plain HTTP on the same port.
 """
@@ -143,7 +144,11 @@ class SignalServer:
         now = time.monotonic()
         try:
             if kind == "allocate":
-                nameplate = self.rooms.allocate(side, now)
+                wanted = message.get("nameplate")
+                if wanted is not None and not isinstance(wanted, str):
+                    await self._error(connection, "bad_message", "a nameplate is a string")
+                    return
+                nameplate = self.rooms.allocate(side, now, wanted)
                 log.info("allocate side=%s nameplate=%s", side, nameplate)
                 await self._send(connection, {"type": "allocated", "nameplate": nameplate})
             elif kind == "join":

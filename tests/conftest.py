@@ -22,42 +22,49 @@ TIMEOUT = 120
 
 @dataclass
 class SignalServer:
-    """A running rendezvous server process."""
+    """A running rendezvous server process, logging to ``log``."""
 
     process: subprocess.Popen[str]
     url: str
     port: int
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
 
 
-def start_signal_server(*args: str) -> SignalServer:
-    """Start ``p2pcp-signal`` on a free loopback port and wait until it listens."""
-    process = subprocess.Popen(
-        [PYTHON, "-m", "signal_server", "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
+def start_signal_server(log: Path, *args: str, module: list[str] | None = None) -> SignalServer:
+    """Start ``p2pcp-signal`` (or ``module``) on a free loopback port; wait until it listens."""
+    command = module or ["-m", "signal_server"]
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [PYTHON, *command, "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            text=True,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        match = re.search(r"listening on (ws://127\.0\.0\.1:(\d+))", line)
+        match = re.search(r"listening on (ws://127\.0\.0\.1:(\d+))", log.read_text())
         if match:
-            # Keep draining stderr so the server never blocks on a full pipe.
-            os.set_blocking(process.stderr.fileno(), False)
-            return SignalServer(process, match.group(1), int(match.group(2)))
-        if not line and process.poll() is not None:
+            return SignalServer(process, match.group(1), int(match.group(2)), log)
+        if process.poll() is not None:
             break
+        time.sleep(0.05)
     process.kill()
-    raise RuntimeError("p2pcp-signal did not start")
+    raise RuntimeError(f"signal server did not start:\n{log.read_text()}")
 
 
 @pytest.fixture
-def signal_server() -> Iterator[SignalServer]:
-    server = start_signal_server()
+def signal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignalServer]:
+    server = start_signal_server(tmp_path_factory.mktemp("server") / "server.log")
     yield server
-    server.process.terminate()
-    server.process.wait(10)
+    server.stop()
 
 
 def p2pcp(

@@ -235,3 +235,32 @@ def test_out_of_order_frame_from_peer(tmp_path: Path) -> None:
 
     _, error = asyncio.run(main())
     assert isinstance(error, ProtocolError) and "'data' while await-offer" in error.message
+
+
+def test_a_stalling_peer_is_given_up_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(session, "IDLE_TIMEOUT", 0.5)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    async def stalling_sender(end: End) -> None:
+        peer = p.Peer(p.Role.SENDER)
+        await end.send(peer.send(p.Hello()))
+        peer.receive(await end.recv())
+        await end.send(peer.send(p.Offer((p.Entry("f", "file", 10),))))
+        peer.receive(await end.recv())
+        await end.send(peer.send(p.Data(b"abc")))
+        await asyncio.sleep(3)  # then nothing: connection alive, no data
+
+    async def main() -> list[object]:
+        link = Link()
+        output = OutputDir(str(out), overwrite=False)
+        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
+        return list(
+            await asyncio.gather(
+                stalling_sender(link.sender_end()), receiver.run(), return_exceptions=True
+            )
+        )
+
+    _, error = asyncio.run(main())
+    assert isinstance(error, PeerError) and "sent nothing for" in error.message
+    assert list(out.iterdir()) == []

@@ -1,0 +1,106 @@
+"""Security with real processes: one guess per code, crowded rooms, the code kept out of sight."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from conftest import (
+    SignalServer,
+    finish,
+    p2pcp,
+    read_line,
+    receive,
+    start_send,
+)
+
+
+def test_wrong_code_stops_both_sides_and_kills_the_room(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.txt").write_text("top secret")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(tmp_path / "secret.txt"))
+    nameplate, first, second = code.split("-")
+    wrong_word = "zebra" if second != "zebra" else "acorn"
+    got = receive(signal_server, f"{nameplate}-{first}-{wrong_word}", "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 3 and sent.code == 3, (got.stderr, sent.stderr)
+    for result in (got, sent):
+        assert "wrong code" in result.events[-1]["message"]
+        assert "guess" in result.events[-1]["message"]
+    # The room is dead: the right code no longer works.
+    again = receive(signal_server, code, "--yes", "-o", str(out))
+    assert again.code == 3
+    assert list(out.iterdir()) == []
+
+
+def test_third_party_is_refused_and_the_real_peers_carry_on(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "doc.txt").write_text("for the real receiver")
+    out = tmp_path / "out"
+    out.mkdir()
+    intruder_out = tmp_path / "intruder"
+    intruder_out.mkdir()
+    sender, code = start_send(signal_server, str(tmp_path / "doc.txt"))
+    master, slave = os.openpty()
+    try:
+        real = p2pcp("receive", "--server", signal_server.url, "-o", str(out), code, stdin=slave)
+        # The peers are connected (and the real receiver waits at its prompt) once the sender
+        # reports the connection; both still hold the room.
+        while '"connected"' not in read_line(sender):
+            pass
+        intruder = receive(signal_server, code, "--yes", "-o", str(intruder_out))
+        assert intruder.code == 3
+        assert "already in use" in intruder.events[-1]["message"]
+        os.write(master, b"y\n")
+        got = finish(real)
+    finally:
+        os.close(master)
+        os.close(slave)
+    sent = finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert (out / "doc.txt").read_text() == "for the real receiver"
+    assert list(intruder_out.iterdir()) == []
+
+
+def test_code_from_the_environment_stays_out_of_argv_and_logs(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "f.bin").write_bytes(os.urandom(50_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    code = "4242-guitar-ocean"
+    env = {"P2PCP_CODE": code, "P2PCP_SERVER": signal_server.url}
+    sender = p2pcp("send", "--debug", "--json", str(tmp_path / "f.bin"), env=env)
+    first = read_line(sender)
+    assert '"code": "4242-guitar-ocean"' in first
+    receiver = p2pcp("receive", "--debug", "--yes", "-o", str(out), env=env)
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    for pid in (sender.pid, receiver.pid):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        assert "p2pcp" in cmdline and "guitar" not in cmdline
+    assert "guitar" not in listing
+    got, sent = finish(receiver), finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert "DEBUG" in got.stderr  # debug logging was on
+    for text in (got.stderr, sent.stderr):
+        assert "guitar" not in text and "ocean" not in text
+    signal_server.stop()
+    server_log = signal_server.log_text()
+    assert "4242" in server_log and "guitar" not in server_log
+
+
+def test_chosen_code_already_in_use(signal_server: SignalServer, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    env = {"P2PCP_CODE": "77-guitar-ocean", "P2PCP_SERVER": signal_server.url}
+    first = p2pcp("send", "--json", str(tmp_path / "f"), env=env)
+    assert "77-guitar-ocean" in read_line(first)
+    second = finish(p2pcp("send", "--json", str(tmp_path / "f"), env=env))
+    first.terminate()
+    finish(first)
+    assert second.code == 3
+    assert "in use" in second.events[-1]["message"]
