@@ -1,0 +1,121 @@
+"""A hostile sender built from p2pcp's own modules, for tests against a real ``p2pcp receive``.
+
+It does the honest rendezvous (room, PAKE, sealed SDP, WebRTC) and then sends whatever frames
+a test scenario crafts over the real data channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2pcp import protocol as p
+from p2pcp import session
+from p2pcp.code import make_code
+from p2pcp.pake import SENDER
+from p2pcp.signaling import Signaling
+from p2pcp.transport import Transport
+
+Scenario = Callable[["Wire"], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    """How the real receiver ended."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def last_event(self) -> dict[str, Any]:
+        return dict(json.loads(self.stdout.strip().splitlines()[-1]))
+
+
+class Wire:
+    """The hostile side of the data channel, with small helpers for scenarios."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def send(self, frame: bytes) -> None:
+        await self.transport.send(frame)
+
+    async def send_text(self, text: str) -> None:
+        self.transport._channel.send(text)
+
+    async def control(self, body: dict[str, Any]) -> None:
+        await self.send(b"\x00" + json.dumps(body).encode())
+
+    async def recv(self) -> p.Message:
+        return p.decode(await self.transport.recv())
+
+    async def hello(self) -> None:
+        await self.send(p.encode(p.Hello()))
+        assert isinstance(await self.recv(), p.Hello)
+
+    async def offer(self, entries: list[dict[str, Any]]) -> p.Message | None:
+        """Send a raw offer; returns the receiver's answer, or None if it just hung up."""
+        await self.control({"type": "offer", "entries": entries, "more": False})
+        try:
+            return await asyncio.wait_for(self.recv(), 20)
+        except Exception:
+            return None
+
+
+async def run(
+    server_url: str, out: Path, scenario: Scenario, *receiver_args: str, json_mode: bool = True
+) -> Outcome:
+    """Run ``scenario`` against a real receiver writing into ``out``."""
+    signaling = await Signaling.connect(server_url)
+    code = make_code(await signaling.allocate())
+    receiver = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "p2pcp",
+        "receive",
+        "--server",
+        server_url,
+        "--yes",
+        "-o",
+        str(out),
+        *(["--json"] if json_mode else []),
+        *receiver_args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")},
+            "P2PCP_CODE": str(code),
+        },
+    )
+    transport: Transport | None = None
+    try:
+        await signaling.wait_for_peer()
+        box = await session._handshake(signaling, code, SENDER)
+        transport = Transport([])
+        await session._send_sealed(
+            signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
+        )
+        answer = await session._receive_sealed(signaling, box, "answer")
+        await transport.accept_answer(answer["sdp"])
+        await transport.wait_open()
+        # The scenario runs until the receiver exits (hanging up on it is the expected outcome).
+        acting = asyncio.ensure_future(scenario(Wire(transport)))
+        stdout, stderr = await asyncio.wait_for(receiver.communicate(), 60)
+        acting.cancel()
+        await asyncio.gather(acting, return_exceptions=True)
+    finally:
+        if receiver.returncode is None:
+            receiver.kill()
+            await receiver.wait()
+        if transport is not None:
+            await transport.close()
+        await signaling.close()
+    assert receiver.returncode is not None
+    return Outcome(receiver.returncode, stdout.decode(), stderr.decode())

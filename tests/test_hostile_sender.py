@@ -1,0 +1,228 @@
+"""A hostile sender against a real ``p2pcp receive``: every crafted offer or frame must end the
+transfer with exit 5 and a clear message, write nothing, and change nothing outside the output
+directory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import hostile
+import pytest
+from conftest import SignalServer
+
+from p2pcp import protocol as p
+
+
+def _file(path: str, size: int = 3) -> dict[str, Any]:
+    return {"path": path, "kind": "file", "size": size, "executable": False}
+
+
+def _dir(path: str) -> dict[str, Any]:
+    return {"path": path, "kind": "dir"}
+
+
+def offer_only(entries: list[dict[str, Any]]) -> hostile.Scenario:
+    async def scenario(wire: hostile.Wire) -> None:
+        await wire.hello()
+        answer = await wire.offer(entries)
+        assert answer is None or isinstance(answer, p.Decline)
+
+    return scenario
+
+
+def after_accept(entries: list[dict[str, Any]], *frames: bytes) -> hostile.Scenario:
+    async def scenario(wire: hostile.Wire) -> None:
+        await wire.hello()
+        answer = await wire.offer(entries)
+        assert isinstance(answer, p.Accept), answer
+        for frame in frames:
+            await wire.send(frame)
+        await asyncio.sleep(60)  # until the receiver hangs up
+
+    return scenario
+
+
+def after_hello(*frames: bytes, hello: bool = True) -> hostile.Scenario:
+    async def scenario(wire: hostile.Wire) -> None:
+        if hello:
+            await wire.hello()
+        for frame in frames:
+            await wire.send(frame)
+        await asyncio.sleep(60)  # until the receiver hangs up
+
+    return scenario
+
+
+async def _text_message(wire: hostile.Wire) -> None:
+    await wire.hello()
+    await wire.send_text("hello as text")
+    await asyncio.sleep(60)  # until the receiver hangs up
+
+
+def _raw(body: str) -> bytes:
+    return b"\x00" + body.encode()
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+NAME_CASES: list[tuple[str, list[dict[str, Any]], str]] = [
+    ("absolute", [_file("/etc/passwd")], "has an absolute path"),
+    ("dotdot", [_file("../escape")], "has a '..' component"),
+    ("deep-dotdot", [_dir("a"), _file("a/../../escape")], "has a '..' component"),
+    ("drive-letter", [_file("C:evil")], "has a drive letter"),
+    ("unc", [_file("\\\\server\\share\\x")], "has a backslash"),
+    ("backslash", [_file("a\\..\\..\\escape")], "has a backslash"),
+    ("nul", [_file("nul\x00byte")], "has a control character"),
+    ("terminal-escape", [_file("x\x1b]0;pwned\x07")], "has a control character"),
+    ("carriage-return", [_file("ok.txt\rfake.txt")], "has a control character"),
+    ("bidi-override", [_file("evil\u202etxt.exe")], "has a control character"),
+    ("empty-component", [_file("a//b")], "has an empty path component"),
+    ("empty-name", [_file("")], "has an empty name"),
+    ("device-name", [_file("CON")], "has a reserved device name"),
+    ("device-name-ext", [_dir("d"), _file("d/aux.txt")], "has a reserved device name"),
+    ("trailing-dot", [_file("name.")], "has a trailing dot or space"),
+    ("trailing-space", [_file("name ")], "has a trailing dot or space"),
+    ("nfc-collision", [_file("caf\u00e9"), _file("cafe\u0301")], "is named twice"),
+    ("case-collision", [_file("Readme"), _file("README")], "is named twice"),
+    ("file-and-dir", [_file("d"), _dir("d")], "is named twice"),
+    ("file-as-parent", [_file("d"), _file("d/x")], "is both a file and a directory"),
+    ("duplicate", [_file("a"), _file("a")], "is named twice"),
+]
+
+CASES: list[tuple[str, hostile.Scenario, list[str], str]] = [
+    *[(name, offer_only(entries), [], message) for name, entries, message in NAME_CASES],
+    ("symlinked-dir", offer_only([_file("link/x")]), [], "symlink"),
+    ("symlinked-file", offer_only([_file("file-link")]), ["--overwrite"], "symlink"),
+    ("too-big-for-disk", offer_only([_file("huge", 1 << 61)]), [], "not enough space"),
+    (
+        "more-than-declared",
+        after_accept([_file("f", 3)], p.encode(p.Data(b"abcd"))),
+        [],
+        "more bytes than declared",
+    ),
+    (
+        "fewer-than-declared",
+        after_accept(
+            [_file("f", 10)], p.encode(p.Data(b"abc")), p.encode(p.FileEnd(0, _sha(b"abc")))
+        ),
+        [],
+        "3 bytes for a file declared as 10",
+    ),
+    (
+        "hash-mismatch",
+        after_accept(
+            [_file("f", 3)], p.encode(p.Data(b"abc")), p.encode(p.FileEnd(0, _sha(b"xyz")))
+        ),
+        [],
+        "SHA-256 mismatch",
+    ),
+    (
+        "data-after-last-file",
+        after_accept([_file("f", 0)], p.encode(p.FileEnd(0, _sha(b""))), p.encode(p.Data(b"x"))),
+        [],
+        "after the last file",
+    ),
+    (
+        "file-end-out-of-order",
+        after_accept([_file("a", 0), _file("b", 0)], p.encode(p.FileEnd(1, _sha(b"")))),
+        [],
+        "out of order",
+    ),
+    ("done-too-early", after_accept([_file("a", 0)], p.encode(p.Done())), [], "before every file"),
+    ("truncated-control", after_hello(_raw('{"type":"off')), [], "malformed control message"),
+    ("unknown-type", after_hello(_raw('{"type":"rm -rf"}')), [], "unknown message type"),
+    ("unknown-kind", after_hello(b"\x07payload"), [], "unknown kind 7"),
+    (
+        "bad-field",
+        after_hello(_raw('{"type":"offer","entries":[{"path":"a","kind":"file","size":"10"}]}')),
+        [],
+        "bad 'size' field",
+    ),
+    ("data-before-offer", after_hello(p.encode(p.Data(b"x"))), [], "'data' while await-offer"),
+    (
+        "offer-before-hello",
+        after_hello(p.encode(p.Offer(())), hello=False),
+        [],
+        "'offer' while await-hello",
+    ),
+    ("version-2", after_hello(p.encode(p.Hello(version=2)), hello=False), [], "protocol version 2"),
+    ("text-frame", _text_message, [], "text message"),
+    (
+        "abort-with-escapes",
+        after_hello(p.encode(p.Abort("error", "\x1b[2J\x1b]0;pwned\x07 boom"))),
+        [],
+        "the peer stopped the transfer: \\x1b[2J\\x1b]0;pwned\\x07 boom",
+    ),
+]
+
+
+KEPT: dict[str, dict[str, bytes]] = {"data-after-last-file": {"out/f": b""}}
+
+
+def _snapshot(root: Path) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        key = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            state[key] = ("link", os.readlink(path))
+        elif path.is_dir():
+            state[key] = ("dir", st.st_mode)
+        else:
+            state[key] = ("file", st.st_mode, st.st_mtime_ns, path.read_bytes())
+    return state
+
+
+@pytest.mark.parametrize(("name", "scenario", "args", "message"), CASES, ids=[c[0] for c in CASES])
+def test_hostile_sender(
+    signal_server: SignalServer,
+    tmp_path: Path,
+    name: str,
+    scenario: hostile.Scenario,
+    args: list[str],
+    message: str,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "canary").write_text("untouched")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink("../outside", out / "link")
+    os.symlink("../outside/canary", out / "file-link")
+    before = _snapshot(tmp_path)
+
+    outcome = asyncio.run(hostile.run(signal_server.url, out, scenario, *args))
+
+    assert outcome.code == 5, (outcome.stdout, outcome.stderr)
+    event = outcome.last_event
+    assert event["event"] == "error" and event["exit_code"] == 5
+    assert message in event["message"], event["message"]
+    assert "Traceback" not in outcome.stderr
+    assert "\x1b" not in outcome.stdout + outcome.stderr  # no escape reaches a terminal
+    after = _snapshot(tmp_path)
+    for kept, content in KEPT.get(name, {}).items():
+        # A file that arrived whole and verified before the bad frame stays, like the finished
+        # files of any transfer that breaks later; it is the only change allowed.
+        assert after.pop(kept)[3] == content
+    assert after == before  # nothing created, overwritten or removed anywhere
+
+
+def test_hostile_names_are_escaped_for_people(signal_server: SignalServer, tmp_path: Path) -> None:
+    """Without --json, the refusal names the file escaped, on one line of stderr."""
+    out = tmp_path / "out"
+    out.mkdir()
+    scenario = offer_only([_file("x\x1b]0;pwned\x07\rhidden")])
+    outcome = asyncio.run(hostile.run(signal_server.url, out, scenario, json_mode=False))
+    assert outcome.code == 5
+    assert outcome.stdout == ""
+    assert "\\x1b]0;pwned\\x07\\rhidden" in outcome.stderr
+    assert "\x1b" not in outcome.stderr and "\r" not in outcome.stderr
+    lines = outcome.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: unsafe offer:")
+    assert [line for line in lines if line.startswith("error")] == lines[-1:]
