@@ -333,11 +333,19 @@ def _decline_error(message: p.Decline) -> P2pcpError:
 # -- rendezvous -----------------------------------------------------------------------------
 
 
+async def _peer_body(signaling: Signaling) -> dict[str, Any]:
+    """The next message the peer relayed; its abort (during set-up) becomes an error."""
+    body = await signaling.receive()
+    if body.get("kind") == "abort":
+        raise PeerError(f"the peer gave up: {show(str(body.get('message')))[:300]}")
+    return body
+
+
 async def _handshake(signaling: Signaling, code: Code, role: str) -> SealedChannel:
     """Run SPAKE2 over the room and confirm both sides hold the same key."""
     pake = Pake(code.password)
     await signaling.send({"kind": "pake", "msg": base64.b64encode(pake.outbound).decode()})
-    body = await signaling.receive()
+    body = await _peer_body(signaling)
     try:
         inbound = base64.b64decode(str(body.get("msg")), validate=True)
     except (binascii.Error, ValueError):
@@ -348,7 +356,7 @@ async def _handshake(signaling: Signaling, code: Code, role: str) -> SealedChann
     other = RECEIVER if role == SENDER else SENDER
     await signaling.send({"kind": "sealed", "box": box.seal({"type": "confirm", "role": role})})
     try:
-        confirm = box.open(str((await signaling.receive()).get("box")))
+        confirm = box.open(str((await _peer_body(signaling)).get("box")))
     except SealError:
         raise CodeError(WRONG_CODE) from None
     if confirm.get("type") != "confirm" or confirm.get("role") != other:
@@ -361,7 +369,7 @@ async def _send_sealed(signaling: Signaling, box: SealedChannel, payload: dict[s
 
 
 async def _receive_sealed(signaling: Signaling, box: SealedChannel, kind: str) -> dict[str, Any]:
-    body = await signaling.receive()
+    body = await _peer_body(signaling)
     try:
         payload = box.open(str(body.get("box")))
     except SealError:
@@ -378,11 +386,41 @@ def _ice_servers(signaling: Signaling, local: Sequence[IceServer]) -> list[IceSe
     return [*local, *(IceServer.from_json(s) for s in signaling.ice_servers if isinstance(s, dict))]
 
 
-async def _connected(transport: Transport, sink: EventSink) -> float:
-    await transport.wait_open()
+async def _watch_room(signaling: Signaling) -> None:
+    """Raise as soon as the peer leaves the room or gives up; if the server goes away, wait
+    forever (the peers may still meet)."""
+    try:
+        while True:
+            await _peer_body(signaling)
+    except ConnectError:
+        await asyncio.get_running_loop().create_future()
+
+
+async def _connected(transport: Transport, signaling: Signaling, sink: EventSink) -> float:
+    """Wait for the data channel to open while watching the room, so that a peer that gives up
+    during set-up is reported at once instead of after the ICE timeout."""
+    opened = asyncio.ensure_future(transport.wait_open())
+    watching = asyncio.ensure_future(_watch_room(signaling))
+    try:
+        await asyncio.wait({opened, watching}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and not opened.done():
+            watching.result()
+        await opened
+    finally:
+        opened.cancel()
+        watching.cancel()
     route, peer = transport.route()
     sink.emit(Connected(route, peer))
     return time.monotonic()
+
+
+async def _abort_rendezvous(signaling: Signaling | None, exc: BaseException) -> None:
+    """Before the data channel exists, tell the peer through the room why we stop."""
+    if signaling is None or isinstance(exc, PeerError):
+        return
+    text = exc.message if isinstance(exc, P2pcpError) else "cancelled"
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(signaling.send({"kind": "abort", "message": text}), 1.0)
 
 
 async def _close(transport: Transport | None, signaling: Signaling | None) -> None:
@@ -470,7 +508,7 @@ async def send(options: SendOptions, sink: EventSink) -> None:
             )
             answer = await _receive_sealed(signaling, box, "answer")
             await transport.accept_answer(answer["sdp"])
-        started = await _connected(transport, sink)
+        started = await _connected(transport, signaling, sink)
         worker = FileSender(transport, sources, sink)
         await worker.run()
         files = sum(1 for s in sources if s.entry.kind == "file")
@@ -478,6 +516,8 @@ async def send(options: SendOptions, sink: EventSink) -> None:
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
     except BaseException as exc:
+        if worker is None:
+            await _abort_rendezvous(signaling, exc)
         await _say_goodbye(transport, worker, exc)
         raise
     finally:
@@ -499,21 +539,17 @@ async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> N
             transport = Transport(_ice_servers(signaling, options.ice_servers))
             answer = await transport.accept_offer(offer["sdp"])
             await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
-        started = await _connected(transport, sink)
-        await signaling.close()
-        receiver = FileReceiver(transport, output, sink, decide)
-        await receiver.run()
+        started = await _connected(transport, signaling, sink)
+        worker = FileReceiver(transport, output, sink, decide)
+        await worker.run()
         await transport.wait_closed(CLOSE_WAIT)
-        sink.emit(
-            Finished(
-                receiver.peer.file_count,
-                receiver.bytes_received,
-                round(time.monotonic() - started, 3),
-            )
-        )
+        seconds = round(time.monotonic() - started, 3)
+        sink.emit(Finished(worker.peer.file_count, worker.bytes_received, seconds))
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
     except BaseException as exc:
+        if worker is None:
+            await _abort_rendezvous(signaling, exc)
         await _say_goodbye(transport, worker, exc)
         raise
     finally:
