@@ -122,13 +122,47 @@ def _fail(sink: Sink, exc: P2pcpError, debug: bool) -> NoReturn:
     raise typer.Exit(int(exc.exit_code))
 
 
-def _sink(json_mode: bool, verb: str) -> Sink:
-    return JsonSink() if json_mode else HumanSink(verb)
+def _sink(json_mode: bool, verb: str, quiet: bool, message: bool = False) -> Sink:
+    return JsonSink() if json_mode else HumanSink(verb, quiet=quiet, message=message)
 
 
-@app.command(epilog="Example: p2pcp send --server ws://rendezvous.example:8765 report.pdf photos/")
+SEND_EPILOG = """Examples:
+
+  p2pcp send report.pdf photos/
+
+  tar c photos | p2pcp send --name photos.tar -
+
+  p2pcp send --text "the wifi password is hunter2"
+"""
+
+RECEIVE_EPILOG = """Examples:
+
+  p2pcp receive -o ~/Downloads 7-guitar-ocean
+
+  P2PCP_CODE=7-guitar-ocean p2pcp receive --yes -o - | tar x
+"""
+
+MAX_TEXT = 1 << 20
+
+
+def _text_argument(text: str) -> bytes:
+    if text != "-":
+        return text.encode("utf-8")
+    data = sys.stdin.buffer.read(MAX_TEXT + 1)
+    if len(data) > MAX_TEXT:
+        raise UsageError("a text message is at most 1 MiB: send a file instead (p2pcp send -)")
+    return data
+
+
+@app.command(epilog=SEND_EPILOG)
 def send(
-    paths: list[str] = typer.Argument(..., help="Files and directories to send."),
+    paths: list[str] | None = typer.Argument(
+        None, help="Files and directories to send; '-' streams stdin."
+    ),
+    text: str | None = typer.Option(
+        None, "--text", help="Send this text message instead of files ('-': read it from stdin)."
+    ),
+    name: str = typer.Option("stdin", "--name", help="File name the receiver gets for '-'."),
     code: str | None = typer.Option(
         None,
         "--code",
@@ -137,15 +171,22 @@ def send(
     ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the code and errors."),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
-    """Send files and directories; prints a code for the receiver."""
+    """Send files, directories, stdin or a text message; prints a code for the receiver."""
     _setup_logging(debug)
-    sink = _sink(json_mode, "sent")
+    sink = _sink(json_mode, "sent", quiet, message=text is not None)
     try:
+        if bool(paths) == (text is not None):
+            raise UsageError("give either files to send or --text, not both and not neither")
         chosen = code or os.environ.get("P2PCP_CODE")
         options = session.SendOptions(
-            paths=paths, server=_server(server), code=parse_code(chosen) if chosen else None
+            paths=paths or [],
+            server=_server(server),
+            code=parse_code(chosen) if chosen else None,
+            text=_text_argument(text) if text is not None else None,
+            stdin_name=name,
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)
@@ -169,23 +210,26 @@ def _read_code(code: str | None, console: Console) -> Code:
             console.print(f"[red]{exc.message}[/]")
 
 
-@app.command(
-    epilog="Example: p2pcp receive --server ws://rendezvous.example:8765 -o ~/in 7-guitar-ocean"
-)
+@app.command(epilog=RECEIVE_EPILOG)
 def receive(
     code: str | None = typer.Argument(None, help="The code from the sender [env: P2PCP_CODE]."),
-    output: str = typer.Option(".", "-o", "--output", help="Directory to write into."),
+    output: str = typer.Option(
+        ".", "-o", "--output", help="Directory to write into; '-' writes the one file to stdout."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
-    """Receive files with a code from the sender."""
+    """Receive files (or a text message) with a code from the sender."""
     _setup_logging(debug)
-    sink = _sink(json_mode, "received")
+    sink = _sink(json_mode, "received", quiet)
     console = Console(stderr=True, highlight=False)
     try:
+        if json_mode and output == "-":
+            raise UsageError("--json and -o - both write to stdout: choose one")
         if not yes and not sys.stdin.isatty():
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
         url = _server(server)
@@ -196,8 +240,8 @@ def receive(
         _fail(sink, exc, debug)
 
     async def decide(offer: OfferReceived) -> bool:
-        if yes:
-            return True
+        if yes or all(e.kind == "text" for e in offer.entries):
+            return True  # a text message is only shown, never written
         answer = await asyncio.to_thread(Confirm.ask, "Accept?", console=console, default=True)
         return bool(answer)
 

@@ -68,8 +68,8 @@ class OfferReceived(Event):
     """Total declared size of all files."""
     entries: tuple[OfferEntry, ...]
     """Every entry of the offer, in order."""
-    free: int
-    """Free bytes on the output file system."""
+    free: int | None
+    """Free bytes on the output file system (None when writing to stdout)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,15 @@ class FileDone(Event):
     """Its size."""
     sha256: str
     """Hex SHA-256 of its content."""
+
+
+@dataclass(frozen=True)
+class TextReceived(Event):
+    """A text message arrived and was verified."""
+
+    name: ClassVar[str] = "text"
+    text: str
+    """The message (invalid UTF-8 replaced); shown escaped to people."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import stat
 import unicodedata
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .errors import LocalWriteError, RefusedError, TransferError, UnsafeOfferError, UsageError
-from .protocol import Entry
+from .protocol import MAX_TEXT_SIZE, Entry
 
 PART_SUFFIX = ".p2pcp-part"
+STDIN = "-"
 _MAX_COMPONENT_BYTES = 255
 _MAX_PATH_BYTES = 4096
 _WINDOWS_DEVICES = frozenset(
@@ -117,6 +119,13 @@ def show(text: str) -> str:
     return "".join(out)
 
 
+def show_text(text: str) -> str:
+    """A received message made safe for a terminal, keeping its newlines and tabs."""
+    return "\n".join(
+        "\t".join(show(part) for part in line.split("\t")) for line in text.split("\n")
+    )
+
+
 # -- sending ----------------------------------------------------------------------------------
 
 
@@ -127,18 +136,36 @@ class Source:
     entry: Entry
     """What the receiver is told."""
     local: str
-    """The local path to read (a directory path for directory entries)."""
+    """The local path to read (a directory path for directory entries, ``-`` for stdin)."""
+    inline: bytes | None = None
+    """The bytes themselves, for a text message."""
 
 
-def build_sources(paths: Sequence[str], notice: Callable[[str], None]) -> list[Source]:
-    """The entries to offer for ``paths``, in transfer order.
+def text_source(text: bytes) -> Source:
+    """A text message to show on the receiver's side."""
+    if len(text) > MAX_TEXT_SIZE:
+        raise UsageError("a text message is at most 1 MiB: send a file instead")
+    return Source(Entry("text", "text", len(text)), "", text)
+
+
+def build_sources(
+    paths: Sequence[str], notice: Callable[[str], None], stdin_name: str = "stdin"
+) -> list[Source]:
+    """The entries to offer for ``paths``, in transfer order (``-`` is stdin, as ``stdin_name``).
 
     Directories are walked recursively (empty ones included); symlinks are never followed and
     special files are skipped, each with a ``notice``. Bad arguments raise :class:`UsageError`.
     """
     sources: list[Source] = []
+    if list(paths).count(STDIN) > 1:
+        raise UsageError("stdin ('-') can be sent only once")
     for path in paths:
-        sources.extend(_sources_for(path, notice))
+        if path == STDIN:
+            if "/" in stdin_name:
+                raise UsageError("--name is a file name, without '/'")
+            sources.append(Source(Entry(stdin_name, "file", None), STDIN))
+        else:
+            sources.extend(_sources_for(path, notice))
     names: dict[str, str] = {}
     for source in sources:
         problem = name_problem(source.entry.path)
@@ -194,40 +221,54 @@ def _walk(
 
 
 class FileReader:
-    """Reads exactly the declared size of a source file and hashes it on the way."""
+    """Reads a source (a file's declared size, or a stream to its end) and hashes it."""
 
     def __init__(self, source: Source) -> None:
         self.source = source
-        self.size = source.entry.size or 0
+        self.size = source.entry.size
+        """Declared size, or None for stdin (read to the end)."""
         self.done = 0
+        self.may_block = source.local == STDIN
+        """Reads may wait on another process: the caller should read from a thread."""
         self._hash = hashlib.sha256()
-        try:
-            self._file: BinaryIO = open(source.local, "rb")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise TransferError(f"cannot read {show(source.local)}: {exc.strerror}") from None
+        self._file: BinaryIO | None = None
+        if source.inline is not None:
+            self._file = io.BytesIO(source.inline)
+        elif source.local != STDIN:
+            try:
+                self._file = open(source.local, "rb")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise TransferError(f"cannot read {show(source.local)}: {exc.strerror}") from None
 
     def read(self, limit: int) -> bytes:
-        """Up to ``limit`` next bytes; ``b""`` once the declared size has been read."""
-        want = min(limit, self.size - self.done)
-        if want <= 0:
-            return b""
-        data = self._file.read(want)
-        if not data:
-            raise TransferError(f"{show(self.source.local)} shrank while it was being sent")
+        """Up to ``limit`` next bytes; ``b""`` once the declared size (or the stream) ends."""
+        if self._file is None:
+            try:
+                data = os.read(0, limit)
+            except OSError as exc:
+                raise TransferError(f"cannot read stdin: {exc.strerror}") from None
+        else:
+            want = limit if self.size is None else min(limit, self.size - self.done)
+            if want <= 0:
+                return b""
+            data = self._file.read(want)
+            if not data and self.size is not None:
+                raise TransferError(f"{show(self.source.local)} shrank while it was being sent")
         self._hash.update(data)
         self.done += len(data)
         return data
 
     def finish(self) -> str:
         """Check the file did not grow and return its hex SHA-256."""
-        if self._file.read(1):
+        if self._file is not None and self.size is not None and self._file.read(1):
             raise TransferError(f"{show(self.source.local)} grew while it was being sent")
         self.close()
         return self._hash.hexdigest()
 
     def close(self) -> None:
         """Release the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 # -- receiving --------------------------------------------------------------------------------
@@ -279,6 +320,7 @@ class OutputDir:
 
     def check(self, entries: Sequence[Entry]) -> None:
         """Refuse the offer before anything is written: unsafe names, symlinks, conflicts, space."""
+        entries = [e for e in entries if e.kind != "text"]  # shown, never written
         validate_entries(entries)
         total = sum(e.size or 0 for e in entries if e.kind == "file")
         free = self.free_bytes()
@@ -375,6 +417,8 @@ def part_name(name: str) -> str:
 
 class FileWriter:
     """Writes one received file to a temporary name and moves it into place once verified."""
+
+    may_block = False
 
     def __init__(self, entry: Entry, dir_fd: int, name: str, overwrite: bool, umask: int) -> None:
         self.entry = entry
@@ -475,3 +519,104 @@ class FileWriter:
         if self._dir >= 0:
             os.close(self._dir)
             self._dir = -1
+
+
+class StdoutWriter:
+    """Streams the one received file to stdout, hashing it on the way.
+
+    What reached stdout cannot be taken back: a hash mismatch at the end is reported as an
+    error (exit 5) so that the consumer of the pipe can tell.
+    """
+
+    may_block = True
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to stdout (may wait for the reader of the pipe)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(1, view) :]
+        except BrokenPipeError:
+            raise LocalWriteError("stdout was closed before the transfer ended") from None
+        except OSError as exc:
+            raise LocalWriteError(f"cannot write to stdout: {exc.strerror}") from None
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self, expected_sha256: str) -> str:
+        """Check the hash of what was written."""
+        digest = self._hash.hexdigest()
+        if digest != expected_sha256:
+            raise TransferError("the data written to stdout is corrupted (SHA-256 mismatch)")
+        return digest
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+
+class TextWriter:
+    """Collects a text message (at most 1 MiB, enforced by the protocol) to show once verified."""
+
+    may_block = False
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.size = 0
+        self._buffer = bytearray()
+        self.text = ""
+        """The verified message, once :meth:`finish` returned."""
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+        self._buffer += data
+        self.size += len(data)
+
+    def finish(self, expected_sha256: str) -> str:
+        """Verify the message and decode it (invalid UTF-8 is replaced, never trusted)."""
+        digest = hashlib.sha256(self._buffer).hexdigest()
+        if digest != expected_sha256:
+            raise TransferError("the text message arrived corrupted (SHA-256 mismatch)")
+        self.text = self._buffer.decode("utf-8", "replace")
+        return digest
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+
+class StdoutOutput:
+    """``-o -``: the receiver takes exactly one file (or a text) and writes it to stdout."""
+
+    path = "-"
+
+    def check(self, entries: Sequence[Entry]) -> None:
+        """Refuse anything but a single file or text."""
+        if len(entries) != 1 or not entries[0].carries_data:
+            count = len(entries)
+            raise RefusedError(
+                f"-o - writes one file to stdout, but the offer has {count} entries "
+                "(the sender can pipe a tar stream: tar c DIR | p2pcp send -)"
+            )
+
+    def free_bytes(self) -> int | None:
+        """Unknown: stdout has no free space to speak of."""
+        return None
+
+    def make_dir(self, path: str) -> None:
+        """Never needed: :meth:`check` refuses directories."""
+        raise AssertionError("no directories on stdout")
+
+    def open_file(self, entry: Entry) -> StdoutWriter:
+        """Stream the file to stdout."""
+        return StdoutWriter(entry)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+Writer = FileWriter | StdoutWriter | TextWriter
+Output = OutputDir | StdoutOutput

@@ -31,6 +31,8 @@ DATA_HEADER_SIZE = 1
 MAX_OFFER_ENTRIES = 1_000_000
 MAX_CONTROL_SIZE = 256 * 1024
 MAX_FILE_SIZE = 1 << 62
+MAX_TEXT_SIZE = 1 << 20
+DATA_KINDS = frozenset({"file", "text"})
 
 
 class Role(enum.Enum):
@@ -70,11 +72,16 @@ class Entry:
     path: str
     """Relative path with ``/`` separators, as the sender names it (validated by the receiver)."""
     kind: str
-    """``file`` or ``dir``."""
+    """``file``, ``dir``, or ``text`` (a message to show, not to write)."""
     size: int | None = None
     """Declared size of a file in bytes; None for a stream of unknown length or a directory."""
     executable: bool = False
     """Whether the receiver should set the executable bit on the file."""
+
+    @property
+    def carries_data(self) -> bool:
+        """Whether data frames follow for this entry (files and text)."""
+        return self.kind in DATA_KINDS
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,8 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     out: dict[str, Any] = {"path": entry.path, "kind": entry.kind}
     if entry.kind == "file":
         out.update(size=entry.size, executable=entry.executable)
+    elif entry.kind == "text":
+        out.update(size=entry.size)
     return out
 
 
@@ -267,10 +276,15 @@ def _entry(raw: Any) -> Entry:
     kind = _str(raw, "kind")
     if kind == "dir":
         return Entry(_str(raw, "path"), "dir")
+    if kind == "text":
+        text_size = _int(raw, "size")
+        if text_size > MAX_TEXT_SIZE:
+            raise ProtocolError("peer offered a text message larger than 1 MiB")
+        return Entry(_str(raw, "path"), "text", text_size)
     if kind != "file":
         raise ProtocolError(f"peer offered an entry of unknown kind {kind[:20]!r}")
-    size = raw.get("size")
-    if size is not None:
+    size: int | None = None
+    if raw.get("size") is not None:
         size = _int(raw, "size")
         if size > MAX_FILE_SIZE:
             raise ProtocolError("peer offered a file of impossible size")
@@ -428,7 +442,9 @@ class Peer:
             if len(self.entries) + len(message.entries) > MAX_OFFER_ENTRIES:
                 raise ProtocolError(f"{who} an offer with too many entries")
             self.entries.extend(message.entries)
-            self.files.sizes.extend(e.size for e in message.entries if e.kind == "file")
+            if any(e.kind == "text" for e in self.entries) and len(self.entries) > 1:
+                raise ProtocolError(f"{who} a text message together with other entries")
+            self.files.sizes.extend(e.size for e in message.entries if e.carries_data)
         elif isinstance(message, Accept | Credit):
             grant = message.credit if isinstance(message, Accept) else message.bytes
             self.credit += grant

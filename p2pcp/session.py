@@ -40,8 +40,20 @@ from .events import (
     OfferEntry,
     OfferReceived,
     Progress,
+    TextReceived,
 )
-from .files import FileReader, FileWriter, OutputDir, Source, build_sources, show
+from .files import (
+    FileReader,
+    Output,
+    OutputDir,
+    Source,
+    StdoutOutput,
+    TextWriter,
+    Writer,
+    build_sources,
+    show,
+    text_source,
+)
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError
 from .signaling import Signaling
 from .transport import IceServer, Transport
@@ -93,7 +105,7 @@ class _Progress:
 
 
 def _total(entries: Sequence[p.Entry]) -> int | None:
-    sizes = [e.size for e in entries if e.kind == "file"]
+    sizes = [e.size for e in entries if e.carries_data]
     return None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
 
 
@@ -158,7 +170,7 @@ class FileSender:
         progress = _Progress(self.sink, _total([s.entry for s in self.sources]))
         index = 0
         for source in self.sources:
-            if source.entry.kind == "file":
+            if source.entry.carries_data:
                 await self._send_file(index, source, progress)
                 index += 1
         await self._send(p.Done())
@@ -189,7 +201,12 @@ class FileSender:
             while True:
                 while self.peer.credit <= 0:
                     await self._recv()
-                data = reader.read(min(chunk, self.peer.credit))
+                want = min(chunk, self.peer.credit)
+                data = (
+                    await asyncio.to_thread(reader.read, want)
+                    if reader.may_block
+                    else reader.read(want)
+                )
                 if not data:
                     break
                 await self._send(p.Data(data))
@@ -208,7 +225,7 @@ class FileReceiver:
     """Checks the offer, asks ``decide``, then writes and verifies every file."""
 
     def __init__(
-        self, channel: FrameChannel, output: OutputDir, sink: EventSink, decide: Decide
+        self, channel: FrameChannel, output: Output, sink: EventSink, decide: Decide
     ) -> None:
         self.channel = channel
         self.output = output
@@ -216,7 +233,7 @@ class FileReceiver:
         self.decide = decide
         self.peer = p.Peer(p.Role.RECEIVER)
         self.bytes_received = 0
-        self._writer: FileWriter | None = None
+        self._writer: Writer | None = None
         self._next_entry = 0
         self._ungranted = 0
         self._made: set[str] = set()
@@ -244,7 +261,7 @@ class FileReceiver:
         await self._check(entries)
         offer = OfferReceived(
             files=self.peer.file_count,
-            bytes=sum(e.size or 0 for e in entries if e.kind == "file"),
+            bytes=sum(e.size or 0 for e in entries if e.carries_data),
             entries=tuple(OfferEntry(e.path, e.kind, e.size) for e in entries),
             free=self.output.free_bytes(),
         )
@@ -260,7 +277,7 @@ class FileReceiver:
         try:
             self.output.check(entries)
         except RefusedError as exc:
-            await self._send(p.Decline("exists", exc.message))
+            await self._send(p.Decline("refused", exc.message))
             raise
         except LocalWriteError as exc:
             await self._send(p.Decline("space", exc.message))
@@ -274,7 +291,10 @@ class FileReceiver:
             message = await self._recv()
             if isinstance(message, p.Data):
                 writer = self._writer or self._open_next()
-                writer.write(message.data)
+                if writer.may_block:
+                    await asyncio.to_thread(writer.write, message.data)
+                else:
+                    writer.write(message.data)
                 count = len(message.data)
                 self.bytes_received += count
                 progress.done += count
@@ -285,21 +305,25 @@ class FileReceiver:
                 self._writer = None
                 digest = writer.finish(message.sha256)
                 progress.update(writer.entry.path, writer.size, writer.entry.size, force=True)
-                self.sink.emit(FileDone(writer.entry.path, writer.size, digest))
+                if isinstance(writer, TextWriter):
+                    self.sink.emit(TextReceived(writer.text))
+                else:
+                    self.sink.emit(FileDone(writer.entry.path, writer.size, digest))
             elif isinstance(message, p.Done):
                 self._make_dirs_until(len(self.peer.entries))
                 await self._send(p.Verified(self.peer.file_count))
                 return
 
-    def _open_next(self) -> FileWriter:
+    def _open_next(self) -> Writer:
         entries = self.peer.entries
-        while entries[self._next_entry].kind != "file":
+        while not entries[self._next_entry].carries_data:
             self._next_entry += 1
         self._make_dirs_until(self._next_entry)
         entry = entries[self._next_entry]
         self._next_entry += 1
-        self._writer = self.output.open_file(entry)
-        return self._writer
+        writer: Writer = TextWriter(entry) if entry.kind == "text" else self.output.open_file(entry)
+        self._writer = writer
+        return writer
 
     def _make_dirs_until(self, end: int) -> None:
         """Create the directory entries that come before entry ``end``, in order."""
@@ -325,7 +349,7 @@ def _decline_error(message: p.Decline) -> P2pcpError:
     detail = show(message.message)[:300]
     if message.reason == "declined":
         return RefusedError("the receiver declined the transfer")
-    if message.reason == "exists":
+    if message.reason == "refused":
         return RefusedError(f"the receiver refused: {detail}")
     return TransferError(f"the receiver refused the offer: {detail}")
 
@@ -465,6 +489,10 @@ class SendOptions:
     """ICE servers configured locally (added to the server's)."""
     code: Code | None = None
     """A code chosen by the user instead of a fresh one."""
+    text: bytes | None = None
+    """A text message to send instead of ``paths``."""
+    stdin_name: str = "stdin"
+    """The name the receiver gets for data read from stdin (``-``)."""
 
 
 @dataclass(frozen=True)
@@ -476,7 +504,7 @@ class ReceiveOptions:
     server: str
     """Rendezvous server URL."""
     output: str
-    """Output directory."""
+    """Output directory, or ``-`` for stdout."""
     overwrite: bool = False
     """Replace existing files."""
     ice_servers: Sequence[IceServer] = ()
@@ -486,14 +514,18 @@ class ReceiveOptions:
 async def send(options: SendOptions, sink: EventSink) -> None:
     """Run one send: offer the files, wait for the receiver, stream, wait for verification."""
     notices: list[str] = []
-    sources = build_sources(options.paths, notices.append)
+    if options.text is not None:
+        sources = [text_source(options.text)]
+    else:
+        sources = build_sources(options.paths, notices.append, options.stdin_name)
     signaling = await Signaling.connect(options.server)
     transport: Transport | None = None
     worker: FileSender | None = None
     try:
         if options.code is not None:
             code = options.code
-            await signaling.allocate(code.nameplate)
+            if await signaling.allocate(code.nameplate) != code.nameplate:
+                raise ConnectError("this rendezvous server cannot open a room for a chosen code")
         else:
             code = make_code(await signaling.allocate())
         sink.emit(CodeReady(str(code), options.server))  # always the first event
@@ -511,7 +543,7 @@ async def send(options: SendOptions, sink: EventSink) -> None:
         started = await _connected(transport, signaling, sink)
         worker = FileSender(transport, sources, sink)
         await worker.run()
-        files = sum(1 for s in sources if s.entry.kind == "file")
+        files = sum(1 for s in sources if s.entry.carries_data)
         sink.emit(Finished(files, worker.bytes_sent, round(time.monotonic() - started, 3)))
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
@@ -526,7 +558,9 @@ async def send(options: SendOptions, sink: EventSink) -> None:
 
 async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> None:
     """Run one receive: join, check and accept the offer, write and verify every file."""
-    output = OutputDir(options.output, options.overwrite)
+    output: Output = (
+        StdoutOutput() if options.output == "-" else OutputDir(options.output, options.overwrite)
+    )
     signaling: Signaling | None = None
     transport: Transport | None = None
     worker: FileReceiver | None = None

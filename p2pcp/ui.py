@@ -25,7 +25,7 @@ from rich.progress import (
 from rich.text import Text
 
 from . import events as ev
-from .files import show
+from .files import show, show_text
 
 TOP_NAMES = 5
 
@@ -73,16 +73,24 @@ class JsonSink:
 class HumanSink:
     """Rich output on stderr: the code, the route, progress bars, and a summary line."""
 
-    def __init__(self, verb: str, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+    def __init__(
+        self, verb: str, console: Console | None = None, quiet: bool = False, message: bool = False
+    ) -> None:
+        # soft_wrap: a line too long for the terminal wraps as text; rich never breaks it.
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.verb = verb
-        self.interactive = self.console.is_terminal
+        self.quiet = quiet
+        self.message = message
+        """The transfer is a text message (the sender knows up front, the receiver on arrival)."""
+        self.interactive = self.console.is_terminal and not quiet
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._file: TaskID | None = None
 
     def emit(self, event: ev.Event) -> None:
-        """Render one event."""
+        """Render one event (with ``quiet``, only the code and a received text)."""
+        if self.quiet and not isinstance(event, ev.CodeReady | ev.TextReceived):
+            return
         handler = getattr(self, f"_on_{event.name}", None)
         if handler is not None:
             handler(event)
@@ -90,14 +98,16 @@ class HumanSink:
     def error(self, exit_code: int, message: str) -> None:
         """Print the final error line."""
         self._stop()
-        self.console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+        self.console.print(f"[bold red]error:[/] {escape(message)}")
 
     def _on_code(self, event: ev.CodeReady) -> None:
+        if self.quiet:
+            self.console.print(event.code)
+            return
         self.console.print(f"Code: [bold]{event.code}[/]")
         self.console.print(
             f"On the other machine run: [bold]p2pcp receive --server {escape(event.server)} "
             f"{event.code}[/]",
-            soft_wrap=True,
         )
         self.console.print("Waiting for the receiver...")
 
@@ -107,16 +117,28 @@ class HumanSink:
         self.console.print(f"Connected {how} to the peer{where}")
 
     def _on_warning(self, event: ev.Notice) -> None:
-        self.console.print(f"[yellow]warning:[/] {escape(event.message)}", soft_wrap=True)
+        self.console.print(f"[yellow]warning:[/] {escape(event.message)}")
+
+    def _on_text(self, event: ev.TextReceived) -> None:
+        # The message is the output: on stdout, with every control character but newline and
+        # tab escaped.
+        self.message = True
+        text = show_text(event.text)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
 
     def _on_offer(self, event: ev.OfferReceived) -> None:
+        if all(e.kind == "text" for e in event.entries):
+            return
         names = [e.path for e in event.entries if "/" not in e.path][:TOP_NAMES]
         more = len([e for e in event.entries if "/" not in e.path]) - len(names)
         shown = ", ".join(_safe(n) for n in names) + (f" and {more} more" if more > 0 else "")
         files = "file" if event.files == 1 else "files"
-        self.console.print(
-            f"Offered {event.files} {files} ({human_size(event.bytes)}): {shown}", soft_wrap=True
-        )
+        unknown = any(e.kind == "file" and e.size is None for e in event.entries)
+        size = human_size(event.bytes)
+        if unknown:
+            size = f"{size} and a stream of unknown size" if event.bytes else "a stream"
+        self.console.print(f"Offered {event.files} {files} ({size}): {shown}")
 
     def _on_progress(self, event: ev.Progress) -> None:
         if not self.interactive:
@@ -151,13 +173,16 @@ class HumanSink:
             self._progress = None
 
     def _on_file_done(self, event: ev.FileDone) -> None:
-        if not self.interactive:
+        if not self.interactive and not self.message:
             self.console.print(
                 f"{self.verb} {_safe(event.path)} ({human_size(event.bytes)})", soft_wrap=True
             )
 
     def _on_done(self, event: ev.Finished) -> None:
         self._stop()
+        if self.message:
+            self.console.print(f"Done: the message was {self.verb} and verified")
+            return
         rate = event.bytes / event.seconds if event.seconds > 0 else 0.0
         files = "file" if event.files == 1 else "files"
         verified = "; the receiver verified every file" if self.verb == "sent" else ", all verified"
