@@ -163,6 +163,9 @@ def send(
         None, "--text", help="Send this text message instead of files ('-': read it from stdin)."
     ),
     name: str = typer.Option("stdin", "--name", help="File name the receiver gets for '-'."),
+    no_resume: bool = typer.Option(
+        False, "--no-resume", help="Send everything again, even what the receiver holds."
+    ),
     code: str | None = typer.Option(
         None,
         "--code",
@@ -187,6 +190,7 @@ def send(
             code=parse_code(chosen) if chosen else None,
             text=_text_argument(text) if text is not None else None,
             stdin_name=name,
+            resume=not no_resume,
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)
@@ -217,6 +221,9 @@ def receive(
         ".", "-o", "--output", help="Directory to write into; '-' writes the one file to stdout."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
+    no_resume: bool = typer.Option(
+        False, "--no-resume", help="Start over instead of continuing partial files."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
@@ -234,7 +241,11 @@ def receive(
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
         url = _server(server)
         options = session.ReceiveOptions(
-            code=_read_code(code, console), server=url, output=output, overwrite=overwrite
+            code=_read_code(code, console),
+            server=url,
+            output=output,
+            overwrite=overwrite,
+            resume=not no_resume,
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)

@@ -128,16 +128,31 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class Resuming(Event):
+    """Part of the offer was already at the receiver and verified: it will not be sent again."""
+
+    name: ClassVar[str] = "resuming"
+    bytes_skipped: int
+    """Bytes already present (partial prefixes and identical complete files)."""
+    total: int | None
+    """Total bytes of the offer, if known."""
+
+
+@dataclass(frozen=True)
 class Finished(Event):
     """The transfer succeeded: the receiver verified every file."""
 
     name: ClassVar[str] = "done"
     files: int
-    """Files transferred."""
+    """Files (and texts) in the offer, all verified."""
     bytes: int
-    """File bytes transferred."""
+    """Their total size."""
     seconds: float
     """Wall time from the data channel opening to the end."""
+    bytes_transferred: int
+    """File bytes that crossed the network in this run."""
+    bytes_skipped: int
+    """File bytes already present at the receiver and verified (resumed)."""
 
 
 class EventSink(Protocol):

@@ -16,12 +16,20 @@ import hashlib
 import io
 import os
 import stat
+import time
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from .errors import LocalWriteError, RefusedError, TransferError, UnsafeOfferError, UsageError
+from .errors import (
+    LocalWriteError,
+    P2pcpError,
+    RefusedError,
+    TransferError,
+    UnsafeOfferError,
+    UsageError,
+)
 from .protocol import MAX_TEXT_SIZE, Entry
 
 PART_SUFFIX = ".p2pcp-part"
@@ -223,7 +231,9 @@ def _walk(
 class FileReader:
     """Reads a source (a file's declared size, or a stream to its end) and hashes it."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, start: tuple[int, Any] | None = None) -> None:
+        """``start``: (offset, hash state after that many bytes) to resume after a verified
+        prefix."""
         self.source = source
         self.size = source.entry.size
         """Declared size, or None for stdin (read to the end)."""
@@ -239,6 +249,9 @@ class FileReader:
                 self._file = open(source.local, "rb")  # noqa: SIM115 - closed in close()
             except OSError as exc:
                 raise TransferError(f"cannot read {show(source.local)}: {exc.strerror}") from None
+        if start is not None and start[0] and self._file is not None:
+            self._file.seek(start[0])
+            self.done, self._hash = start
 
     def read(self, limit: int) -> bytes:
         """Up to ``limit`` next bytes; ``b""`` once the declared size (or the stream) ends."""
@@ -318,8 +331,12 @@ class OutputDir:
         st = os.fstatvfs(self._root)
         return st.f_bavail * st.f_frsize
 
-    def check(self, entries: Sequence[Entry]) -> None:
-        """Refuse the offer before anything is written: unsafe names, symlinks, conflicts, space."""
+    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
+        """Refuse the offer before anything is written: unsafe names, symlinks, conflicts, space.
+
+        With ``resume``, an existing file of the offered size is not a conflict yet: it is
+        reported as held, and refused later only if the sender's copy differs.
+        """
         entries = [e for e in entries if e.kind != "text"]  # shown, never written
         validate_entries(entries)
         total = sum(e.size or 0 for e in entries if e.kind == "file")
@@ -330,9 +347,9 @@ class OutputDir:
                 f"{free} are free"
             )
         for entry in entries:
-            self._check_entry(entry)
+            self._check_entry(entry, resume)
 
-    def _check_entry(self, entry: Entry) -> None:
+    def _check_entry(self, entry: Entry, resume: bool) -> None:
         parts = entry.path.split("/")
         fd = os.dup(self._root)
         try:
@@ -358,6 +375,8 @@ class OutputDir:
                 elif entry.kind == "file" and not stat.S_ISREG(st.st_mode):
                     raise RefusedError(f"{show(where)} exists and is not a regular file")
                 elif entry.kind == "file" and not self.overwrite:
+                    if resume and st.st_size == entry.size:
+                        return
                     raise RefusedError(
                         f"{show(where)} already exists; nothing was overwritten "
                         "(pass --overwrite to replace it)"
@@ -401,10 +420,113 @@ class OutputDir:
         finally:
             os.close(fd)
 
-    def open_file(self, entry: Entry) -> FileWriter:
-        """Start writing ``entry`` into its temporary file."""
+    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> FileWriter:
+        """Start writing ``entry`` into its temporary file (after ``start``'s bytes, if any)."""
         fd, name = self._open_parent(entry.path, create=True)
-        return FileWriter(entry, fd, name, self.overwrite, self._umask)
+        return FileWriter(entry, fd, name, self.overwrite, self._umask, start)
+
+    def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
+        """What this directory already holds of each offered file, by file index: a partial
+        from an earlier run, or a complete file of the offered size. Hashes what it finds."""
+        found: dict[int, HeldLocal] = {}
+        index = -1
+        for entry in entries:
+            if not entry.carries_data:
+                continue
+            index += 1
+            if entry.kind == "file" and entry.size:
+                held = self._held_one(entry)
+                if held is not None:
+                    found[index] = held
+        return found
+
+    def _held_one(self, entry: Entry) -> HeldLocal | None:
+        try:
+            fd, name = self._open_parent(entry.path, create=False)
+        except P2pcpError:
+            return None
+        try:
+            for candidate, complete in ((name, True), (part_name(name), False)):
+                try:
+                    st = os.stat(candidate, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if complete and st.st_size != entry.size:
+                    continue
+                size = min(st.st_size, entry.size or 0)
+                if size:
+                    return _hash_prefix(candidate, fd, size, complete)
+            return None
+        finally:
+            os.close(fd)
+
+    def stale_partials(self, days: float = 7, limit: int = 10_000) -> list[str]:
+        """Partial files below the output directory older than ``days`` (``limit`` names read)."""
+        cutoff = time.time() - days * 86400
+        stale: list[str] = []
+        seen = 0
+        for root, dirs, names in os.walk(self.path):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            for name in names:
+                seen += 1
+                if seen > limit:
+                    return stale
+                path = os.path.join(root, name)
+                if name.endswith(PART_SUFFIX) and os.lstat(path).st_mtime < cutoff:
+                    stale.append(path)
+        return stale
+
+
+@dataclass
+class HeldLocal:
+    """Bytes of an offered file already on disk here."""
+
+    size: int
+    """Leading bytes held."""
+    sha256: str
+    """Their hex SHA-256."""
+    hasher: Any
+    """The hash state after those bytes, to continue from."""
+    complete: bool
+    """True for a complete file under the final name, False for a partial."""
+
+
+def _hash_prefix(name: str, dir_fd: int, size: int, complete: bool) -> HeldLocal | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    hasher = hashlib.sha256()
+    left = size
+    try:
+        while left:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                return None
+            hasher.update(block)
+            left -= len(block)
+    finally:
+        os.close(fd)
+    return HeldLocal(size, hasher.hexdigest(), hasher, complete)
+
+
+def hash_prefix(path: str, size: int) -> Any | None:
+    """The SHA-256 state after the first ``size`` bytes of ``path`` (None if it is shorter)."""
+    hasher = hashlib.sha256()
+    left = size
+    try:
+        with open(path, "rb") as f:
+            while left:
+                block = f.read(min(left, 1 << 20))
+                if not block:
+                    return None
+                hasher.update(block)
+                left -= len(block)
+    except OSError:
+        return None
+    return hasher
 
 
 def part_name(name: str) -> str:
@@ -420,7 +542,15 @@ class FileWriter:
 
     may_block = False
 
-    def __init__(self, entry: Entry, dir_fd: int, name: str, overwrite: bool, umask: int) -> None:
+    def __init__(
+        self,
+        entry: Entry,
+        dir_fd: int,
+        name: str,
+        overwrite: bool,
+        umask: int,
+        start: HeldLocal | None = None,
+    ) -> None:
         self.entry = entry
         self.size = 0
         self._dir = dir_fd
@@ -429,9 +559,15 @@ class FileWriter:
         self._overwrite = overwrite
         self._umask = umask
         self._hash = hashlib.sha256()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             self._fd: int | None = os.open(self._part, flags, 0o600, dir_fd=dir_fd)
+            # Resume after the verified prefix of a partial, or start the file afresh.
+            offset = start.size if start is not None and not start.complete else 0
+            os.ftruncate(self._fd, offset)
+            os.lseek(self._fd, offset, os.SEEK_SET)
+            if start is not None and offset:
+                self._hash, self.size = start.hasher, offset
         except OSError as exc:
             os.close(dir_fd)
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -515,10 +651,44 @@ class FileWriter:
             pass
         self._close_dir()
 
+    def suspend(self) -> None:
+        """Stop, keeping the temporary file so a later run can resume it."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._close_dir()
+
     def _close_dir(self) -> None:
         if self._dir >= 0:
             os.close(self._dir)
             self._dir = -1
+
+
+class ExistingFile:
+    """A complete file already in place that the sender found identical: nothing to write."""
+
+    may_block = False
+
+    def __init__(self, entry: Entry, held: HeldLocal) -> None:
+        self.entry = entry
+        self.size = held.size
+        self._sha256 = held.sha256
+
+    def write(self, data: bytes) -> None:
+        """Never called: the protocol allows no data for a file resumed at its end."""
+        raise AssertionError("no data for a complete file")
+
+    def finish(self, expected_sha256: str) -> str:
+        """Confirm the file in place is the one the sender has."""
+        if expected_sha256 != self._sha256:
+            raise TransferError(f"{show(self.entry.path)} in place differs from the sender's")
+        return self._sha256
+
+    def abort(self) -> None:
+        """Nothing to undo: the file was there before."""
+
+    def suspend(self) -> None:
+        """Nothing to keep."""
 
 
 class StdoutWriter:
@@ -558,6 +728,9 @@ class StdoutWriter:
     def abort(self) -> None:
         """Nothing to undo."""
 
+    def suspend(self) -> None:
+        """Nothing to keep: a stream cannot be resumed."""
+
 
 class TextWriter:
     """Collects a text message (at most 1 MiB, enforced by the protocol) to show once verified."""
@@ -586,6 +759,9 @@ class TextWriter:
 
     def abort(self) -> None:
         """Nothing to undo."""
+
+    def suspend(self) -> None:
+        """Nothing to keep."""
 
 
 class StdoutOutput:
@@ -618,5 +794,5 @@ class StdoutOutput:
         """Nothing to release."""
 
 
-Writer = FileWriter | StdoutWriter | TextWriter
+Writer = FileWriter | StdoutWriter | TextWriter | ExistingFile
 Output = OutputDir | StdoutOutput

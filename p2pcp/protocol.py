@@ -51,6 +51,7 @@ class State(enum.Enum):
     AWAIT_OFFER = "await-offer"
     AWAIT_ANSWER = "await-answer"
     DECIDING = "deciding"
+    ACCEPTED = "accepted"
     TRANSFERRING = "transferring"
     AWAIT_VERIFIED = "await-verified"
     VERIFYING = "verifying"
@@ -103,11 +104,34 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class Held:
+    """Bytes of one offered file the receiver already holds (a partial or a complete file)."""
+
+    index: int
+    """The file's index among the offer's files."""
+    size: int
+    """How many leading bytes it holds."""
+    sha256: str
+    """Hex SHA-256 of those bytes."""
+
+
+@dataclass(frozen=True)
 class Accept:
     """The receiver accepts the whole offer."""
 
     credit: int
     """Bytes of file data the sender may send before waiting for more credit."""
+    have: tuple[Held, ...] = ()
+    """What the receiver already holds, for resuming."""
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The sender's verdict on what the receiver holds, sent once, right after ``accept``."""
+
+    offsets: tuple[tuple[int, int], ...] = ()
+    """(file index, offset): the file's data starts at ``offset`` (the held size if the prefix
+    matched the sender's file, else 0). Files not listed start at 0."""
 
 
 @dataclass(frozen=True)
@@ -169,12 +193,15 @@ class Abort:
     """Human-readable detail."""
 
 
-Message = Hello | Offer | Accept | Decline | Credit | Data | FileEnd | Done | Verified | Abort
+Message = (
+    Hello | Offer | Accept | Resume | Decline | Credit | Data | FileEnd | Done | Verified | Abort
+)
 
 _TYPE_NAMES: dict[type[Any], str] = {
     Hello: "hello",
     Offer: "offer",
     Accept: "accept",
+    Resume: "resume",
     Decline: "decline",
     Credit: "credit",
     FileEnd: "file_end",
@@ -197,7 +224,12 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, Offer):
         body.update(entries=[_entry_json(e) for e in message.entries], more=message.more)
     elif isinstance(message, Accept):
-        body.update(credit=message.credit)
+        body.update(
+            credit=message.credit,
+            have=[{"index": h.index, "size": h.size, "sha256": h.sha256} for h in message.have],
+        )
+    elif isinstance(message, Resume):
+        body.update(offsets=[list(pair) for pair in message.offsets])
     elif isinstance(message, Decline | Abort):
         body.update(reason=message.reason, message=message.message)
     elif isinstance(message, Credit):
@@ -251,16 +283,25 @@ def _from_json(body: dict[str, Any]) -> Message:
             raise ProtocolError("peer sent an offer without entries")
         return Offer(tuple(_entry(e) for e in entries), _bool(body, "more"))
     if kind == "accept":
-        return Accept(_int(body, "credit"))
+        have = body.get("have", [])
+        if not isinstance(have, list) or not all(isinstance(h, dict) for h in have):
+            raise ProtocolError("peer sent a malformed 'have' list")
+        held = tuple(Held(_int(h, "index"), _int(h, "size"), _digest(h)) for h in have)
+        return Accept(_int(body, "credit"), held)
+    if kind == "resume":
+        offsets = body.get("offsets")
+        if not isinstance(offsets, list) or not all(
+            isinstance(o, list) and len(o) == 2 and all(type(v) is int and v >= 0 for v in o)
+            for o in offsets
+        ):
+            raise ProtocolError("peer sent malformed resume offsets")
+        return Resume(tuple((o[0], o[1]) for o in offsets))
     if kind == "decline":
         return Decline(_str(body, "reason"), _str(body, "message"))
     if kind == "credit":
         return Credit(_int(body, "bytes"))
     if kind == "file_end":
-        digest = _str(body, "sha256")
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ProtocolError("peer sent a malformed file hash")
-        return FileEnd(_int(body, "index"), digest)
+        return FileEnd(_int(body, "index"), _digest(body))
     if kind == "done":
         return Done()
     if kind == "verified":
@@ -289,6 +330,13 @@ def _entry(raw: Any) -> Entry:
         if size > MAX_FILE_SIZE:
             raise ProtocolError("peer offered a file of impossible size")
     return Entry(_str(raw, "path"), "file", size, _bool(raw, "executable"))
+
+
+def _digest(body: dict[str, Any]) -> str:
+    digest = _str(body, "sha256")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ProtocolError("peer sent a malformed file hash")
+    return digest
 
 
 def _int(body: dict[str, Any], key: str) -> int:
@@ -323,7 +371,8 @@ TRANSITIONS: dict[tuple[Role, State, str, type[Any]], State] = {
     (_S, State.START, SEND, Hello): State.AWAIT_HELLO,
     (_S, State.AWAIT_HELLO, RECV, Hello): State.READY,
     (_S, State.READY, SEND, Offer): State.AWAIT_ANSWER,  # READY again while ``more``
-    (_S, State.AWAIT_ANSWER, RECV, Accept): State.TRANSFERRING,
+    (_S, State.AWAIT_ANSWER, RECV, Accept): State.ACCEPTED,
+    (_S, State.ACCEPTED, SEND, Resume): State.TRANSFERRING,
     (_S, State.AWAIT_ANSWER, RECV, Decline): State.DECLINED,
     (_S, State.TRANSFERRING, SEND, Data): State.TRANSFERRING,
     (_S, State.TRANSFERRING, SEND, FileEnd): State.TRANSFERRING,
@@ -334,7 +383,8 @@ TRANSITIONS: dict[tuple[Role, State, str, type[Any]], State] = {
     (_R, State.START, SEND, Hello): State.AWAIT_HELLO,
     (_R, State.AWAIT_HELLO, RECV, Hello): State.AWAIT_OFFER,
     (_R, State.AWAIT_OFFER, RECV, Offer): State.DECIDING,  # AWAIT_OFFER again while ``more``
-    (_R, State.DECIDING, SEND, Accept): State.TRANSFERRING,
+    (_R, State.DECIDING, SEND, Accept): State.ACCEPTED,
+    (_R, State.ACCEPTED, RECV, Resume): State.TRANSFERRING,
     (_R, State.DECIDING, SEND, Decline): State.DECLINED,
     (_R, State.TRANSFERRING, RECV, Data): State.TRANSFERRING,
     (_R, State.TRANSFERRING, RECV, FileEnd): State.TRANSFERRING,
@@ -351,6 +401,8 @@ class _FileCursor:
     sizes: list[int | None] = field(default_factory=list)
     index: int = 0
     moved: int = 0
+    starts: dict[int, int] = field(default_factory=dict)
+    """Where each resumed file's data starts (bytes the receiver already holds)."""
 
     def add(self, count: int, who: str) -> None:
         if self.index >= len(self.sizes):
@@ -367,7 +419,7 @@ class _FileCursor:
         if size is not None and self.moved != size:
             raise ProtocolError(f"{who} {self.moved} bytes for a file declared as {size} bytes")
         self.index += 1
-        self.moved = 0
+        self.moved = self.starts.get(self.index, 0)
 
 
 class Peer:
@@ -384,6 +436,8 @@ class Peer:
         self.credit = 0
         """Sender: bytes it may still send. Receiver: bytes it has granted and not yet seen."""
         self.files = _FileCursor()
+        self.have: dict[int, Held] = {}
+        """What the receiver said it holds, by file index."""
         self.peer_version: int | None = None
         self.ended_by: str | None = None
         """SEND if this side said the last word (it should wait for the peer to close), RECV
@@ -448,6 +502,10 @@ class Peer:
         elif isinstance(message, Accept | Credit):
             grant = message.credit if isinstance(message, Accept) else message.bytes
             self.credit += grant
+            if isinstance(message, Accept):
+                self._check_have(message.have, who)
+        elif isinstance(message, Resume):
+            self._check_resume(message, who)
         elif isinstance(message, Data):
             count = len(message.data)
             if count > self.credit:
@@ -462,6 +520,23 @@ class Peer:
         elif isinstance(message, Verified):
             if message.files != len(self.files.sizes):
                 raise ProtocolError(f"{who} a verification of the wrong number of files")
+
+    def _check_have(self, have: tuple[Held, ...], who: str) -> None:
+        for held in have:
+            size = self.files.sizes[held.index] if held.index < len(self.files.sizes) else None
+            if size is None or held.size > size or held.index in self.have:
+                raise ProtocolError(f"{who} a claim to hold bytes of a file it cannot hold")
+            self.have[held.index] = held
+
+    def _check_resume(self, message: Resume, who: str) -> None:
+        starts: dict[int, int] = {}
+        for index, offset in message.offsets:
+            held = self.have.get(index)
+            if held is None or offset not in (0, held.size) or index in starts:
+                raise ProtocolError(f"{who} a resume offset the receiver did not offer")
+            starts[index] = offset
+        self.files.starts = starts
+        self.files.moved = starts.get(0, 0)
 
     @property
     def file_count(self) -> int:

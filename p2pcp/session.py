@@ -22,6 +22,7 @@ from .code import Code, make_code
 from .errors import (
     CodeError,
     ConnectError,
+    Interrupted,
     LocalWriteError,
     P2pcpError,
     PeerError,
@@ -40,10 +41,13 @@ from .events import (
     OfferEntry,
     OfferReceived,
     Progress,
+    Resuming,
     TextReceived,
 )
 from .files import (
+    ExistingFile,
     FileReader,
+    HeldLocal,
     Output,
     OutputDir,
     Source,
@@ -51,6 +55,7 @@ from .files import (
     TextWriter,
     Writer,
     build_sources,
+    hash_prefix,
     show,
     text_source,
 )
@@ -143,20 +148,34 @@ async def _next_message(channel: FrameChannel, peer: p.Peer) -> p.Message:
 
 
 class FileSender:
-    """Offers ``sources`` and streams them, honouring the receiver's credit."""
+    """Offers ``sources`` and streams them, honouring the receiver's credit and resuming what
+    the receiver already holds when its prefix matches."""
 
-    def __init__(self, channel: FrameChannel, sources: Sequence[Source], sink: EventSink) -> None:
+    def __init__(
+        self,
+        channel: FrameChannel,
+        sources: Sequence[Source],
+        sink: EventSink,
+        resume: bool = True,
+    ) -> None:
         self.channel = channel
         self.sources = list(sources)
         self.sink = sink
+        self.resume = resume
         self.peer = p.Peer(p.Role.SENDER)
         self.bytes_sent = 0
+        self.bytes_skipped = 0
+        self._starts: dict[int, tuple[int, Any]] = {}
 
     async def _send(self, message: p.Message) -> None:
         await self.channel.send(self.peer.send(message))
 
     async def _recv(self) -> p.Message:
         return await _next_message(self.channel, self.peer)
+
+    @property
+    def _data_sources(self) -> list[Source]:
+        return [s for s in self.sources if s.entry.carries_data]
 
     async def run(self) -> None:
         """The whole conversation; returns once the receiver verified every file."""
@@ -166,16 +185,34 @@ class FileSender:
         answer = await self._recv()
         if isinstance(answer, p.Decline):
             raise _decline_error(answer)
+        assert isinstance(answer, p.Accept)
+        await self._resume(answer.have)
         self.sink.emit(Accepted())
-        progress = _Progress(self.sink, _total([s.entry for s in self.sources]))
-        index = 0
-        for source in self.sources:
-            if source.entry.carries_data:
-                await self._send_file(index, source, progress)
-                index += 1
+        total = _total([s.entry for s in self.sources])
+        progress = _Progress(self.sink, total, done=self.bytes_skipped)
+        if self.bytes_skipped:
+            self.sink.emit(Resuming(self.bytes_skipped, total))
+        for index, source in enumerate(self._data_sources):
+            await self._send_file(index, source, progress)
         await self._send(p.Done())
         while not self.peer.finished:
             await self._recv()
+
+    async def _resume(self, have: tuple[p.Held, ...]) -> None:
+        """Check each prefix the receiver holds against our file; tell it where data starts."""
+        sources = self._data_sources
+        offsets: list[tuple[int, int]] = []
+        for held in have:
+            hasher = None
+            if self.resume:
+                hasher = await asyncio.to_thread(hash_prefix, sources[held.index].local, held.size)
+            if hasher is not None and hasher.hexdigest() == held.sha256:
+                self._starts[held.index] = (held.size, hasher)
+                self.bytes_skipped += held.size
+                offsets.append((held.index, held.size))
+            else:
+                offsets.append((held.index, 0))
+        await self._send(p.Resume(tuple(offsets)))
 
     async def _offer(self) -> None:
         entries = [s.entry for s in self.sources]
@@ -194,7 +231,7 @@ class FileSender:
             start = end
 
     async def _send_file(self, index: int, source: Source, progress: _Progress) -> None:
-        reader = FileReader(source)
+        reader = FileReader(source, self._starts.get(index))
         chunk = self.channel.max_message - p.DATA_HEADER_SIZE
         path = source.entry.path
         try:
@@ -221,20 +258,36 @@ class FileSender:
         self.sink.emit(FileDone(path, reader.done, digest))
 
 
+def _keeps_partials(exc: BaseException) -> bool:
+    """Whether an interruption leaves partial files for a later run to resume: yes when the
+    peer went away or either side was interrupted, no when the peer misbehaved."""
+    return isinstance(exc, asyncio.CancelledError | Interrupted) or type(exc) is PeerError
+
+
 class FileReceiver:
-    """Checks the offer, asks ``decide``, then writes and verifies every file."""
+    """Checks the offer, asks ``decide``, then writes and verifies every file, resuming from
+    what the output already holds."""
 
     def __init__(
-        self, channel: FrameChannel, output: Output, sink: EventSink, decide: Decide
+        self,
+        channel: FrameChannel,
+        output: Output,
+        sink: EventSink,
+        decide: Decide,
+        resume: bool = True,
     ) -> None:
         self.channel = channel
         self.output = output
         self.sink = sink
         self.decide = decide
+        self.resume = resume and isinstance(output, OutputDir)
         self.peer = p.Peer(p.Role.RECEIVER)
         self.bytes_received = 0
+        self.bytes_skipped = 0
+        self._held: dict[int, HeldLocal] = {}
         self._writer: Writer | None = None
         self._next_entry = 0
+        self._next_file = 0
         self._ungranted = 0
         self._made: set[str] = set()
 
@@ -248,9 +301,13 @@ class FileReceiver:
         """The whole conversation; returns once every file is verified and in place."""
         try:
             await self._run()
-        finally:
-            if self._writer is not None:
-                self._writer.abort()
+        except BaseException as exc:
+            writer, self._writer = self._writer, None
+            if writer is not None and writer.entry.size is not None and _keeps_partials(exc):
+                writer.suspend()
+            elif writer is not None:
+                writer.abort()
+            raise
 
     async def _run(self) -> None:
         await self._send(p.Hello())
@@ -269,13 +326,45 @@ class FileReceiver:
         if not await self.decide(offer):
             await self._send(p.Decline("declined", "the receiver declined"))
             raise RefusedError("declined; nothing was written")
-        await self._send(p.Accept(CREDIT_WINDOW))
+        if self.resume:
+            assert isinstance(self.output, OutputDir)
+            self._held = await asyncio.to_thread(self.output.held, entries)
+        have = tuple(p.Held(i, h.size, h.sha256) for i, h in self._held.items())
+        await self._send(p.Accept(CREDIT_WINDOW, have))
+        verdict = await self._recv()
+        assert isinstance(verdict, p.Resume)
+        self._apply(verdict)
         self.sink.emit(Accepted())
-        await self._receive_files(_Progress(self.sink, _total(entries)))
+        total = _total(entries)
+        if self.bytes_skipped:
+            self.sink.emit(Resuming(self.bytes_skipped, total))
+        await self._receive_files(_Progress(self.sink, total, done=self.bytes_skipped))
+
+    def _apply(self, verdict: p.Resume) -> None:
+        """Keep what the sender confirmed; a complete file that differs is a conflict."""
+        starts = dict(verdict.offsets)
+        files = [e for e in self.peer.entries if e.carries_data]
+        for index, held in list(self._held.items()):
+            if starts.get(index, 0) == held.size:
+                self.bytes_skipped += held.size
+                continue
+            del self._held[index]
+            if held.complete and not self.output_overwrites:
+                raise RefusedError(
+                    f"{show(files[index].path)} already exists and differs from the sender's; "
+                    "nothing was overwritten (pass --overwrite to replace it)"
+                )
+
+    @property
+    def output_overwrites(self) -> bool:
+        return isinstance(self.output, OutputDir) and self.output.overwrite
 
     async def _check(self, entries: Sequence[p.Entry]) -> None:
         try:
-            self.output.check(entries)
+            if isinstance(self.output, OutputDir):
+                self.output.check(entries, resume=self.resume)
+            else:
+                self.output.check(entries)
         except RefusedError as exc:
             await self._send(p.Decline("refused", exc.message))
             raise
@@ -302,8 +391,8 @@ class FileReceiver:
                 await self._grant(count)
             elif isinstance(message, p.FileEnd):
                 writer = self._writer or self._open_next()
-                self._writer = None
                 digest = writer.finish(message.sha256)
+                self._writer = None
                 progress.update(writer.entry.path, writer.size, writer.entry.size, force=True)
                 if isinstance(writer, TextWriter):
                     self.sink.emit(TextReceived(writer.text))
@@ -320,8 +409,18 @@ class FileReceiver:
             self._next_entry += 1
         self._make_dirs_until(self._next_entry)
         entry = entries[self._next_entry]
+        held = self._held.get(self._next_file)
         self._next_entry += 1
-        writer: Writer = TextWriter(entry) if entry.kind == "text" else self.output.open_file(entry)
+        self._next_file += 1
+        writer: Writer
+        if entry.kind == "text":
+            writer = TextWriter(entry)
+        elif held is not None and held.complete:
+            writer = ExistingFile(entry, held)
+        elif isinstance(self.output, OutputDir):
+            writer = self.output.open_file(entry, held)
+        else:
+            writer = self.output.open_file(entry)
         self._writer = writer
         return writer
 
@@ -339,9 +438,11 @@ class FileReceiver:
             await self._send(p.Credit(grant))
 
 
-def _peer_abort(message: p.Abort) -> PeerError:
+def _peer_abort(message: p.Abort) -> P2pcpError:
     if message.reason == "cancelled":
         return PeerError("the peer cancelled the transfer")
+    if message.reason == "refused":
+        return RefusedError(f"the receiver refused: {show(message.message)[:300]}")
     return PeerError(f"the peer stopped the transfer: {show(message.message)[:300]}")
 
 
@@ -471,7 +572,11 @@ async def _say_goodbye(
         return
     with contextlib.suppress(Exception):
         if ended_by != p.SEND:
-            reason = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            reason = "error"
+            if isinstance(exc, asyncio.CancelledError | Interrupted):
+                reason = "cancelled"
+            elif isinstance(exc, RefusedError):
+                reason = "refused"
             text = exc.message if isinstance(exc, P2pcpError) else ""
             await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
         await transport.linger(LINGER)
@@ -491,6 +596,8 @@ class SendOptions:
     """A code chosen by the user instead of a fresh one."""
     text: bytes | None = None
     """A text message to send instead of ``paths``."""
+    resume: bool = True
+    """Skip what the receiver already holds, when it matches."""
     stdin_name: str = "stdin"
     """The name the receiver gets for data read from stdin (``-``)."""
 
@@ -507,6 +614,8 @@ class ReceiveOptions:
     """Output directory, or ``-`` for stdout."""
     overwrite: bool = False
     """Replace existing files."""
+    resume: bool = True
+    """Continue partial files from an earlier run, and skip identical complete ones."""
     ice_servers: Sequence[IceServer] = ()
     """ICE servers configured locally (added to the server's)."""
 
@@ -541,10 +650,12 @@ async def send(options: SendOptions, sink: EventSink) -> None:
             answer = await _receive_sealed(signaling, box, "answer")
             await transport.accept_answer(answer["sdp"])
         started = await _connected(transport, signaling, sink)
-        worker = FileSender(transport, sources, sink)
+        worker = FileSender(transport, sources, sink, options.resume)
         await worker.run()
         files = sum(1 for s in sources if s.entry.carries_data)
-        sink.emit(Finished(files, worker.bytes_sent, round(time.monotonic() - started, 3)))
+        seconds = round(time.monotonic() - started, 3)
+        total = worker.bytes_sent + worker.bytes_skipped
+        sink.emit(Finished(files, total, seconds, worker.bytes_sent, worker.bytes_skipped))
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
     except BaseException as exc:
@@ -561,6 +672,14 @@ async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> N
     output: Output = (
         StdoutOutput() if options.output == "-" else OutputDir(options.output, options.overwrite)
     )
+    if isinstance(output, OutputDir):
+        for path in output.stale_partials()[:10]:
+            sink.emit(
+                Notice(
+                    f"{show(path)} is a partial file more than a week old; remove it "
+                    "unless you mean to resume that transfer"
+                )
+            )
     signaling: Signaling | None = None
     transport: Transport | None = None
     worker: FileReceiver | None = None
@@ -574,11 +693,12 @@ async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> N
             answer = await transport.accept_offer(offer["sdp"])
             await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
         started = await _connected(transport, signaling, sink)
-        worker = FileReceiver(transport, output, sink, decide)
+        worker = FileReceiver(transport, output, sink, decide, options.resume)
         await worker.run()
         await transport.wait_closed(CLOSE_WAIT)
         seconds = round(time.monotonic() - started, 3)
-        sink.emit(Finished(worker.peer.file_count, worker.bytes_received, seconds))
+        moved, skipped = worker.bytes_received, worker.bytes_skipped
+        sink.emit(Finished(worker.peer.file_count, moved + skipped, seconds, moved, skipped))
     except TimeoutError:
         raise ConnectError("the peer did not finish setting up the connection in time") from None
     except BaseException as exc:

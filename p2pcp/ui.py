@@ -172,6 +172,10 @@ class HumanSink:
             self._progress.stop()
             self._progress = None
 
+    def _on_resuming(self, event: ev.Resuming) -> None:
+        total = f" of {human_size(event.total)}" if event.total is not None else ""
+        self.console.print(f"Resuming: {human_size(event.bytes_skipped)}{total} already here")
+
     def _on_file_done(self, event: ev.FileDone) -> None:
         if not self.interactive and not self.message:
             self.console.print(
@@ -183,10 +187,12 @@ class HumanSink:
         if self.message:
             self.console.print(f"Done: the message was {self.verb} and verified")
             return
-        rate = event.bytes / event.seconds if event.seconds > 0 else 0.0
+        rate = event.bytes_transferred / event.seconds if event.seconds > 0 else 0.0
         files = "file" if event.files == 1 else "files"
         verified = "; the receiver verified every file" if self.verb == "sent" else ", all verified"
+        if event.bytes_skipped:
+            verified += f" ({human_size(event.bytes_skipped)} were already there)"
         self.console.print(
-            f"Done: {self.verb} {event.files} {files}, {human_size(event.bytes)} in "
+            f"Done: {self.verb} {event.files} {files}, {human_size(event.bytes_transferred)} in "
             f"{event.seconds:.1f} s ({human_size(rate)}/s){verified}"
         )

@@ -39,6 +39,7 @@ def after_accept(entries: list[dict[str, Any]], *frames: bytes) -> hostile.Scena
         await wire.hello()
         answer = await wire.offer(entries)
         assert isinstance(answer, p.Accept), answer
+        await wire.send(p.encode(p.Resume()))
         for frame in frames:
             await wire.send(frame)
         await asyncio.sleep(60)  # until the receiver hangs up

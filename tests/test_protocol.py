@@ -61,6 +61,7 @@ def test_happy_path_reaches_done_on_both_sides() -> None:
     pair.offer(p.Entry("d", "dir"), p.Entry("d/a", "file", 3), p.Entry("b", "file", 0))
     assert pair.receiver.state is p.State.DECIDING
     pair.r2s(p.Accept(100))
+    pair.s2r(p.Resume())
     pair.s2r(p.Data(b"abc"))
     pair.s2r(p.FileEnd(0, SHA))
     pair.s2r(p.FileEnd(1, SHA))
@@ -137,6 +138,7 @@ def test_more_bytes_than_declared() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 2))
     pair.r2s(p.Accept(100))
+    pair.s2r(p.Resume())
     pair.s2r(p.Data(b"ab"))
     with pytest.raises(ProtocolError, match="more bytes than declared"):
         pair.receiver.receive(p.encode(p.Data(b"c")))
@@ -146,6 +148,7 @@ def test_fewer_bytes_than_declared() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 5))
     pair.r2s(p.Accept(100))
+    pair.s2r(p.Resume())
     pair.s2r(p.Data(b"ab"))
     with pytest.raises(ProtocolError, match="2 bytes for a file declared as 5"):
         pair.receiver.receive(p.encode(p.FileEnd(0, SHA)))
@@ -155,6 +158,7 @@ def test_file_end_out_of_order() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 0), p.Entry("b", "file", 0))
     pair.r2s(p.Accept(100))
+    pair.s2r(p.Resume())
     with pytest.raises(ProtocolError, match="out of order"):
         pair.receiver.receive(p.encode(p.FileEnd(1, SHA)))
 
@@ -163,6 +167,7 @@ def test_data_after_last_file() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 0))
     pair.r2s(p.Accept(100))
+    pair.s2r(p.Resume())
     pair.s2r(p.FileEnd(0, SHA))
     with pytest.raises(ProtocolError, match="after the last file"):
         pair.receiver.receive(p.encode(p.Data(b"x")))
@@ -172,6 +177,7 @@ def test_done_before_all_files() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 0), p.Entry("b", "file", 0))
     pair.r2s(p.Accept(100))
+    pair.s2r(p.Resume())
     pair.s2r(p.FileEnd(0, SHA))
     with pytest.raises(ProtocolError, match="before every file"):
         pair.receiver.receive(p.encode(p.Done()))
@@ -181,6 +187,7 @@ def test_data_beyond_credit_is_refused_on_both_sides() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 10))
     pair.r2s(p.Accept(4))
+    pair.s2r(p.Resume())
     pair.s2r(p.Data(b"abcd"))
     with pytest.raises(ProtocolError, match="more data than the receiver allowed"):
         pair.sender.send(p.Data(b"e"))
@@ -192,6 +199,7 @@ def test_stream_of_unknown_size_has_no_size_limit() -> None:
     pair = Pair()
     pair.offer(p.Entry("stdin", "file", None))
     pair.r2s(p.Accept(1000))
+    pair.s2r(p.Resume())
     for _ in range(10):
         pair.s2r(p.Data(b"x" * 50))
     pair.s2r(p.FileEnd(0, SHA))
@@ -203,6 +211,7 @@ def test_verified_with_wrong_count() -> None:
     pair = Pair()
     pair.offer(p.Entry("a", "file", 0))
     pair.r2s(p.Accept(1))
+    pair.s2r(p.Resume())
     pair.s2r(p.FileEnd(0, SHA))
     pair.s2r(p.Done())
     with pytest.raises(ProtocolError, match="wrong number"):
