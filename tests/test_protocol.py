@@ -44,6 +44,8 @@ def test_roundtrip_of_every_message() -> None:
         p.Hello(),
         p.Offer((p.Entry("d", "dir"), p.Entry("d/f", "file", 3, True), p.Entry("s", "file"))),
         p.Accept(10),
+        p.Accept(10, (p.Held(0, 5, SHA), p.Held(3, 0, SHA))),
+        p.Resume(((0, 5), (3, 0))),
         p.Decline("declined", "no"),
         p.Credit(5),
         p.Data(b"\x00\x01abc"),
@@ -316,3 +318,45 @@ def test_decode_of_hostile_json_raises_only_protocol_errors(obj: object) -> None
             p.decode(_control(body))
         except ProtocolError:
             pass
+
+
+def test_resume_starts_a_file_at_the_held_offset() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 10), p.Entry("b", "file", 4))
+    pair.r2s(p.Accept(100, (p.Held(0, 6, SHA), p.Held(1, 4, SHA))))
+    pair.s2r(p.Resume(((0, 6), (1, 0))))
+    pair.s2r(p.Data(b"7890"))  # only the 4 missing bytes of a
+    with pytest.raises(ProtocolError, match="more bytes than declared"):
+        p.Peer.receive(pair.receiver, p.encode(p.Data(b"x")))
+
+
+def test_resume_offsets_are_checked() -> None:
+    for offsets, match in [
+        (((0, 5),), "did not offer"),  # neither 0 nor the held size
+        (((1, 0),), "did not offer"),  # a file the receiver does not hold
+        (((0, 6), (0, 6)), "did not offer"),  # twice
+    ]:
+        pair = Pair()
+        pair.offer(p.Entry("a", "file", 10), p.Entry("b", "file", 4))
+        pair.r2s(p.Accept(100, (p.Held(0, 6, SHA),)))
+        with pytest.raises(ProtocolError, match=match):
+            pair.receiver.receive(p.encode(p.Resume(offsets)))
+
+
+def test_have_cannot_claim_more_than_declared_or_a_stream() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 10), p.Entry("s", "file", None))
+    with pytest.raises(ProtocolError, match="cannot hold"):
+        pair.sender.receive(p.encode(p.Accept(100, (p.Held(0, 11, SHA),))))
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 10), p.Entry("s", "file", None))
+    with pytest.raises(ProtocolError, match="cannot hold"):
+        pair.sender.receive(p.encode(p.Accept(100, (p.Held(1, 1, SHA),))))
+
+
+def test_data_before_resume_is_refused() -> None:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 10))
+    pair.r2s(p.Accept(100))
+    with pytest.raises(ProtocolError, match="'data' while accepted"):
+        pair.receiver.receive(p.encode(p.Data(b"x")))

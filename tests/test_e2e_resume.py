@@ -1,0 +1,204 @@
+"""Resuming interrupted transfers, with real processes killed by SIGKILL mid-transfer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SignalServer, finish, p2pcp, read_line, sha256_file, start_send, tree
+
+MIB = 1024 * 1024
+
+
+def _write_random(path: Path, size: int) -> None:
+    with path.open("wb") as f:
+        for _ in range(size // MIB):
+            f.write(os.urandom(MIB))
+
+
+def _broken_run(
+    server: SignalServer,
+    sources: list[str],
+    out: Path,
+    victim: str,
+    stop_when: Callable[[dict[str, Any]], bool],
+) -> None:
+    """Start a transfer and SIGKILL ``victim`` once a receiver progress event satisfies
+    ``stop_when``; wait for the survivor to give up."""
+    sender, code = start_send(server, *sources)
+    receiver = p2pcp("receive", "--server", server.url, "--json", "--yes", "-o", str(out), code)
+    while True:
+        line = read_line(receiver)
+        assert line, "the receiver ended before the break"
+        event = json.loads(line)
+        assert event["event"] != "done", "the transfer finished before the break"
+        if event["event"] == "progress" and stop_when(event):
+            break
+    killed, survivor = (sender, receiver) if victim == "send" else (receiver, sender)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(10)
+    result = finish(survivor, timeout=90)
+    assert result.code == 5, result.stderr  # the survivor notices the peer is gone
+
+
+def _resume(server: SignalServer, sources: list[str], out: Path) -> dict[str, Any]:
+    sender, code = start_send(server, *sources)
+    got = finish(
+        p2pcp("receive", "--server", server.url, "--json", "--yes", "-o", str(out), code),
+        timeout=300,
+    )
+    sent = finish(sender, timeout=60)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert sent.events[-1]["bytes_skipped"] == got.events[-1]["bytes_skipped"]
+    assert any(e["event"] == "resuming" for e in got.events)
+    assert not list(out.rglob("*.p2pcp-part"))  # a completed transfer leaves no partial state
+    return dict(got.events[-1])
+
+
+@pytest.mark.parametrize("victim", ["send", "receive"])
+def test_kill_at_half_then_resume(signal_server: SignalServer, tmp_path: Path, victim: str) -> None:
+    size = 200 * MIB
+    src = tmp_path / "big.bin"
+    _write_random(src, size)
+    out = tmp_path / "out"
+    out.mkdir()
+    _broken_run(signal_server, [str(src)], out, victim, lambda e: e["bytes"] >= size // 2)
+    assert not (out / "big.bin").exists()
+    partial = out / ".big.bin.p2pcp-part"
+    assert partial.stat().st_size >= size * 0.45
+
+    done = _resume(signal_server, [str(src)], out)
+    assert sha256_file(out / "big.bin") == sha256_file(src)
+    assert done["bytes"] == size
+    assert done["bytes_transferred"] <= size * 0.55, done
+    assert done["bytes_transferred"] + done["bytes_skipped"] == size
+
+
+def test_directory_broken_in_file_30(signal_server: SignalServer, tmp_path: Path) -> None:
+    src = tmp_path / "album"
+    src.mkdir()
+    for i in range(50):
+        _write_random(src / f"f{i:02d}.bin", 4 * MIB)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def in_file_30(event: dict[str, Any]) -> bool:
+        return bool(event["path"] == "album/f29.bin" and event["file_bytes"] >= 2 * MIB)
+
+    _broken_run(signal_server, [str(src)], out, "send", in_file_30)
+    assert (out / "album" / "f28.bin").exists() and not (out / "album" / "f29.bin").exists()
+    assert (out / "album" / ".f29.bin.p2pcp-part").exists()
+
+    done = _resume(signal_server, [str(src)], out)
+    assert tree(out / "album") == tree(src)
+    assert done["bytes_transferred"] <= 200 * MIB * 0.55, done
+    assert done["bytes_skipped"] >= 29 * 4 * MIB  # files 1-29 were already complete
+
+
+def test_a_source_modified_between_runs_is_sent_again_whole(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    size = 64 * MIB
+    src = tmp_path / "data.bin"
+    _write_random(src, size)
+    out = tmp_path / "out"
+    out.mkdir()
+    _broken_run(signal_server, [str(src)], out, "send", lambda e: e["bytes"] >= size // 2)
+    with src.open("r+b") as f:  # change a byte inside the part the receiver already holds
+        f.seek(1000)
+        f.write(bytes([f.read(1)[0] ^ 0xFF]))
+
+    sender, code = start_send(signal_server, str(src))
+    got = finish(
+        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
+    )
+    assert finish(sender).code == 0 and got.code == 0, got.stderr
+    done = got.events[-1]
+    assert done["bytes_transferred"] == size and done["bytes_skipped"] == 0
+    assert sha256_file(out / "data.bin") == sha256_file(src)
+
+
+def test_complete_identical_files_are_skipped_and_different_ones_refused(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    (tmp_path / "same.txt").write_text("same content")
+    (tmp_path / "other.txt").write_text("new content!")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "same.txt").write_text("same content")
+    (out / "other.txt").write_text("old content!")  # same size, different bytes
+    sender, code = start_send(
+        signal_server, str(tmp_path / "same.txt"), str(tmp_path / "other.txt")
+    )
+    got = finish(
+        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
+    )
+    sent = finish(sender)
+    assert got.code == 6 and sent.code == 6, (got.stdout, sent.stdout)
+    assert "other.txt already exists and differs" in got.events[-1]["message"]
+    assert (out / "other.txt").read_text() == "old content!"
+
+    (out / "other.txt").unlink()
+    sender, code = start_send(
+        signal_server, str(tmp_path / "same.txt"), str(tmp_path / "other.txt")
+    )
+    got = finish(
+        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
+    )
+    assert finish(sender).code == 0 and got.code == 0, got.stderr
+    assert got.events[-1]["bytes_skipped"] == len("same content")
+    assert (out / "other.txt").read_text() == "new content!"
+
+
+def test_no_resume_starts_over(signal_server: SignalServer, tmp_path: Path) -> None:
+    size = 64 * MIB
+    src = tmp_path / "data.bin"
+    _write_random(src, size)
+    out = tmp_path / "out"
+    out.mkdir()
+    _broken_run(signal_server, [str(src)], out, "send", lambda e: e["bytes"] >= size // 2)
+    sender, code = start_send(signal_server, str(src))
+    got = finish(
+        p2pcp(
+            "receive",
+            "--server",
+            signal_server.url,
+            "--json",
+            "--yes",
+            "--no-resume",
+            "-o",
+            str(out),
+            code,
+        )
+    )
+    assert finish(sender).code == 0 and got.code == 0
+    assert got.events[-1]["bytes_transferred"] == size
+    assert sha256_file(out / "data.bin") == sha256_file(src)
+
+
+def test_stale_partials_are_listed(signal_server: SignalServer, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    old = out / ".old.iso.p2pcp-part"
+    old.write_bytes(b"x")
+    os.utime(old, (1, 1))
+    (out / ".fresh.p2pcp-part").write_bytes(b"x")
+    got = finish(
+        p2pcp(
+            "receive",
+            "--server",
+            signal_server.url,
+            "--json",
+            "--yes",
+            "-o",
+            str(out),
+            "99-acorn-zebra",
+        )
+    )
+    warnings = [e["message"] for e in got.events if e["event"] == "warning"]
+    assert len(warnings) == 1 and ".old.iso.p2pcp-part" in warnings[0]
