@@ -23,6 +23,7 @@ from .code import Code, parse_code
 from .errors import ExitCode, Interrupted, P2pcpError, UsageError
 from .events import OfferReceived
 from .ui import HumanSink, JsonSink
+from .wordlist import WORDS
 
 app = typer.Typer(
     name="p2pcp",
@@ -122,8 +123,28 @@ def _fail(sink: Sink, exc: P2pcpError, debug: bool) -> NoReturn:
     raise typer.Exit(int(exc.exit_code))
 
 
-def _sink(json_mode: bool, verb: str, quiet: bool, message: bool = False) -> Sink:
-    return JsonSink() if json_mode else HumanSink(verb, quiet=quiet, message=message)
+def _sink(json_mode: bool, verb: str, quiet: bool, message: bool = False, qr: bool = False) -> Sink:
+    if json_mode:
+        return JsonSink()
+    return HumanSink(verb, quiet=quiet, message=message, qr=qr)
+
+
+VERIFY_HELP = "Show a verification string on both screens and ask to confirm they match."
+
+
+def _confirmer(sink: Sink, verify: bool) -> session.Confirm | None:
+    """The --verify question, asked after any spinner has stopped."""
+    if not verify:
+        return None
+    console = Console(stderr=True, highlight=False)
+
+    async def confirm(verification: str) -> bool:
+        if isinstance(sink, HumanSink):
+            sink.pause()
+        question = f"Does the other screen show {verification}?"
+        return bool(await asyncio.to_thread(Confirm.ask, question, console=console, default=False))
+
+    return confirm
 
 
 SEND_EPILOG = """Examples:
@@ -175,12 +196,16 @@ def send(
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the code and errors."),
+    qr: bool = typer.Option(False, "--qr", help="Also draw the receive command as a QR code."),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
     """Send files, directories, stdin or a text message; prints a code for the receiver."""
     _setup_logging(debug)
-    sink = _sink(json_mode, "sent", quiet, message=text is not None)
+    sink = _sink(json_mode, "sent", quiet, message=text is not None, qr=qr)
     try:
+        if verify and not sys.stdin.isatty():
+            raise UsageError("--verify asks a question: stdin must be a terminal")
         if bool(paths) == (text is not None):
             raise UsageError("give either files to send or --text, not both and not neither")
         chosen = code or os.environ.get("P2PCP_CODE")
@@ -194,7 +219,23 @@ def send(
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)
-    _run(sink, session.send(options, sink), debug)
+    _run(sink, session.send(options, sink, _confirmer(sink, verify)), debug)
+
+
+def _complete_code_words() -> None:
+    """Tab completion of code words at the prompt (where Python has readline)."""
+    try:
+        import readline
+    except ImportError:  # pragma: no cover - Windows, or Python built without readline
+        return
+
+    def complete(text: str, state: int) -> str | None:
+        matches = [w for w in WORDS if w.startswith(text.lower())]
+        return matches[state] if state < len(matches) else None
+
+    readline.set_completer_delims(" -")
+    readline.set_completer(complete)
+    readline.parse_and_bind("tab: complete")
 
 
 def _read_code(code: str | None, console: Console) -> Code:
@@ -206,8 +247,9 @@ def _read_code(code: str | None, console: Console) -> Code:
         if not line.strip():
             raise UsageError("no code given: pass it as an argument, in P2PCP_CODE, or on stdin")
         return parse_code(line)
+    _complete_code_words()
     while True:
-        typed = Prompt.ask("Enter the code", console=console)
+        typed = Prompt.ask("Enter the code (Tab completes words)", console=console)
         try:
             return parse_code(typed)
         except UsageError as exc:
@@ -228,16 +270,19 @@ def receive(
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
     """Receive files (or a text message) with a code from the sender."""
     _setup_logging(debug)
     sink = _sink(json_mode, "received", quiet)
+    if isinstance(sink, HumanSink):
+        sink.output = output
     console = Console(stderr=True, highlight=False)
     try:
         if json_mode and output == "-":
             raise UsageError("--json and -o - both write to stdout: choose one")
-        if not yes and not sys.stdin.isatty():
+        if (verify or not yes) and not sys.stdin.isatty():
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
         url = _server(server)
         options = session.ReceiveOptions(
@@ -253,10 +298,12 @@ def receive(
     async def decide(offer: OfferReceived) -> bool:
         if yes or all(e.kind == "text" for e in offer.entries):
             return True  # a text message is only shown, never written
+        if isinstance(sink, HumanSink):
+            sink.pause()
         answer = await asyncio.to_thread(Confirm.ask, "Accept?", console=console, default=True)
         return bool(answer)
 
-    _run(sink, session.receive(options, sink, decide), debug)
+    _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
 
 
 def main() -> None:

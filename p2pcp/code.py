@@ -51,10 +51,32 @@ def check_nameplate(nameplate: str) -> None:
         raise UsageError(f"the code must start with a number, like 7-{WORDS[0]}-{WORDS[1]}")
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment): typos, with a swap of two
+    neighbouring letters counted as one edit."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
 def suggest_word(word: str) -> str | None:
-    """The code word closest to a mistyped ``word``, if one is close enough."""
-    matches = difflib.get_close_matches(word, WORDS, n=1, cutoff=0.6)
-    return matches[0] if matches else None
+    """The code word closest to a mistyped ``word``, if one is close enough (at most two
+    edits, or a word it begins); ties go to the most similar by difflib's ratio."""
+    best = min(
+        WORDS,
+        key=lambda w: (edit_distance(word, w), -difflib.SequenceMatcher(None, word, w).ratio()),
+    )
+    if edit_distance(word, best) <= 2:
+        return best
+    starting = [w for w in WORDS if w.startswith(word)]
+    return starting[0] if len(word) >= 3 and starting else None
 
 
 def check_word(word: str) -> None:

@@ -46,6 +46,23 @@ class Connected(Event):
 
 
 @dataclass(frozen=True)
+class Verification(Event):
+    """A short string derived from the session key: the same on both screens, or someone is in
+    the middle."""
+
+    name: ClassVar[str] = "verification"
+    verification: str
+    """E.g. ``3f-a0-11-9c-42``."""
+
+
+@dataclass(frozen=True)
+class AllSent(Event):
+    """The sender has sent every byte and waits for the receiver to verify."""
+
+    name: ClassVar[str] = "sent"
+
+
+@dataclass(frozen=True)
 class OfferEntry:
     """One entry of an offer as shown to the receiver."""
 
@@ -148,7 +165,7 @@ class Finished(Event):
     bytes: int
     """Their total size."""
     seconds: float
-    """Wall time from the data channel opening to the end."""
+    """Wall time from the receiver's acceptance (data starting to move) to the end."""
     bytes_transferred: int
     """File bytes that crossed the network in this run."""
     bytes_skipped: int

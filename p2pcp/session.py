@@ -32,6 +32,7 @@ from .errors import (
 )
 from .events import (
     Accepted,
+    AllSent,
     CodeReady,
     Connected,
     EventSink,
@@ -43,6 +44,7 @@ from .events import (
     Progress,
     Resuming,
     TextReceived,
+    Verification,
 )
 from .files import (
     ExistingFile,
@@ -59,7 +61,7 @@ from .files import (
     show,
     text_source,
 )
-from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError
+from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import Signaling
 from .transport import IceServer, Transport
 
@@ -89,6 +91,8 @@ class FrameChannel(Protocol):
 
 
 Decide = Callable[[OfferReceived], Awaitable[bool]]
+Confirm = Callable[[str], Awaitable[bool]]
+"""Asks the user whether the verification string matches the other screen."""
 
 
 @dataclass
@@ -165,6 +169,8 @@ class FileSender:
         self.peer = p.Peer(p.Role.SENDER)
         self.bytes_sent = 0
         self.bytes_skipped = 0
+        self.started = time.monotonic()
+        """When data started to move (the receiver accepted)."""
         self._starts: dict[int, tuple[int, Any]] = {}
 
     async def _send(self, message: p.Message) -> None:
@@ -188,6 +194,7 @@ class FileSender:
         assert isinstance(answer, p.Accept)
         await self._resume(answer.have)
         self.sink.emit(Accepted())
+        self.started = time.monotonic()
         total = _total([s.entry for s in self.sources])
         progress = _Progress(self.sink, total, done=self.bytes_skipped)
         if self.bytes_skipped:
@@ -195,6 +202,7 @@ class FileSender:
         for index, source in enumerate(self._data_sources):
             await self._send_file(index, source, progress)
         await self._send(p.Done())
+        self.sink.emit(AllSent())
         while not self.peer.finished:
             await self._recv()
 
@@ -284,6 +292,8 @@ class FileReceiver:
         self.peer = p.Peer(p.Role.RECEIVER)
         self.bytes_received = 0
         self.bytes_skipped = 0
+        self.started = time.monotonic()
+        """When data started to move (this side accepted)."""
         self._held: dict[int, HeldLocal] = {}
         self._writer: Writer | None = None
         self._next_entry = 0
@@ -335,6 +345,7 @@ class FileReceiver:
         assert isinstance(verdict, p.Resume)
         self._apply(verdict)
         self.sink.emit(Accepted())
+        self.started = time.monotonic()
         total = _total(entries)
         if self.bytes_skipped:
             self.sink.emit(Resuming(self.bytes_skipped, total))
@@ -466,8 +477,11 @@ async def _peer_body(signaling: Signaling) -> dict[str, Any]:
     return body
 
 
-async def _handshake(signaling: Signaling, code: Code, role: str) -> SealedChannel:
-    """Run SPAKE2 over the room and confirm both sides hold the same key."""
+async def _handshake(
+    signaling: Signaling, code: Code, role: str, sink: EventSink
+) -> tuple[SealedChannel, str]:
+    """Run SPAKE2 over the room and confirm both sides hold the same key; returns the sealing
+    channel and the verification string."""
     pake = Pake(code.password)
     await signaling.send({"kind": "pake", "msg": base64.b64encode(pake.outbound).decode()})
     body = await _peer_body(signaling)
@@ -477,7 +491,8 @@ async def _handshake(signaling: Signaling, code: Code, role: str) -> SealedChann
         raise CodeError("the key exchange failed: the peer sent a malformed message") from None
     if body.get("kind") != "pake":
         raise CodeError("the key exchange failed: the peer sent an unexpected message")
-    box = SealedChannel.for_role(pake.finish(inbound), role)
+    shared = pake.finish(inbound)
+    box = SealedChannel.for_role(shared, role)
     other = RECEIVER if role == SENDER else SENDER
     await signaling.send({"kind": "sealed", "box": box.seal({"type": "confirm", "role": role})})
     try:
@@ -486,7 +501,9 @@ async def _handshake(signaling: Signaling, code: Code, role: str) -> SealedChann
         raise CodeError(WRONG_CODE) from None
     if confirm.get("type") != "confirm" or confirm.get("role") != other:
         raise CodeError("the key exchange failed: both sides claim the same role")
-    return box
+    verification = verification_string(shared)
+    sink.emit(Verification(verification))
+    return box, verification
 
 
 async def _send_sealed(signaling: Signaling, box: SealedChannel, payload: dict[str, Any]) -> None:
@@ -521,7 +538,7 @@ async def _watch_room(signaling: Signaling) -> None:
         await asyncio.get_running_loop().create_future()
 
 
-async def _connected(transport: Transport, signaling: Signaling, sink: EventSink) -> float:
+async def _connected(transport: Transport, signaling: Signaling, sink: EventSink) -> None:
     """Wait for the data channel to open while watching the room, so that a peer that gives up
     during set-up is reported at once instead of after the ICE timeout."""
     opened = asyncio.ensure_future(transport.wait_open())
@@ -536,7 +553,6 @@ async def _connected(transport: Transport, signaling: Signaling, sink: EventSink
         watching.cancel()
     route, peer = transport.route()
     sink.emit(Connected(route, peer))
-    return time.monotonic()
 
 
 async def _abort_rendezvous(signaling: Signaling | None, exc: BaseException) -> None:
@@ -620,7 +636,13 @@ class ReceiveOptions:
     """ICE servers configured locally (added to the server's)."""
 
 
-async def send(options: SendOptions, sink: EventSink) -> None:
+async def _verified(confirm: Confirm | None, verification: str) -> None:
+    """With --verify, the user must confirm the verification strings match before data moves."""
+    if confirm is not None and not await confirm(verification):
+        raise RefusedError("the verification strings did not match; nothing was transferred")
+
+
+async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = None) -> None:
     """Run one send: offer the files, wait for the receiver, stream, wait for verification."""
     notices: list[str] = []
     if options.text is not None:
@@ -642,18 +664,19 @@ async def send(options: SendOptions, sink: EventSink) -> None:
             sink.emit(Notice(text))
         await signaling.wait_for_peer()
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-            box = await _handshake(signaling, code, SENDER)
+            box, verification = await _handshake(signaling, code, SENDER, sink)
             transport = Transport(_ice_servers(signaling, options.ice_servers))
             await _send_sealed(
                 signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
             )
             answer = await _receive_sealed(signaling, box, "answer")
             await transport.accept_answer(answer["sdp"])
-        started = await _connected(transport, signaling, sink)
+        await _connected(transport, signaling, sink)
+        await _verified(confirm, verification)
         worker = FileSender(transport, sources, sink, options.resume)
         await worker.run()
         files = sum(1 for s in sources if s.entry.carries_data)
-        seconds = round(time.monotonic() - started, 3)
+        seconds = round(time.monotonic() - worker.started, 3)
         total = worker.bytes_sent + worker.bytes_skipped
         sink.emit(Finished(files, total, seconds, worker.bytes_sent, worker.bytes_skipped))
     except TimeoutError:
@@ -667,7 +690,9 @@ async def send(options: SendOptions, sink: EventSink) -> None:
         await _close(transport, signaling)
 
 
-async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> None:
+async def receive(
+    options: ReceiveOptions, sink: EventSink, decide: Decide, confirm: Confirm | None = None
+) -> None:
     """Run one receive: join, check and accept the offer, write and verify every file."""
     output: Output = (
         StdoutOutput() if options.output == "-" else OutputDir(options.output, options.overwrite)
@@ -687,16 +712,17 @@ async def receive(options: ReceiveOptions, sink: EventSink, decide: Decide) -> N
         signaling = await Signaling.connect(options.server)
         await signaling.join(options.code.nameplate)
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-            box = await _handshake(signaling, options.code, RECEIVER)
+            box, verification = await _handshake(signaling, options.code, RECEIVER, sink)
             offer = await _receive_sealed(signaling, box, "offer")
             transport = Transport(_ice_servers(signaling, options.ice_servers))
             answer = await transport.accept_offer(offer["sdp"])
             await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
-        started = await _connected(transport, signaling, sink)
+        await _connected(transport, signaling, sink)
+        await _verified(confirm, verification)
         worker = FileReceiver(transport, output, sink, decide, options.resume)
         await worker.run()
         await transport.wait_closed(CLOSE_WAIT)
-        seconds = round(time.monotonic() - started, 3)
+        seconds = round(time.monotonic() - worker.started, 3)
         moved, skipped = worker.bytes_received, worker.bytes_skipped
         sink.emit(Finished(worker.peer.file_count, moved + skipped, seconds, moved, skipped))
     except TimeoutError:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any
+from typing import IO, Any, TextIO, cast
 
+import segno
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -22,12 +23,14 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.status import Status
+from rich.table import Table
 from rich.text import Text
 
 from . import events as ev
 from .files import show, show_text
 
-TOP_NAMES = 5
+TABLE_ROWS = 10
 
 
 def human_size(count: float) -> str:
@@ -71,21 +74,36 @@ class JsonSink:
 
 
 class HumanSink:
-    """Rich output on stderr: the code, the route, progress bars, and a summary line."""
+    """Rich output on stderr: the code, the route, progress bars, and a summary line.
+
+    Spinners (waiting for the peer, waiting for verification) are transient: they vanish when
+    the wait ends, so the finished screen holds only lasting lines.
+    """
 
     def __init__(
-        self, verb: str, console: Console | None = None, quiet: bool = False, message: bool = False
+        self,
+        verb: str,
+        console: Console | None = None,
+        quiet: bool = False,
+        message: bool = False,
+        qr: bool = False,
     ) -> None:
-        # soft_wrap: a line too long for the terminal wraps as text; rich never breaks it.
-        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
+        # At a terminal rich wraps long lines at word boundaries for its real width; elsewhere
+        # (a pipe, a log file) it must not break lines at all.
+        self.console = console or Console(stderr=True, highlight=False)
+        self.console.soft_wrap = not self.console.is_terminal
         self.verb = verb
         self.quiet = quiet
         self.message = message
         """The transfer is a text message (the sender knows up front, the receiver on arrival)."""
+        self.qr = qr
         self.interactive = self.console.is_terminal and not quiet
+        self.output = ""
+        """Where the receiver writes, for the free-space line."""
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._file: TaskID | None = None
+        self._status: Status | None = None
 
     def emit(self, event: ev.Event) -> None:
         """Render one event (with ``quiet``, only the code and a received text)."""
@@ -97,24 +115,53 @@ class HumanSink:
 
     def error(self, exit_code: int, message: str) -> None:
         """Print the final error line."""
-        self._stop()
+        self.pause()
         self.console.print(f"[bold red]error:[/] {escape(message)}")
+
+    def pause(self) -> None:
+        """Stop any spinner or progress display (before a prompt, an error, the end)."""
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def _wait(self, text: str) -> None:
+        self.pause()
+        if self.interactive:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self.console.print(text)
 
     def _on_code(self, event: ev.CodeReady) -> None:
         if self.quiet:
             self.console.print(event.code)
             return
+        command = f"p2pcp receive --server {event.server} {event.code}"
         self.console.print(f"Code: [bold]{event.code}[/]")
+        self.console.print("On the other machine run:")
+        self.console.print(f"  [bold]{escape(command)}[/]")
+        if self.qr:
+            qr = segno.make(command, error="l")
+            qr.terminal(out=cast(TextIO, self.console.file), compact=True)
+        self._wait("Waiting for the receiver to connect...")
+
+    def _on_verification(self, event: ev.Verification) -> None:
         self.console.print(
-            f"On the other machine run: [bold]p2pcp receive --server {escape(event.server)} "
-            f"{event.code}[/]",
+            f"Verification: [bold]{event.verification}[/] (same on the other screen)"
         )
-        self.console.print("Waiting for the receiver...")
 
     def _on_connected(self, event: ev.Connected) -> None:
-        where = f" ({escape(event.peer)})" if event.peer else ""
-        how = "through a relay" if event.route == "relay" else "directly"
-        self.console.print(f"Connected {how} to the peer{where}")
+        self.pause()
+        if event.route == "relay":
+            self.console.print(f"Connected through the relay {escape(event.peer or '')}")
+        else:
+            where = f" to {escape(event.peer.rsplit(':', 1)[0])}" if event.peer else ""
+            self.console.print(f"Connected directly{where}")
+        if self.verb == "sent":
+            self._wait("Waiting for the receiver to accept...")
 
     def _on_warning(self, event: ev.Notice) -> None:
         self.console.print(f"[yellow]warning:[/] {escape(event.message)}")
@@ -130,15 +177,29 @@ class HumanSink:
     def _on_offer(self, event: ev.OfferReceived) -> None:
         if all(e.kind == "text" for e in event.entries):
             return
-        names = [e.path for e in event.entries if "/" not in e.path][:TOP_NAMES]
-        more = len([e for e in event.entries if "/" not in e.path]) - len(names)
-        shown = ", ".join(_safe(n) for n in names) + (f" and {more} more" if more > 0 else "")
+        table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+        table.add_column("offered", overflow="fold")
+        table.add_column("size", justify="right", no_wrap=True)
+        for entry in event.entries[:TABLE_ROWS]:
+            size = (
+                "dir"
+                if entry.kind == "dir"
+                else ("stream" if entry.size is None else human_size(entry.size))
+            )
+            table.add_row(_safe(entry.path), size)
+        rest = len(event.entries) - TABLE_ROWS
+        if rest > 0:
+            table.add_row(f"... and {rest} more", "")
+        self.console.print(table)
         files = "file" if event.files == 1 else "files"
-        unknown = any(e.kind == "file" and e.size is None for e in event.entries)
-        size = human_size(event.bytes)
-        if unknown:
-            size = f"{size} and a stream of unknown size" if event.bytes else "a stream"
-        self.console.print(f"Offered {event.files} {files} ({size}): {shown}")
+        line = f"{event.files} {files}, {human_size(event.bytes)} in all"
+        if event.free is not None:
+            where = f" in {escape(self.output)}" if self.output else ""
+            line += f"; {human_size(event.free)} free{where}"
+        self.console.print(line)
+
+    def _on_accepted(self, event: ev.Accepted) -> None:
+        self.pause()
 
     def _on_progress(self, event: ev.Progress) -> None:
         if not self.interactive:
@@ -151,26 +212,22 @@ class HumanSink:
             self._file,
             completed=event.file_bytes,
             total=event.file_size,
-            description=_safe(event.path)[-40:],
+            description=_safe(event.path)[-30:],
         )
 
     def _start(self, total: int | None) -> None:
         self._progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=None),
             DownloadColumn(binary_units=True),
             _RateColumn(),
             TimeRemainingColumn(),
             console=self.console,
+            expand=False,
         )
         self._overall = self._progress.add_task("total", total=total)
         self._file = self._progress.add_task("", total=None)
         self._progress.start()
-
-    def _stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
 
     def _on_resuming(self, event: ev.Resuming) -> None:
         total = f" of {human_size(event.total)}" if event.total is not None else ""
@@ -178,12 +235,17 @@ class HumanSink:
 
     def _on_file_done(self, event: ev.FileDone) -> None:
         if not self.interactive and not self.message:
-            self.console.print(
-                f"{self.verb} {_safe(event.path)} ({human_size(event.bytes)})", soft_wrap=True
-            )
+            self.console.print(f"{self.verb} {_safe(event.path)} ({human_size(event.bytes)})")
+
+    def _on_sent(self, event: ev.AllSent) -> None:
+        if self.message:
+            return
+        self.pause()
+        self.console.print("Sent; waiting for the receiver to verify")
+        self._wait("Waiting for the receiver to verify...")
 
     def _on_done(self, event: ev.Finished) -> None:
-        self._stop()
+        self.pause()
         if self.message:
             self.console.print(f"Done: the message was {self.verb} and verified")
             return

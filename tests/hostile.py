@@ -25,6 +25,11 @@ from p2pcp.transport import Transport
 Scenario = Callable[["Wire"], Awaitable[None]]
 
 
+class _NoSink:
+    def emit(self, event: object) -> None:
+        pass
+
+
 @dataclass
 class Outcome:
     """How the real receiver ended."""
@@ -97,7 +102,7 @@ async def run(
     transport: Transport | None = None
     try:
         await signaling.wait_for_peer()
-        box = await session._handshake(signaling, code, SENDER)
+        box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
         transport = Transport([])
         await session._send_sealed(
             signaling, box, {"type": "offer", "sdp": await transport.create_offer()}

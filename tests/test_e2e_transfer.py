@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -52,10 +53,11 @@ def test_one_file_and_json_events(signal_server: SignalServer, tmp_path: Path) -
 
     events = got.events
     names = [e["event"] for e in events]
-    assert names[0] == "connected" and events[0]["route"] == "direct"
-    assert names[1] == "offer"
-    assert events[1]["files"] == 1 and events[1]["bytes"] == 3_000_000
-    assert events[1]["entries"] == [{"path": "report.bin", "kind": "file", "size": 3_000_000}]
+    assert names[:3] == ["verification", "connected", "offer"]
+    assert re.fullmatch(r"[0-9a-f]{2}(-[0-9a-f]{2}){4}", events[0]["verification"])
+    assert events[1]["route"] == "direct"
+    assert events[2]["files"] == 1 and events[2]["bytes"] == 3_000_000
+    assert events[2]["entries"] == [{"path": "report.bin", "kind": "file", "size": 3_000_000}]
     assert "accepted" in names and "progress" in names
     done = events[-1]
     assert done["event"] == "done" and done["files"] == 1 and done["bytes"] == 3_000_000
@@ -64,7 +66,9 @@ def test_one_file_and_json_events(signal_server: SignalServer, tmp_path: Path) -
     assert file_done["sha256"] == sha256_file(src / "report.bin")
 
     sender_events = [e["event"] for e in sent.events]
-    assert sender_events[0] == "connected" and sender_events[-1] == "done"
+    assert sender_events[:2] == ["verification", "connected"] and sender_events[-1] == "done"
+    assert sent.events[0]["verification"] == events[0]["verification"]
+    assert sender_events.index("sent") < sender_events.index("done")
     assert sent.events[-1]["bytes"] == 3_000_000
 
 
