@@ -276,8 +276,6 @@ def receive(
     """Receive files (or a text message) with a code from the sender."""
     _setup_logging(debug)
     sink = _sink(json_mode, "received", quiet)
-    if isinstance(sink, HumanSink):
-        sink.output = output
     console = Console(stderr=True, highlight=False)
     try:
         if json_mode and output == "-":

@@ -591,8 +591,8 @@ async def _say_goodbye(
             reason = "error"
             if isinstance(exc, asyncio.CancelledError | Interrupted):
                 reason = "cancelled"
-            elif isinstance(exc, RefusedError):
-                reason = "refused"
+            elif isinstance(exc, RefusedError) and isinstance(worker, FileReceiver):
+                reason = "refused"  # a file in place differs from the sender's
             text = exc.message if isinstance(exc, P2pcpError) else ""
             await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
         await transport.linger(LINGER)

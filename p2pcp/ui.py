@@ -98,8 +98,6 @@ class HumanSink:
         """The transfer is a text message (the sender knows up front, the receiver on arrival)."""
         self.qr = qr
         self.interactive = self.console.is_terminal and not quiet
-        self.output = ""
-        """Where the receiver writes, for the free-space line."""
         self._progress: Progress | None = None
         self._overall: TaskID | None = None
         self._file: TaskID | None = None
@@ -194,8 +192,7 @@ class HumanSink:
         files = "file" if event.files == 1 else "files"
         line = f"{event.files} {files}, {human_size(event.bytes)} in all"
         if event.free is not None:
-            where = f" in {escape(self.output)}" if self.output else ""
-            line += f"; {human_size(event.free)} free{where}"
+            line += f"; {human_size(event.free)} free there"
         self.console.print(line)
 
     def _on_accepted(self, event: ev.Accepted) -> None:

@@ -1,0 +1,296 @@
+"""What a person sees: real p2pcp processes in real terminals (tmux), typed into and read back.
+
+The finished screens of the main flow, normalised (code, addresses, rates), must equal
+``docs/screens.md``; run with ``P2PCP_WRITE_SCREENS=1`` to rewrite that file after a change.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import segno
+from conftest import PYTHON, SignalServer, finish, p2pcp
+
+from p2pcp.code import make_code
+from p2pcp.wordlist import WORDS
+
+SCREENS = Path(__file__).parent.parent / "docs" / "screens.md"
+SPINNER = re.compile("[\u2800-\u28ff]")  # rich's braille spinner frames
+
+assert shutil.which("tmux"), "tmux is needed for these tests (.ci/run installs it)"
+
+
+class Terminal:
+    """One tmux window running one command, on a tmux server of its own."""
+
+    def __init__(self, socket: str, name: str, command: str, width: int, height: int) -> None:
+        self.socket, self.name = socket, name
+        self._tmux(
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            str(width),
+            "-y",
+            str(height),
+            f"{command}; echo EXIT=$?; sleep 600",
+        )
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], check=True, capture_output=True, text=True
+        ).stdout
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", f"{self.name}:", "--", *keys)
+
+    def screen(self, escapes: bool = False) -> str:
+        return self._tmux("capture-pane", "-p", *(["-e"] if escapes else []), "-t", f"{self.name}:")
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.1)
+        raise AssertionError(f"{pattern!r} never appeared on {self.name}:\n{self.screen()}")
+
+
+@pytest.fixture
+def tmux() -> Iterator[str]:
+    socket = f"p2pcp-{uuid.uuid4().hex[:8]}"
+    yield socket
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+
+
+def _command(server: SignalServer, args: str, extra_env: str = "") -> str:
+    # COLUMNS/LINES from the test runner would override the terminal's real size.
+    env = f"env -u P2PCP_CODE -u COLUMNS -u LINES P2PCP_SERVER={server.url} {extra_env}"
+    return f"{env} {shlex.quote(PYTHON)} -m p2pcp {args}"
+
+
+def _unique_prefix(word: str) -> str:
+    for n in range(1, len(word) + 1):
+        if sum(w.startswith(word[:n]) for w in WORDS) == 1:
+            return word[:n]
+    return word
+
+
+def _typo(word: str) -> str:
+    swapped = word[0] + word[2] + word[1] + word[3:]  # a transposition, one edit away
+    return swapped if swapped not in WORDS else word[:-1] + "q"
+
+
+def _fixtures(root: Path) -> Path:
+    project = root / "holiday"
+    (project / "raw").mkdir(parents=True)
+    (project / "notes.txt").write_text("remember the sunscreen\n")
+    (project / "raw" / "beach.jpg").write_bytes(os.urandom(3 * 1024 * 1024))
+    (project / "video.mp4").write_bytes(os.urandom(12 * 1024 * 1024))
+    return project
+
+
+def _normalise(screen: str, code: str, server: str, out: str) -> str:
+    nameplate, first, second = code.split("-")
+    typo = _typo(second)
+    text = "\n".join(line.rstrip() for line in screen.rstrip().splitlines())
+    text = text.replace(f"{nameplate}-{first}-{typo}", "7-guitar-ocaen")
+    text = text.replace(f"'{typo}'", "'ocaen'").replace(f"'{second}'", "'ocean'")
+    text = text.replace(code, "7-guitar-ocean").replace(server, "ws://rendezvous.example:8765")
+    text = text.replace(out, "~/Downloads")
+    text = re.sub(r"\d+\.\d+\.\d+\.\d+", "192.0.2.7", text)
+    text = re.sub(r"[0-9a-f]{2}(-[0-9a-f]{2}){4}", "3f-a0-11-9c-42", text)
+    text = re.sub(r"[\d.]+ (B|KiB|MiB|GiB)/s", "20.1 MiB/s", text)
+    text = re.sub(r"in [\d.]+ s", "in 0.8 s", text)
+    text = re.sub(r"[\d.]+ (KiB|MiB|GiB|TiB) free", "73.1 GiB free", text)
+    text = re.sub(r"(?m)^EXIT=0$", "", text).rstrip()
+    # Progress bars stretch with the width of the numbers beside them.
+    text = "\n".join(
+        re.sub(r" +", " ", re.sub(r"[━╸╺]+", "━" * 30, line)) if "━" in line else line
+        for line in text.splitlines()
+    )
+    # The QR code drawn for the real command, redrawn for the normalised one.
+    qr_lines = [line for line in text.splitlines() if set(line) <= set("█▀▄ ") and line]
+    if qr_lines:
+        command = "p2pcp receive --server ws://rendezvous.example:8765 7-guitar-ocean"
+        drawn = _qr(command)
+        text = text.replace("\n".join(qr_lines), drawn)
+    return text
+
+
+def _qr(command: str) -> str:
+    import io
+
+    buffer = io.StringIO()
+    segno.make(command, error="l").terminal(out=buffer, compact=True)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines())
+
+
+def test_send_and_receive_as_a_person_sees_them(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    project = _fixtures(tmp_path / "src")
+    out = tmp_path / "Downloads"
+    out.mkdir()
+    sender = Terminal(tmux, "send", _command(signal_server, f"send --qr {project}"), 100, 50)
+    screen = sender.wait_for(r"Waiting for the receiver to connect")
+    code = re.search(r"Code: (\d+-[a-z]+-[a-z]+)", screen).group(1)  # type: ignore[union-attr]
+    nameplate, first, second = code.split("-")
+    # 1. The code in bold, the exact command with the server, a spinner, and the QR code.
+    assert f"\x1b[1m{code}" in sender.screen(escapes=True)
+    assert f"p2pcp receive --server {signal_server.url} {code}" in screen
+    assert SPINNER.search(screen)
+    assert _qr(f"p2pcp receive --server {signal_server.url} {code}") in screen
+
+    receiver = Terminal(tmux, "receive", _command(signal_server, f"receive -o {out}"), 100, 40)
+    receiver.wait_for(r"Enter the code")
+    # 4. A typo in a code word is caught before anything is sent, and the prompt asks again.
+    receiver.keys(f"{nameplate}-{first}-{_typo(second)}", "Enter")
+    receiver.wait_for(rf"is not a code word: did you mean '{second}'\?\n.*Enter the code")
+    assert "join" not in signal_server.log_text()
+    # Tab completes a word from a unique prefix.
+    receiver.keys(f"{nameplate}-{_unique_prefix(first)}", "Tab")
+    receiver.wait_for(rf"Enter the code.*{nameplate}-{first}")
+    receiver.keys(f"-{second}", "Enter")
+
+    # 3. The offer as a table, the total and the free space, then the prompt.
+    screen = receiver.wait_for(r"Accept\? \[y/n\]")
+    for row in (
+        r"holiday\s+dir",
+        r"holiday/notes\.txt\s+23 B",
+        r"holiday/raw/beach\.jpg\s+3\.0 MiB",
+        r"holiday/video\.mp4\s+12\.0 MiB",
+        r"3 files, 15\.0 MiB in all; .* free there",
+    ):
+        assert re.search(row, screen), (row, screen)
+    # 2. The route in words on both screens, and the same verification string.
+    sender_screen = sender.wait_for(r"Connected directly to \d+\.\d+\.\d+\.\d+")
+    verification = re.search(r"Verification: (\S+)", screen).group(1)  # type: ignore[union-attr]
+    assert f"Verification: {verification}" in sender_screen
+    assert "Connected directly to" in screen
+    receiver.keys("y", "Enter")
+
+    receiver_done = receiver.wait_for(r"EXIT=0")
+    sender_done = sender.wait_for(r"EXIT=0")
+    assert re.search(r"Done: received 3 files, 15\.0 MiB in [\d.]+ s .*all verified", receiver_done)
+    assert "Sent; waiting for the receiver to verify" in sender_done
+    assert re.search(
+        r"Done: sent 3 files, 15\.0 MiB in .*the receiver verified every file",
+        sender_done.replace("\n", " "),
+    )
+    # 6. No spinner is left on a finished screen.
+    assert not SPINNER.search(sender_done) and not SPINNER.search(receiver_done)
+    assert (out / "holiday" / "video.mp4").read_bytes() == (project / "video.mp4").read_bytes()
+
+    screens = {
+        "send": _normalise(sender_done, code, signal_server.url, str(out)),
+        "receive": _normalise(receiver_done, code, signal_server.url, str(out)),
+    }
+    _check_screens_doc(screens)
+
+
+def _check_screens_doc(screens: dict[str, str]) -> None:
+    document = (
+        "# What p2pcp shows\n\n"
+        "Captured by `tests/test_terminal.py` from real `p2pcp` processes in a 100-column tmux\n"
+        "terminal, then normalised (the code, addresses, rates and free space are replaced by\n"
+        "fixed examples). The test fails when the code and this page disagree; regenerate it\n"
+        "with `P2PCP_WRITE_SCREENS=1 .venv/bin/python -m pytest tests/test_terminal.py`.\n\n"
+        "## Sending (`p2pcp send --qr holiday`), when done\n\n"
+        f"```text\n{screens['send']}\n```\n\n"
+        "## Receiving (`p2pcp receive -o ~/Downloads`, the code typed at the prompt, first with a\n"
+        "typo), when done\n\n"
+        f"```text\n{screens['receive']}\n```\n"
+    )
+    if os.environ.get("P2PCP_WRITE_SCREENS"):
+        SCREENS.write_text(document)
+    assert SCREENS.read_text() == document, "docs/screens.md is out of date (see its header)"
+
+
+def test_verify_on_both_sides_at_60_columns_without_colour(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    (tmp_path / "contract-final-signed-version.pdf").write_bytes(os.urandom(2 * 1024 * 1024))
+    out = tmp_path / "out"
+    out.mkdir()
+    code = str(make_code("4711"))
+    sender = Terminal(
+        tmux,
+        "send",
+        _command(
+            signal_server,
+            f"send --verify {tmp_path / 'contract-final-signed-version.pdf'}",
+            f"P2PCP_CODE={code} NO_COLOR=1",
+        ),
+        60,
+        30,
+    )
+    sender.wait_for("Waiting for the receiver")
+    receiver = Terminal(
+        tmux,
+        "receive",
+        _command(signal_server, f"receive --verify --yes -o {out} {code}", "NO_COLOR=1"),
+        60,
+        30,
+    )
+    # 5. Both screens show the same string and ask before any data moves.
+    screen = receiver.wait_for(r"Does the other screen show (\S+)\?")
+    asked = re.search(r"show (\S+)\?", screen).group(1)  # type: ignore[union-attr]
+    sender_screen = sender.wait_for(rf"Does the other screen show {re.escape(asked)}\?")
+    assert f"Verification: {asked}" in sender_screen and f"Verification: {asked}" in screen
+    assert not (out / "contract-final-signed-version.pdf").exists()
+    sender.keys("y", "Enter")
+    receiver.keys("y", "Enter")
+    sender_done = sender.wait_for("EXIT=0")
+    receiver_done = receiver.wait_for("EXIT=0")
+    # 6. 60 columns: long lines wrap between words, never inside one; NO_COLOR means no colour.
+    for done in (sender_done, receiver_done):
+        assert all(len(line) <= 60 for line in done.splitlines())
+        assert not SPINNER.search(done)
+    assert "the receiver verified every file" in " ".join(sender_done.split())
+    assert "all verified" in " ".join(receiver_done.split())
+    for terminal in (sender, receiver):
+        assert not re.search(r"\x1b\[[0-9;]*3[0-7]m", terminal.screen(escapes=True))
+
+
+def test_refusing_the_verification_stops_both(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = str(make_code("4712"))
+    sender = Terminal(
+        tmux,
+        "send",
+        _command(signal_server, f"send --verify {tmp_path / 'f.txt'}", f"P2PCP_CODE={code}"),
+        80,
+        20,
+    )
+    sender.wait_for("Waiting for the receiver")
+    receiver = Terminal(
+        tmux, "receive", _command(signal_server, f"receive -o {out} {code}"), 80, 20
+    )
+    sender.wait_for(r"Does the other screen show")
+    sender.keys("n", "Enter")
+    sender.wait_for(r"verification strings did not match[\s\S]*EXIT=6")
+    receiver.wait_for(r"EXIT=5")
+    assert list(out.iterdir()) == []
+
+
+def test_a_mistyped_code_argument_sends_nothing(signal_server: SignalServer) -> None:
+    result = finish(p2pcp("receive", "--server", signal_server.url, "--yes", "1-acorn-zebar"))
+    assert result.code == 2
+    assert "'zebar' is not a code word: did you mean 'zebra'?" in result.stderr
+    assert "connect" not in signal_server.log_text()
