@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,21 @@ def test_directory_broken_in_file_30(signal_server: SignalServer, tmp_path: Path
     out = tmp_path / "out"
     out.mkdir()
 
-    def in_file_30(event: dict[str, Any]) -> bool:
-        return bool(event["path"] == "album/f29.bin" and event["file_bytes"] >= 2 * MIB)
-
-    _broken_run(signal_server, [str(src)], out, "send", in_file_30)
+    # Kill the receiver once file 30 is half written: what is on disk is then exactly what a
+    # resume starts from (killing the sender instead lets up to a credit window of data that is
+    # already on its way arrive and finish more files).
+    sender, code = start_send(signal_server, str(src))
+    receiver = p2pcp(
+        "receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code
+    )
+    partial = out / "album" / ".f29.bin.p2pcp-part"
+    deadline = time.monotonic() + 120
+    while not (partial.exists() and partial.stat().st_size >= 2 * MIB):
+        assert time.monotonic() < deadline and receiver.poll() is None, "no break in file 30"
+        time.sleep(0.001)
+    receiver.send_signal(signal.SIGKILL)
+    receiver.wait(10)
+    assert finish(sender, timeout=90).code == 5
     assert (out / "album" / "f28.bin").exists() and not (out / "album" / "f29.bin").exists()
     assert (out / "album" / ".f29.bin.p2pcp-part").exists()
 
