@@ -7,6 +7,7 @@ This is the one place where an exception becomes a message and an exit code (see
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.prompt import Confirm, Prompt
 
-from . import __version__, session
+from . import __version__, config, session
 from .code import Code, parse_code
 from .errors import ExitCode, Interrupted, P2pcpError, UsageError
 from .events import OfferReceived
@@ -33,7 +34,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-SERVER_HELP = "Rendezvous server URL, ws:// or wss:// [env: P2PCP_SERVER]"
+SERVER_HELP = (
+    "Rendezvous server URL, ws:// or wss:// [env: P2PCP_SERVER]; none: find each other on this "
+    "network (mDNS)"
+)
 Sink = HumanSink | JsonSink
 
 
@@ -52,14 +56,11 @@ def _main(
     """Copy files directly between two machines."""
 
 
-def _server(server: str | None) -> str:
-    url = server or os.environ.get("P2PCP_SERVER")
-    if not url:
-        raise UsageError(
-            "no rendezvous server configured: pass --server ws://HOST:PORT or set P2PCP_SERVER "
-            "(run one with p2pcp-signal)"
-        )
-    return url
+ICE_HELP = "A STUN or TURN server URL (repeatable) [env: P2PCP_ICE_SERVERS, comma-separated]."
+
+
+def _settings(**flags: Any) -> dict[str, config.Setting]:
+    return config.effective(flags)
 
 
 def _setup_logging(debug: bool) -> None:
@@ -194,6 +195,7 @@ def send(
         "which stays out of the process list.",
     ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the code and errors."),
     qr: bool = typer.Option(False, "--qr", help="Also draw the receive command as a QR code."),
@@ -209,9 +211,11 @@ def send(
         if bool(paths) == (text is not None):
             raise UsageError("give either files to send or --text, not both and not neither")
         chosen = code or os.environ.get("P2PCP_CODE")
+        settings = _settings(server=server, ice_servers=ice_server)
         options = session.SendOptions(
             paths=paths or [],
-            server=_server(server),
+            server=settings["server"].value,
+            ice_servers=config.ice_servers(settings["ice_servers"].value),
             code=parse_code(chosen) if chosen else None,
             text=_text_argument(text) if text is not None else None,
             stdin_name=name,
@@ -259,15 +263,21 @@ def _read_code(code: str | None, console: Console) -> Code:
 @app.command(epilog=RECEIVE_EPILOG)
 def receive(
     code: str | None = typer.Argument(None, help="The code from the sender [env: P2PCP_CODE]."),
-    output: str = typer.Option(
-        ".", "-o", "--output", help="Directory to write into; '-' writes the one file to stdout."
+    output: str | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        help="Directory to write into (default: '.'); '-' writes the one file to stdout.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace files that exist."),
+    overwrite: bool | None = typer.Option(
+        None, "--overwrite/--no-overwrite", help="Replace files that exist (default: no)."
+    ),
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Start over instead of continuing partial files."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
@@ -278,17 +288,21 @@ def receive(
     sink = _sink(json_mode, "received", quiet)
     console = Console(stderr=True, highlight=False)
     try:
-        if json_mode and output == "-":
+        settings = _settings(
+            server=server, ice_servers=ice_server, output=output, overwrite=overwrite
+        )
+        target = settings["output"].value
+        if json_mode and target == "-":
             raise UsageError("--json and -o - both write to stdout: choose one")
         if (verify or not yes) and not sys.stdin.isatty():
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
-        url = _server(server)
         options = session.ReceiveOptions(
             code=_read_code(code, console),
-            server=url,
-            output=output,
-            overwrite=overwrite,
+            server=settings["server"].value,
+            output=target,
+            overwrite=settings["overwrite"].value,
             resume=not no_resume,
+            ice_servers=config.ice_servers(settings["ice_servers"].value),
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)
@@ -302,6 +316,31 @@ def receive(
         return bool(answer)
 
     _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
+
+
+config_app = typer.Typer(help="Show the settings in effect.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    json_mode: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Print every setting in effect and where it comes from (flag > env > file > default)."""
+    try:
+        settings = config.effective({})
+    except P2pcpError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(int(exc.exit_code)) from None
+    path = config.config_path()
+    if json_mode:
+        body = {k: {"value": s.value, "source": s.source} for k, s in settings.items()}
+        typer.echo(json.dumps({"config_file": str(path), "settings": body}))
+        return
+    exists = "" if path.exists() else " (not present)"
+    typer.echo(f"config file: {path}{exists}")
+    for key, setting in settings.items():
+        typer.echo(f"{key} = {json.dumps(setting.value)}  ({setting.source})")
 
 
 def main() -> None:

@@ -30,8 +30,17 @@ class CodeReady(Event):
     name: ClassVar[str] = "code"
     code: str
     """The full code, e.g. ``7-guitar-ocean``."""
-    server: str
-    """The rendezvous server URL, so the receiver's command can be shown."""
+    server: str | None
+    """The rendezvous server URL, or None when the sender serves the LAN itself (mDNS)."""
+
+
+@dataclass(frozen=True)
+class Searching(Event):
+    """With no server configured, the receiver looks for the sender on the local network."""
+
+    name: ClassVar[str] = "searching"
+    nameplate: str
+    """The code's number, as announced by the sender."""
 
 
 @dataclass(frozen=True)

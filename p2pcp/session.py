@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,6 +44,7 @@ from .events import (
     OfferReceived,
     Progress,
     Resuming,
+    Searching,
     TextReceived,
     Verification,
 )
@@ -61,6 +63,7 @@ from .files import (
     show,
     text_source,
 )
+from .lan import LanHost, find_sender
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import Signaling
 from .transport import IceServer, Transport
@@ -604,8 +607,8 @@ class SendOptions:
 
     paths: Sequence[str]
     """Files and directories to send."""
-    server: str
-    """Rendezvous server URL."""
+    server: str | None
+    """Rendezvous server URL; None: serve the LAN from this process, announced by mDNS."""
     ice_servers: Sequence[IceServer] = ()
     """ICE servers configured locally (added to the server's)."""
     code: Code | None = None
@@ -624,8 +627,8 @@ class ReceiveOptions:
 
     code: Code
     """The code typed by the user."""
-    server: str
-    """Rendezvous server URL."""
+    server: str | None
+    """Rendezvous server URL; None: find the sender on the LAN by mDNS."""
     output: str
     """Output directory, or ``-`` for stdout."""
     overwrite: bool = False
@@ -649,10 +652,31 @@ async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = 
         sources = [text_source(options.text)]
     else:
         sources = build_sources(options.paths, notices.append, options.stdin_name)
-    signaling = await Signaling.connect(options.server)
+    lan: LanHost | None = None
+    if options.server is None:
+        lan = LanHost()
+        await lan.start()
+    try:
+        await _send(options, sink, confirm, sources, notices, lan)
+    finally:
+        if lan is not None:
+            await lan.close()
+
+
+async def _send(
+    options: SendOptions,
+    sink: EventSink,
+    confirm: Confirm | None,
+    sources: list[Source],
+    notices: list[str],
+    lan: LanHost | None,
+) -> None:
+    signaling = await Signaling.connect(lan.url if lan is not None else str(options.server))
     transport: Transport | None = None
     worker: FileSender | None = None
     try:
+        if lan is not None and options.code is None:
+            options = dataclasses.replace(options, code=make_code(lan.nameplate))
         if options.code is not None:
             code = options.code
             if await signaling.allocate(code.nameplate) != code.nameplate:
@@ -709,7 +733,11 @@ async def receive(
     transport: Transport | None = None
     worker: FileReceiver | None = None
     try:
-        signaling = await Signaling.connect(options.server)
+        url = options.server
+        if url is None:
+            sink.emit(Searching(options.code.nameplate))
+            url = await find_sender(options.code.nameplate)
+        signaling = await Signaling.connect(url)
         await signaling.join(options.code.nameplate)
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
             box, verification = await _handshake(signaling, options.code, RECEIVER, sink)

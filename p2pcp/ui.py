@@ -137,7 +137,8 @@ class HumanSink:
         if self.quiet:
             self.console.print(event.code)
             return
-        command = f"p2pcp receive --server {event.server} {event.code}"
+        server = f"--server {event.server} " if event.server else ""
+        command = f"p2pcp receive {server}{event.code}"
         self.console.print(f"Code: [bold]{event.code}[/]")
         self.console.print("On the other machine run:")
         self.console.print(f"  [bold]{escape(command)}[/]")
@@ -146,7 +147,11 @@ class HumanSink:
             qr.terminal(out=cast(TextIO, self.console.file), compact=True)
         self._wait("Waiting for the receiver to connect...")
 
+    def _on_searching(self, event: ev.Searching) -> None:
+        self._wait(f"Looking for sender {event.nameplate} on this network...")
+
     def _on_verification(self, event: ev.Verification) -> None:
+        self.pause()
         self.console.print(
             f"Verification: [bold]{event.verification}[/] (same on the other screen)"
         )

@@ -75,6 +75,7 @@ def p2pcp(
 ) -> subprocess.Popen[str]:
     """Start ``python -m p2pcp ARGS`` with stdout and stderr captured."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")}
+    full_env["P2PCP_CONFIG"] = os.devnull  # never the developer's own config file
     full_env.update(env or {})
     return subprocess.Popen(
         [PYTHON, "-m", "p2pcp", *args],

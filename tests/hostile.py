@@ -96,6 +96,7 @@ async def run(
         stderr=asyncio.subprocess.PIPE,
         env={
             **{k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")},
+            "P2PCP_CONFIG": "/dev/null",
             "P2PCP_CODE": str(code),
         },
     )

@@ -19,6 +19,7 @@ RSS_LIMIT_MIB = 150
 
 def _env(server: SignalServer, **extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")}
+    base["P2PCP_CONFIG"] = os.devnull  # never the developer's own config file
     return {**base, "P2PCP_SERVER": server.url, **extra}
 
 

@@ -210,13 +210,6 @@ def test_server_not_running(tmp_path: Path) -> None:
     assert got.code == 4 and "cannot reach the rendezvous server" in got.stderr
 
 
-def test_no_server_configured_says_how(tmp_path: Path) -> None:
-    (tmp_path / "f").write_text("x")
-    sent = finish(p2pcp("send", str(tmp_path / "f")))
-    assert sent.code == 2
-    assert "P2PCP_SERVER" in sent.stderr and "--server" in sent.stderr
-
-
 def test_unknown_nameplate_is_a_bad_code(signal_server: SignalServer, tmp_path: Path) -> None:
     got = receive(signal_server, "99-acorn-zebra", "--yes", "-o", str(tmp_path))
     assert got.code == 3

@@ -63,6 +63,7 @@ def test_readme_example(signal_server: SignalServer, tmp_path: Path, example: Ex
     (bin_dir / "p2pcp").chmod(0o755)
     code = make_code("777")
     base = {k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")}
+    base["P2PCP_CONFIG"] = os.devnull  # never the developer's own config file
     base.update(PATH=f"{bin_dir}:{base['PATH']}", P2PCP_SERVER=signal_server.url)
     sender = subprocess.Popen(
         ["bash", "-e", "-o", "pipefail", "-c", example.send],

@@ -1,0 +1,128 @@
+"""No server on a LAN: the sender runs the rendezvous server in-process and announces it with
+mDNS/DNS-SD; the receiver finds it by nameplate.
+
+The announcement is a ``_p2pcp._tcp`` service whose TXT record carries only the nameplate and the
+protocol version, never the code's words. Everything after finding the server is unchanged:
+room, PAKE, sealed signaling, WebRTC over host candidates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+
+import ifaddr
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from signal_server.server import Settings, SignalServer
+
+from .errors import ConnectError
+from .protocol import PROTOCOL_VERSION
+
+log = logging.getLogger(__name__)
+
+SERVICE = "_p2pcp._tcp.local."
+LOOKUP_SECONDS = 5.0
+SURVEY_SECONDS = 1.0
+MAX_NAMEPLATE = 999
+
+
+def _local_ipv4() -> list[str]:
+    addresses = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback:
+                addresses.append(ip.ip)
+    return addresses
+
+
+async def _browse(seconds: float, wanted: str | None) -> dict[str, str]:
+    """Nameplates announced on the network -> rendezvous URL (stops early at ``wanted``)."""
+    aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+    names: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change is ServiceStateChange.Added:
+            names.put_nowait(name)
+
+    browser = AsyncServiceBrowser(aiozc.zeroconf, [SERVICE], handlers=[on_change])
+    found: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(seconds):
+            while wanted is None or wanted not in found:
+                name = await names.get()
+                info = AsyncServiceInfo(SERVICE, name)
+                if not await info.async_request(aiozc.zeroconf, 3000):
+                    continue
+                props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
+                addresses = info.parsed_addresses(IPVersion.V4Only)
+                if props.get("version") != str(PROTOCOL_VERSION) or not addresses or not info.port:
+                    continue
+                found[props.get("nameplate", "")] = f"ws://{addresses[0]}:{info.port}"
+    except TimeoutError:
+        pass
+    finally:
+        await browser.async_cancel()
+        await aiozc.async_close()
+    return found
+
+
+async def find_sender(nameplate: str, seconds: float = LOOKUP_SECONDS) -> str:
+    """The rendezvous URL of the sender announcing ``nameplate`` on this network."""
+    found = await _browse(seconds, nameplate)
+    if nameplate not in found:
+        raise ConnectError(
+            f"no sender with code number {nameplate} was found on this network; if the sender "
+            "is elsewhere, use a rendezvous server: --server URL or P2PCP_SERVER"
+        )
+    return found[nameplate]
+
+
+class LanHost:
+    """A sender's own rendezvous server, announced on the LAN."""
+
+    def __init__(self) -> None:
+        self._server = SignalServer(Settings(host="0.0.0.0", port=0))
+        self._zeroconf: AsyncZeroconf | None = None
+        self._info: AsyncServiceInfo | None = None
+        self.nameplate = ""
+        self.url = ""
+
+    async def start(self) -> None:
+        """Serve, pick a nameplate nobody announces, and announce it."""
+        try:
+            await self._server.start()
+        except OSError as exc:
+            raise ConnectError(f"cannot start the local rendezvous server: {exc}") from None
+        self.url = f"ws://127.0.0.1:{self._server.port}"
+        taken = await _browse(SURVEY_SECONDS, None)
+        free = [n for n in range(1, MAX_NAMEPLATE + 1) if str(n) not in taken]
+        self.nameplate = str(free[secrets.randbelow(len(free))])
+        addresses = _local_ipv4()
+        if not addresses:
+            raise ConnectError("no network interface to announce the transfer on")
+        self._info = AsyncServiceInfo(
+            SERVICE,
+            f"p2pcp-{self.nameplate}-{secrets.token_hex(4)}.{SERVICE}",
+            addresses=[socket.inet_aton(a) for a in addresses],
+            port=self._server.port,
+            properties={"nameplate": self.nameplate, "version": str(PROTOCOL_VERSION)},
+        )
+        self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        await self._zeroconf.async_register_service(self._info)
+
+    async def close(self) -> None:
+        """Withdraw the announcement and stop the server."""
+        if self._zeroconf is not None:
+            with contextlib.suppress(Exception):
+                if self._info is not None:
+                    await self._zeroconf.async_unregister_service(self._info)
+                await self._zeroconf.async_close()
+        await self._server.close()

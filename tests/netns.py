@@ -1,0 +1,71 @@
+"""Network namespaces made by the tests: hosts on one Ethernet segment, nothing else.
+
+``lan(n)`` builds a switch namespace with a bridge and ``n`` host namespaces, each joined to the
+bridge by a veth pair and given 10.77.<k>.<i>/24. mDNS and WebRTC traffic stays inside; all of it
+is deleted afterwards, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host namespace on the test LAN."""
+
+    name: str
+    address: str
+
+    def command(self, *args: str) -> list[str]:
+        """``args`` run inside this host."""
+        return ["ip", "netns", "exec", self.name, *args]
+
+
+@contextmanager
+def lan(count: int) -> Iterator[list[Host]]:
+    tag = uuid.uuid4().hex[:6]
+    subnet = int(tag[:2], 16) % 200 + 20
+    switch = f"p2pcp-sw-{tag}"
+    names = [switch]
+    hosts = []
+    try:
+        ip("netns", "add", switch)
+        ip("-n", switch, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+        ip("-n", switch, "link", "set", "br0", "up")
+        for i in range(count):
+            name = f"p2pcp-h{i}-{tag}"
+            ip("netns", "add", name)
+            names.append(name)
+            ip("-n", name, "link", "set", "lo", "up")
+            ip(
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                f"port{i}",
+                "netns",
+                switch,
+            )
+            ip("-n", switch, "link", "set", f"port{i}", "master", "br0", "up")
+            address = f"10.77.{subnet}.{i + 1}"
+            ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+            ip("-n", name, "link", "set", "eth0", "up")
+            hosts.append(Host(name, address))
+        yield hosts
+    finally:
+        for name in reversed(names):
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True)

@@ -1,0 +1,88 @@
+"""No server on a LAN: mDNS discovery and the embedded rendezvous, inside test namespaces only
+(no multicast ever reaches this machine's real network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import PYTHON, sha256_file
+from netns import Host, lan
+
+ENV = {
+    **{k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")},
+    "P2PCP_CONFIG": os.devnull,
+}
+
+
+def _send(host: Host, path: Path) -> tuple[subprocess.Popen[str], str]:
+    sender = subprocess.Popen(
+        host.command(PYTHON, "-m", "p2pcp", "send", "--json", str(path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert sender.stdout is not None
+    first = json.loads(sender.stdout.readline())
+    assert first["event"] == "code" and first["server"] is None, first
+    return sender, first["code"]
+
+
+def _receive(
+    host: Host, code: str, out: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        host.command(PYTHON, "-m", "p2pcp", "receive", "--json", "--yes", "-o", str(out), code),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=timeout,
+    )
+
+
+def _events(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_two_processes_on_one_host_without_a_server(tmp_path: Path) -> None:
+    (tmp_path / "photo.jpg").write_bytes(os.urandom(5_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    with lan(1) as (host,):
+        sender, code = _send(host, tmp_path / "photo.jpg")
+        got = _receive(host, code, out)
+        sent_out, sent_err = sender.communicate(timeout=60)
+    assert got.returncode == 0 and sender.returncode == 0, (got.stderr, sent_err)
+    assert sha256_file(out / "photo.jpg") == sha256_file(tmp_path / "photo.jpg")
+    events = _events(got.stdout)
+    assert events[0] == {"event": "searching", "nameplate": code.split("-")[0]}
+
+
+def test_two_hosts_on_one_lan_find_each_other(tmp_path: Path) -> None:
+    (tmp_path / "report.pdf").write_bytes(os.urandom(3_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    with lan(2) as (sending, receiving):
+        sender, code = _send(sending, tmp_path / "report.pdf")
+        got = _receive(receiving, code, out)
+        sender.communicate(timeout=60)
+    assert got.returncode == 0 and sender.returncode == 0, got.stderr
+    assert sha256_file(out / "report.pdf") == sha256_file(tmp_path / "report.pdf")
+    connected = next(e for e in _events(got.stdout) if e["event"] == "connected")
+    assert connected["route"] == "direct"
+    assert str(connected["peer"]).startswith(sending.address + ":")
+
+
+def test_a_code_nobody_announces_exits_4_within_10_seconds(tmp_path: Path) -> None:
+    with lan(2) as (_, receiving):
+        started = time.monotonic()
+        got = _receive(receiving, "999-acorn-zebra", tmp_path, timeout=30)
+        elapsed = time.monotonic() - started
+    assert got.returncode == 4
+    message = _events(got.stdout)[-1]["message"]
+    assert "no sender with code number 999" in str(message) and "--server" in str(message)
+    assert elapsed < 10
