@@ -601,6 +601,34 @@ async def _say_goodbye(
         await transport.linger(LINGER)
 
 
+@dataclass
+class _Conversation:
+    """What one send or receive has opened, and the one way it ends on failure: tell the peer
+    (through the room before the data channel exists, over it after), then close everything."""
+
+    signaling: Signaling | None = None
+    transport: Transport | None = None
+    worker: FileSender | FileReceiver | None = None
+
+    async def __aenter__(self) -> _Conversation:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        try:
+            if exc is not None:
+                if self.worker is None:
+                    await _abort_rendezvous(self.signaling, exc)
+                await _say_goodbye(self.transport, self.worker, exc)
+        finally:
+            await _close(self.transport, self.signaling)
+        if isinstance(exc, TimeoutError):
+            raise ConnectError(
+                "the peer did not finish setting up the connection in time"
+            ) from None
+
+
 @dataclass(frozen=True)
 class SendOptions:
     """What ``p2pcp send`` was asked to do."""
@@ -671,10 +699,10 @@ async def _send(
     notices: list[str],
     lan: LanHost | None,
 ) -> None:
-    signaling = await Signaling.connect(lan.url if lan is not None else str(options.server))
-    transport: Transport | None = None
-    worker: FileSender | None = None
-    try:
+    async with _Conversation() as run:
+        run.signaling = signaling = await Signaling.connect(
+            lan.url if lan is not None else str(options.server)
+        )
         if lan is not None and options.code is None:
             options = dataclasses.replace(options, code=make_code(lan.nameplate))
         if options.code is not None:
@@ -689,7 +717,7 @@ async def _send(
         await signaling.wait_for_peer()
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
             box, verification = await _handshake(signaling, code, SENDER, sink)
-            transport = Transport(_ice_servers(signaling, options.ice_servers))
+            run.transport = transport = Transport(_ice_servers(signaling, options.ice_servers))
             await _send_sealed(
                 signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
             )
@@ -697,21 +725,12 @@ async def _send(
             await transport.accept_answer(answer["sdp"])
         await _connected(transport, signaling, sink)
         await _verified(confirm, verification)
-        worker = FileSender(transport, sources, sink, options.resume)
-        await worker.run()
+        run.worker = sender = FileSender(transport, sources, sink, options.resume)
+        await sender.run()
         files = sum(1 for s in sources if s.entry.carries_data)
-        seconds = round(time.monotonic() - worker.started, 3)
-        total = worker.bytes_sent + worker.bytes_skipped
-        sink.emit(Finished(files, total, seconds, worker.bytes_sent, worker.bytes_skipped))
-    except TimeoutError:
-        raise ConnectError("the peer did not finish setting up the connection in time") from None
-    except BaseException as exc:
-        if worker is None:
-            await _abort_rendezvous(signaling, exc)
-        await _say_goodbye(transport, worker, exc)
-        raise
-    finally:
-        await _close(transport, signaling)
+        seconds = round(time.monotonic() - sender.started, 3)
+        total = sender.bytes_sent + sender.bytes_skipped
+        sink.emit(Finished(files, total, seconds, sender.bytes_sent, sender.bytes_skipped))
 
 
 async def receive(
@@ -729,37 +748,38 @@ async def receive(
                     "unless you mean to resume that transfer"
                 )
             )
-    signaling: Signaling | None = None
-    transport: Transport | None = None
-    worker: FileReceiver | None = None
     try:
-        url = options.server
-        if url is None:
-            sink.emit(Searching(options.code.nameplate))
-            url = await find_sender(options.code.nameplate)
-        signaling = await Signaling.connect(url)
-        await signaling.join(options.code.nameplate)
-        async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-            box, verification = await _handshake(signaling, options.code, RECEIVER, sink)
-            offer = await _receive_sealed(signaling, box, "offer")
-            transport = Transport(_ice_servers(signaling, options.ice_servers))
-            answer = await transport.accept_offer(offer["sdp"])
-            await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
-        await _connected(transport, signaling, sink)
-        await _verified(confirm, verification)
-        worker = FileReceiver(transport, output, sink, decide, options.resume)
-        await worker.run()
-        await transport.wait_closed(CLOSE_WAIT)
-        seconds = round(time.monotonic() - worker.started, 3)
-        moved, skipped = worker.bytes_received, worker.bytes_skipped
-        sink.emit(Finished(worker.peer.file_count, moved + skipped, seconds, moved, skipped))
-    except TimeoutError:
-        raise ConnectError("the peer did not finish setting up the connection in time") from None
-    except BaseException as exc:
-        if worker is None:
-            await _abort_rendezvous(signaling, exc)
-        await _say_goodbye(transport, worker, exc)
-        raise
+        async with _Conversation() as run:
+            await _receive(options, sink, decide, confirm, output, run)
     finally:
-        await _close(transport, signaling)
         output.close()
+
+
+async def _receive(
+    options: ReceiveOptions,
+    sink: EventSink,
+    decide: Decide,
+    confirm: Confirm | None,
+    output: Output,
+    run: _Conversation,
+) -> None:
+    url = options.server
+    if url is None:
+        sink.emit(Searching(options.code.nameplate))
+        url = await find_sender(options.code.nameplate)
+    run.signaling = signaling = await Signaling.connect(url)
+    await signaling.join(options.code.nameplate)
+    async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
+        box, verification = await _handshake(signaling, options.code, RECEIVER, sink)
+        offer = await _receive_sealed(signaling, box, "offer")
+        run.transport = transport = Transport(_ice_servers(signaling, options.ice_servers))
+        answer = await transport.accept_offer(offer["sdp"])
+        await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
+    await _connected(transport, signaling, sink)
+    await _verified(confirm, verification)
+    run.worker = receiver = FileReceiver(transport, output, sink, decide, options.resume)
+    await receiver.run()
+    await transport.wait_closed(CLOSE_WAIT)
+    seconds = round(time.monotonic() - receiver.started, 3)
+    moved, skipped = receiver.bytes_received, receiver.bytes_skipped
+    sink.emit(Finished(receiver.peer.file_count, moved + skipped, seconds, moved, skipped))

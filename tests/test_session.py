@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,24 @@ def _transfer(
     return send_sink, recv_sink, asyncio.run(main())
 
 
+def _against_receiver(
+    peer: Callable[[End], Awaitable[object]], out: Path
+) -> tuple[object, BaseException | None]:
+    """Run a scripted sender against a real FileReceiver writing into ``out``."""
+
+    async def main() -> list[object]:
+        link = Link()
+        output = OutputDir(str(out), overwrite=False)
+        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
+        return list(
+            await asyncio.gather(peer(link.sender_end()), receiver.run(), return_exceptions=True)
+        )
+
+    answer, error = asyncio.run(main())
+    assert error is None or isinstance(error, BaseException)
+    return answer, error
+
+
 def test_transfer_over_memory(tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
@@ -145,17 +164,7 @@ def test_unsafe_offer_is_refused_before_anything_is_written(tmp_path: Path) -> N
         await end.send(peer.send(p.Offer((p.Entry("../escape", "file", 1),))))
         return peer.receive(await end.recv())
 
-    async def main() -> list[object]:
-        link = Link()
-        output = OutputDir(str(out), overwrite=False)
-        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
-        return list(
-            await asyncio.gather(
-                hostile_sender(link.sender_end()), receiver.run(), return_exceptions=True
-            )
-        )
-
-    answer, error = asyncio.run(main())
+    answer, error = _against_receiver(hostile_sender, out)
     assert isinstance(answer, p.Decline) and answer.reason == "unsafe"
     assert isinstance(error, TransferError) and "'..'" in error.message
     assert list(out.iterdir()) == []
@@ -176,17 +185,7 @@ def test_corrupted_data_is_caught_and_removed(tmp_path: Path) -> None:
         await end.send(peer.send(p.Data(b"abc")))
         await end.send(peer.send(p.FileEnd(0, hashlib.sha256(b"xyz").hexdigest())))
 
-    async def main() -> list[object]:
-        link = Link()
-        output = OutputDir(str(out), overwrite=False)
-        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
-        return list(
-            await asyncio.gather(
-                lying_sender(link.sender_end()), receiver.run(), return_exceptions=True
-            )
-        )
-
-    _, error = asyncio.run(main())
+    _, error = _against_receiver(lying_sender, out)
     assert isinstance(error, TransferError) and "SHA-256 mismatch" in error.message
     assert list(out.iterdir()) == []
 
@@ -224,17 +223,7 @@ def test_out_of_order_frame_from_peer(tmp_path: Path) -> None:
         await end.recv()
         await end.send(p.encode(p.Data(b"no offer yet")))
 
-    async def main() -> list[object]:
-        link = Link()
-        output = OutputDir(str(out), overwrite=False)
-        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
-        return list(
-            await asyncio.gather(
-                rude_sender(link.sender_end()), receiver.run(), return_exceptions=True
-            )
-        )
-
-    _, error = asyncio.run(main())
+    _, error = _against_receiver(rude_sender, out)
     assert isinstance(error, ProtocolError) and "'data' while await-offer" in error.message
 
 
@@ -253,17 +242,7 @@ def test_a_stalling_peer_is_given_up_on(tmp_path: Path, monkeypatch: pytest.Monk
         await end.send(peer.send(p.Data(b"abc")))
         await asyncio.sleep(3)  # then nothing: connection alive, no data
 
-    async def main() -> list[object]:
-        link = Link()
-        output = OutputDir(str(out), overwrite=False)
-        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
-        return list(
-            await asyncio.gather(
-                stalling_sender(link.sender_end()), receiver.run(), return_exceptions=True
-            )
-        )
-
-    _, error = asyncio.run(main())
+    _, error = _against_receiver(stalling_sender, out)
     assert isinstance(error, PeerError) and "sent nothing for" in error.message
     # A peer that went quiet may come back in a later run: its 3 bytes are kept to resume.
     assert [p.name for p in out.iterdir()] == [".f.p2pcp-part"]
