@@ -86,6 +86,8 @@ class Signaling:
                 raise CodeError(
                     "the number of that code is in use on the server: choose another code"
                 )
+            if reason == "shutdown":
+                raise ConnectError("the rendezvous server is shutting down; try again later")
             if reason == "expired":
                 raise ConnectError("the rendezvous room expired before the peer came")
             raise ConnectError(f"the rendezvous server refused: {str(reply.get('message'))[:200]}")

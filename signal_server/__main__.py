@@ -40,6 +40,30 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser.add_argument(
         "--max-rooms", type=int, default=defaults.max_rooms, help="rooms open at once"
     )
+    parser.add_argument(
+        "--messages-per-second",
+        type=float,
+        default=defaults.messages_per_second,
+        help="messages per second one connection may send (bursts of twice that)",
+    )
+    parser.add_argument(
+        "--rooms-per-minute-per-ip",
+        type=int,
+        default=defaults.rooms_per_minute_per_ip,
+        help="new rooms one client address may open per minute",
+    )
+    parser.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=defaults.max_connections_per_ip,
+        help="open connections from one client address",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=defaults.handshake_timeout,
+        help="seconds a client has to complete the WebSocket handshake",
+    )
     parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
     args = parser.parse_args(argv)
     return Settings(
@@ -48,6 +72,10 @@ def parse_args(argv: list[str] | None) -> Settings:
         room_idle_seconds=args.room_idle,
         max_message_bytes=args.max_message_bytes,
         max_rooms=args.max_rooms,
+        messages_per_second=args.messages_per_second,
+        rooms_per_minute_per_ip=args.rooms_per_minute_per_ip,
+        max_connections_per_ip=args.max_connections_per_ip,
+        handshake_timeout=args.handshake_timeout,
     )
 
 

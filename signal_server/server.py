@@ -21,9 +21,17 @@ Server to client at any time:
 - ``{"type": "peer_left"}``: the other side's connection closed.
 - ``{"type": "error", "reason": R, "message": M}`` with ``R`` one of ``bad_message``,
   ``no_such_nameplate``, ``nameplate_taken``, ``crowded``, ``already_joined``, ``no_room``,
-  ``no_peer``, ``too_many_rooms``, ``expired``. ``expired`` also closes the connection.
+  ``no_peer``, ``too_many_rooms``, ``expired``, and for the abuse limits ``too_big`` (a message
+  over ``--max-message-bytes``; twice that closes the connection with code 1009),
+  ``rate_limited`` (over ``--messages-per-second``), ``room_rate`` (over
+  ``--rooms-per-minute-per-ip``), ``too_many_connections`` (over ``--max-connections-per-ip``,
+  then the connection is closed) and ``shutdown`` (the server is stopping). ``expired`` and
+  ``shutdown`` also close the connection. A refused message is dropped; the connection and
+  every other room carry on.
 
-``GET /healthz`` answers ``200 ok`` over plain HTTP on the same port.
+``GET /healthz`` answers ``200 ok`` and ``GET /metrics`` the Prometheus text format, over plain
+HTTP on the same port. A client that does not finish the WebSocket handshake within
+``--handshake-timeout`` seconds is disconnected.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import itertools
 import json
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -42,6 +51,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from .limits import Metrics, SlidingWindow, TokenBucket
 from .rooms import RoomError, Rooms
 
 log = logging.getLogger("signal_server")
@@ -63,6 +73,14 @@ class Settings:
     """A room with no activity for this long is closed."""
     max_rooms: int = 100_000
     """Rooms open at once."""
+    messages_per_second: float = 20.0
+    """Messages one connection may send per second on average (bursts of twice that)."""
+    rooms_per_minute_per_ip: int = 30
+    """New rooms one client address may open per minute."""
+    max_connections_per_ip: int = 50
+    """Open connections from one client address."""
+    handshake_timeout: float = 10.0
+    """Seconds a client has to complete the WebSocket handshake."""
 
 
 class SignalServer:
@@ -75,6 +93,11 @@ class SignalServer:
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
+        self._per_ip: dict[str, int] = defaultdict(int)
+        self._room_rate = SlidingWindow(settings.rooms_per_minute_per_ip, 60.0)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._ips: dict[str, str] = {}
 
     @property
     def port(self) -> int:
@@ -89,15 +112,21 @@ class SignalServer:
             self._handle,
             self.settings.host,
             self.settings.port,
-            max_size=self.settings.max_message_bytes,
+            # Frames up to twice the limit are read and answered with an error; larger ones
+            # close the connection (code 1009) without being buffered.
+            max_size=2 * self.settings.max_message_bytes,
+            open_timeout=self.settings.handshake_timeout,
+            close_timeout=2,  # a client that ignores the closing handshake cannot hold us up
             process_request=self._http,
         )
         self._reaper = asyncio.create_task(self._reap())
 
     async def close(self) -> None:
-        """Stop accepting and close every connection."""
+        """Stop accepting, tell every client the server is going away, close every connection."""
         if self._reaper is not None:
             self._reaper.cancel()
+        for connection in list(self._connections.values()):
+            await self._error(connection, "shutdown", "the rendezvous server is shutting down")
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -110,11 +139,29 @@ class SignalServer:
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
+        if request.path == "/metrics":
+            response = connection.respond(HTTPStatus.OK, self.metrics.render(len(self.rooms)))
+            response.headers["Content-Type"] = "text/plain; version=0.0.4"
+            return response
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
         side = f"c{next(self._ids)}"
+        ip = str(connection.remote_address[0]) if connection.remote_address else "-"
+        if self._per_ip[ip] >= self.settings.max_connections_per_ip:
+            self._reject(side, "too_many_connections")
+            await self._error(
+                connection, "too_many_connections", "too many connections from your address"
+            )
+            await connection.close(1008, "too many connections")
+            return
+        self._per_ip[ip] += 1
+        self._ips[side] = ip
+        rate = self.settings.messages_per_second
+        self._buckets[side] = TokenBucket(rate, 2 * rate)
         self._connections[side] = connection
+        self.metrics.connections_total += 1
+        self.metrics.connections_open += 1
         log.info("connect side=%s", side)
         try:
             await self._send(
@@ -125,7 +172,11 @@ class SignalServer:
         except ConnectionClosed:
             pass
         finally:
-            del self._connections[side]
+            del self._connections[side], self._buckets[side], self._ips[side]
+            self._per_ip[ip] -= 1
+            if not self._per_ip[ip]:
+                del self._per_ip[ip]
+            self.metrics.connections_open -= 1
             room = self.rooms.room_of(side)
             peer = self.rooms.leave(side)
             log.info("disconnect side=%s nameplate=%s", side, room.nameplate if room else "-")
@@ -133,17 +184,32 @@ class SignalServer:
                 await self._send_to(peer, {"type": "peer_left"})
 
     async def _dispatch(self, side: str, connection: ServerConnection, raw: str | bytes) -> None:
+        now = time.monotonic()
+        self.metrics.messages_total += 1
+        if len(raw) > self.settings.max_message_bytes:
+            await self._refuse(side, connection, "too_big", "message too big")
+            return
+        if not self._buckets[side].allow(now):
+            await self._refuse(side, connection, "rate_limited", "too many messages; slow down")
+            return
         try:
             message = json.loads(raw)
             if not isinstance(message, dict):
                 raise ValueError("not an object")
         except ValueError:
-            await self._error(connection, "bad_message", "messages must be JSON objects")
+            await self._refuse(side, connection, "bad_message", "messages must be JSON objects")
             return
         kind = message.get("type")
-        now = time.monotonic()
         try:
             if kind == "allocate":
+                if not self._room_rate.allow(self._ips[side], now):
+                    await self._refuse(
+                        side,
+                        connection,
+                        "room_rate",
+                        "too many new rooms from your address; try later",
+                    )
+                    return
                 wanted = message.get("nameplate")
                 if wanted is not None and not isinstance(wanted, str):
                     await self._error(connection, "bad_message", "a nameplate is a string")
@@ -165,20 +231,30 @@ class SignalServer:
             elif kind == "relay":
                 await self._relay(side, connection, message.get("body"), now)
             else:
-                await self._error(connection, "bad_message", "unknown message type")
+                await self._refuse(side, connection, "bad_message", "unknown message type")
         except RoomError as exc:
-            log.info("refuse side=%s reason=%s", side, exc.reason)
-            await self._error(connection, exc.reason, exc.message)
+            await self._refuse(side, connection, exc.reason, exc.message)
+
+    def _reject(self, side: str, reason: str) -> None:
+        self.metrics.reject(reason)
+        log.info("refuse side=%s reason=%s", side, reason)
+
+    async def _refuse(
+        self, side: str, connection: ServerConnection, reason: str, message: str
+    ) -> None:
+        self._reject(side, reason)
+        await self._error(connection, reason, message)
 
     async def _relay(self, side: str, connection: ServerConnection, body: Any, now: float) -> None:
         if self.rooms.room_of(side) is None:
-            await self._error(connection, "no_room", "join a room before relaying")
+            await self._refuse(side, connection, "no_room", "join a room before relaying")
             return
         peer = self.rooms.peer_of(side)
         if peer is None:
-            await self._error(connection, "no_peer", "the other side is not here")
+            await self._refuse(side, connection, "no_peer", "the other side is not here")
             return
         self.rooms.touch(side, now)
+        self.metrics.relayed_total += 1
         await self._send_to(peer, {"type": "relay", "body": body})
 
     async def _reap(self) -> None:

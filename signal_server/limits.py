@@ -1,0 +1,88 @@
+"""Abuse limits and metrics of the rendezvous server, with no I/O (times are passed in)."""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    """At most ``rate`` events per second on average, bursts of up to ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    last: float = 0.0
+
+    def allow(self, now: float) -> bool:
+        """Take one token if there is one."""
+        if self.tokens < 0:
+            self.tokens, self.last = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class SlidingWindow:
+    """At most ``limit`` events per key within any ``seconds``."""
+
+    limit: int
+    seconds: float
+    _events: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
+
+    def allow(self, key: str, now: float) -> bool:
+        """Count one event for ``key`` unless that would pass the limit."""
+        events = self._events[key]
+        while events and now - events[0] >= self.seconds:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+
+@dataclass
+class Metrics:
+    """Counters and gauges, rendered in the Prometheus text format."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    messages_total: int = 0
+    relayed_total: int = 0
+    rejections: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def reject(self, reason: str) -> None:
+        """Count one refusal."""
+        self.rejections[reason] += 1
+
+    def render(self, rooms_open: int) -> str:
+        """The ``/metrics`` body."""
+        lines = [
+            "# HELP p2pcp_signal_connections_total WebSocket connections accepted.",
+            "# TYPE p2pcp_signal_connections_total counter",
+            f"p2pcp_signal_connections_total {self.connections_total}",
+            "# HELP p2pcp_signal_connections Open WebSocket connections.",
+            "# TYPE p2pcp_signal_connections gauge",
+            f"p2pcp_signal_connections {self.connections_open}",
+            "# HELP p2pcp_signal_rooms Open rooms.",
+            "# TYPE p2pcp_signal_rooms gauge",
+            f"p2pcp_signal_rooms {rooms_open}",
+            "# HELP p2pcp_signal_messages_total Messages received from clients.",
+            "# TYPE p2pcp_signal_messages_total counter",
+            f"p2pcp_signal_messages_total {self.messages_total}",
+            "# HELP p2pcp_signal_relayed_total Messages relayed to a peer.",
+            "# TYPE p2pcp_signal_relayed_total counter",
+            f"p2pcp_signal_relayed_total {self.relayed_total}",
+            "# HELP p2pcp_signal_rejections_total Requests refused, by reason.",
+            "# TYPE p2pcp_signal_rejections_total counter",
+        ]
+        lines += [
+            f'p2pcp_signal_rejections_total{{reason="{reason}"}} {count}'
+            for reason, count in sorted(self.rejections.items())
+        ]
+        return "\n".join(lines) + "\n"
