@@ -56,6 +56,8 @@ def _main(
     """Copy files directly between two machines."""
 
 
+CA_HELP = "Trust this PEM CA bundle for a wss:// server [env: P2PCP_CA_FILE]."
+INSECURE_HELP = "Do not verify a wss:// server's certificate (for testing only)."
 ICE_HELP = "A STUN or TURN server URL (repeatable) [env: P2PCP_ICE_SERVERS, comma-separated]."
 
 
@@ -196,6 +198,8 @@ def send(
     ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
+    ca_file: str | None = typer.Option(None, "--ca-file", help=CA_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the code and errors."),
     qr: bool = typer.Option(False, "--qr", help="Also draw the receive command as a QR code."),
@@ -211,12 +215,13 @@ def send(
         if bool(paths) == (text is not None):
             raise UsageError("give either files to send or --text, not both and not neither")
         chosen = code or os.environ.get("P2PCP_CODE")
-        settings = _settings(server=server, ice_servers=ice_server)
+        settings = _settings(server=server, ice_servers=ice_server, ca_file=ca_file)
         options = session.SendOptions(
             paths=paths or [],
             server=settings["server"].value,
             ice_servers=config.ice_servers(settings["ice_servers"].value),
             code=parse_code(chosen) if chosen else None,
+            tls=session.Tls(settings["ca_file"].value, insecure),
             text=_text_argument(text) if text is not None else None,
             stdin_name=name,
             resume=not no_resume,
@@ -278,6 +283,8 @@ def receive(
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
+    ca_file: str | None = typer.Option(None, "--ca-file", help=CA_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
@@ -289,7 +296,11 @@ def receive(
     console = Console(stderr=True, highlight=False)
     try:
         settings = _settings(
-            server=server, ice_servers=ice_server, output=output, overwrite=overwrite
+            server=server,
+            ice_servers=ice_server,
+            output=output,
+            overwrite=overwrite,
+            ca_file=ca_file,
         )
         target = settings["output"].value
         if json_mode and target == "-":
@@ -303,6 +314,7 @@ def receive(
             overwrite=settings["overwrite"].value,
             resume=not no_resume,
             ice_servers=config.ice_servers(settings["ice_servers"].value),
+            tls=session.Tls(settings["ca_file"].value, insecure),
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)

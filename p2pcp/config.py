@@ -36,8 +36,15 @@ ENV = {
     "ice_servers": "P2PCP_ICE_SERVERS",
     "output": "P2PCP_OUTPUT",
     "overwrite": "P2PCP_OVERWRITE",
+    "ca_file": "P2PCP_CA_FILE",
 }
-DEFAULTS: dict[str, Any] = {"server": None, "ice_servers": [], "output": ".", "overwrite": False}
+DEFAULTS: dict[str, Any] = {
+    "server": None,
+    "ice_servers": [],
+    "output": ".",
+    "overwrite": False,
+    "ca_file": None,
+}
 
 
 def config_path() -> Path:
@@ -61,7 +68,13 @@ def load_file(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(DEFAULTS)})"
         )
-    for key, kind in (("server", str), ("output", str), ("overwrite", bool), ("ice_servers", list)):
+    for key, kind in (
+        ("server", str),
+        ("output", str),
+        ("overwrite", bool),
+        ("ice_servers", list),
+        ("ca_file", str),
+    ):
         if key in data and not isinstance(data[key], kind):
             raise UsageError(f"config file {path}: {key!r} must be a {kind.__name__}")
     return data

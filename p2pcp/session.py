@@ -65,7 +65,7 @@ from .files import (
 )
 from .lan import LanHost, find_sender
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
-from .signaling import Signaling
+from .signaling import Signaling, Tls
 from .transport import IceServer, Transport
 
 log = logging.getLogger(__name__)
@@ -641,6 +641,8 @@ class SendOptions:
     """ICE servers configured locally (added to the server's)."""
     code: Code | None = None
     """A code chosen by the user instead of a fresh one."""
+    tls: Tls = Tls()
+    """How to check a wss:// server's certificate."""
     text: bytes | None = None
     """A text message to send instead of ``paths``."""
     resume: bool = True
@@ -663,6 +665,8 @@ class ReceiveOptions:
     """Replace existing files."""
     resume: bool = True
     """Continue partial files from an earlier run, and skip identical complete ones."""
+    tls: Tls = Tls()
+    """How to check a wss:// server's certificate."""
     ice_servers: Sequence[IceServer] = ()
     """ICE servers configured locally (added to the server's)."""
 
@@ -701,7 +705,7 @@ async def _send(
 ) -> None:
     async with _Conversation() as run:
         run.signaling = signaling = await Signaling.connect(
-            lan.url if lan is not None else str(options.server)
+            lan.url if lan is not None else str(options.server), options.tls
         )
         if lan is not None and options.code is None:
             options = dataclasses.replace(options, code=make_code(lan.nameplate))
@@ -767,7 +771,7 @@ async def _receive(
     if url is None:
         sink.emit(Searching(options.code.nameplate))
         url = await find_sender(options.code.nameplate)
-    run.signaling = signaling = await Signaling.connect(url)
+    run.signaling = signaling = await Signaling.connect(url, options.tls)
     await signaling.join(options.code.nameplate)
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
         box, verification = await _handshake(signaling, options.code, RECEIVER, sink)

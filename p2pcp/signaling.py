@@ -11,16 +11,39 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from .errors import CodeError, ConnectError, PeerError
+from .errors import CodeError, ConnectError, PeerError, UsageError
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How to check a wss:// server's certificate."""
+
+    ca_file: str | None = None
+    """Trust this PEM CA bundle (instead of the system's)."""
+    insecure: bool = False
+    """Do not verify at all (for testing only)."""
+
+    def context(self) -> ssl.SSLContext:
+        """The client TLS context."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load the CA file {self.ca_file}: {exc}") from None
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class Signaling:
@@ -33,14 +56,25 @@ class Signaling:
         """ICE servers the rendezvous server recommends (may be empty)."""
 
     @classmethod
-    async def connect(cls, url: str) -> Signaling:
-        """Connect and read the server's welcome; any failure is a :class:`ConnectError`."""
+    async def connect(cls, url: str, tls: Tls | None = None) -> Signaling:
+        """Connect and read the server's welcome; any failure is a :class:`ConnectError`.
+
+        A ``wss://`` server's certificate is verified against the system's CAs, or only against
+        ``tls.ca_file`` when given; ``tls.insecure`` turns verification off (for testing).
+        """
+        context = (tls or Tls()).context() if url.startswith("wss://") else None
         try:
             ws = await asyncio.wait_for(
-                connect(url, open_timeout=CONNECT_TIMEOUT, max_size=1 << 20), CONNECT_TIMEOUT
+                connect(url, open_timeout=CONNECT_TIMEOUT, max_size=1 << 20, ssl=context),
+                CONNECT_TIMEOUT,
             )
         except InvalidURI:
             raise ConnectError(f"the server URL {url!r} is not a ws:// or wss:// URL") from None
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(
+                f"the certificate of {url} is not trusted ({exc.verify_message}): pass --ca-file "
+                "with the CA that signed it (or --insecure, for testing only)"
+            ) from None
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise ConnectError(f"cannot reach the rendezvous server at {url}: {detail}") from None

@@ -64,8 +64,12 @@ def parse_args(argv: list[str] | None) -> Settings:
         default=defaults.handshake_timeout,
         help="seconds a client has to complete the WebSocket handshake",
     )
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// directly")
+    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     return Settings(
         host=args.host,
         port=args.port,
@@ -76,6 +80,8 @@ def parse_args(argv: list[str] | None) -> Settings:
         rooms_per_minute_per_ip=args.rooms_per_minute_per_ip,
         max_connections_per_ip=args.max_connections_per_ip,
         handshake_timeout=args.handshake_timeout,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
@@ -85,10 +91,10 @@ async def run(settings: Settings) -> None:
     try:
         await server.start()
     except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror)
+        log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
         raise SystemExit(1) from None
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-    log.info("listening on ws://%s:%d", host, server.port)
+    log.info("listening on %s://%s:%d", server.scheme, host, server.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

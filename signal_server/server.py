@@ -41,6 +41,7 @@ import contextlib
 import itertools
 import json
 import logging
+import ssl
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -81,6 +82,10 @@ class Settings:
     """Open connections from one client address."""
     handshake_timeout: float = 10.0
     """Seconds a client has to complete the WebSocket handshake."""
+    tls_cert: str | None = None
+    """PEM certificate chain: serve wss:// (with ``tls_key``)."""
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert``."""
 
 
 class SignalServer:
@@ -106,6 +111,18 @@ class SignalServer:
         port: int = next(iter(self._server.sockets)).getsockname()[1]
         return port
 
+    @property
+    def scheme(self) -> str:
+        """``wss`` when serving TLS, else ``ws``."""
+        return "wss" if self.settings.tls_cert else "ws"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self.settings.tls_cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.settings.tls_cert, self.settings.tls_key)
+        return context
+
     async def start(self) -> None:
         """Bind and start serving."""
         self._server = await serve(
@@ -117,6 +134,7 @@ class SignalServer:
             max_size=2 * self.settings.max_message_bytes,
             open_timeout=self.settings.handshake_timeout,
             close_timeout=2,  # a client that ignores the closing handshake cannot hold us up
+            ssl=self._tls(),
             process_request=self._http,
         )
         self._reaper = asyncio.create_task(self._reap())

@@ -50,7 +50,7 @@ def start_signal_server(log: Path, *args: str, module: list[str] | None = None) 
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        match = re.search(r"listening on (ws://127\.0\.0\.1:(\d+))", log.read_text())
+        match = re.search(r"listening on (wss?://127\.0\.0\.1:(\d+))", log.read_text())
         if match:
             return SignalServer(process, match.group(1), int(match.group(2)), log)
         if process.poll() is not None:
