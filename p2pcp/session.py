@@ -65,7 +65,8 @@ from .files import (
 )
 from .lan import LanHost, find_sender
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
-from .signaling import Signaling, Tls
+from .signaling import Signaling
+from .signaling import Tls as Tls  # re-exported for the CLI
 from .transport import IceServer, Transport
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -64,12 +65,43 @@ def parse_args(argv: list[str] | None) -> Settings:
         default=defaults.handshake_timeout,
         help="seconds a client has to complete the WebSocket handshake",
     )
+    parser.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a STUN server to hand to clients, e.g. stun:turn.example.org:3478",
+    )
+    parser.add_argument(
+        "--turn",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a TURN server to hand to clients, e.g. turn:turn.example.org:3478",
+    )
+    parser.add_argument(
+        "--turn-secret",
+        default=os.environ.get("P2PCP_TURN_SECRET"),
+        help="coturn's static-auth-secret (better: env P2PCP_TURN_SECRET, which "
+        "stays out of the process list)",
+    )
+    parser.add_argument(
+        "--turn-ttl",
+        type=float,
+        default=defaults.turn_ttl,
+        help="seconds minted TURN credentials stay valid",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// directly")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if args.turn and not args.turn_secret:
+        parser.error("--turn needs --turn-secret (or P2PCP_TURN_SECRET)")
+    for url in args.stun + args.turn:
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            parser.error(f"not a STUN/TURN URL: {url}")
     return Settings(
         host=args.host,
         port=args.port,
@@ -80,6 +112,10 @@ def parse_args(argv: list[str] | None) -> Settings:
         rooms_per_minute_per_ip=args.rooms_per_minute_per_ip,
         max_connections_per_ip=args.max_connections_per_ip,
         handshake_timeout=args.handshake_timeout,
+        stun=tuple(args.stun),
+        turn=tuple(args.turn),
+        turn_secret=args.turn_secret,
+        turn_ttl=args.turn_ttl,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )

@@ -4,7 +4,11 @@ Wire protocol (version 1). Every WebSocket message is one UTF-8 JSON object with
 
 Server to client, on connect::
 
-    {"type": "welcome", "version": 1, "ice_servers": []}
+    {"type": "welcome", "version": 1, "ice_servers": [{"urls": "stun:..."},
+     {"urls": "turn:...", "username": "1767225600:p2pcp", "credential": "..."}]}
+
+``ice_servers`` lists the STUN and TURN servers the operator configured (empty by default); TURN
+credentials are minted per connection in coturn's ``use-auth-secret`` scheme.
 
 Client to server, then the server's answer:
 
@@ -54,6 +58,7 @@ from websockets.http11 import Request, Response
 
 from .limits import Metrics, SlidingWindow, TokenBucket
 from .rooms import RoomError, Rooms
+from .turn import mint
 
 log = logging.getLogger("signal_server")
 
@@ -86,6 +91,14 @@ class Settings:
     """PEM certificate chain: serve wss:// (with ``tls_key``)."""
     tls_key: str | None = None
     """PEM private key of ``tls_cert``."""
+    stun: tuple[str, ...] = ()
+    """STUN server URLs handed to clients."""
+    turn: tuple[str, ...] = ()
+    """TURN server URLs handed to clients, with credentials minted from ``turn_secret``."""
+    turn_secret: str | None = None
+    """The secret shared with the TURN server (coturn ``static-auth-secret``)."""
+    turn_ttl: float = 86400.0
+    """Seconds minted TURN credentials stay valid."""
 
 
 class SignalServer:
@@ -183,7 +196,8 @@ class SignalServer:
         log.info("connect side=%s", side)
         try:
             await self._send(
-                connection, {"type": "welcome", "version": PROTOCOL_VERSION, "ice_servers": []}
+                connection,
+                {"type": "welcome", "version": PROTOCOL_VERSION, "ice_servers": self._ice()},
             )
             async for raw in connection:
                 await self._dispatch(side, connection, raw)
@@ -200,6 +214,19 @@ class SignalServer:
             log.info("disconnect side=%s nameplate=%s", side, room.nameplate if room else "-")
             if peer is not None:
                 await self._send_to(peer, {"type": "peer_left"})
+
+    def _ice(self) -> list[dict[str, Any]]:
+        """The ICE servers for one client: STUN as configured, TURN with fresh credentials."""
+        servers: list[dict[str, Any]] = [{"urls": url} for url in self.settings.stun]
+        if self.settings.turn and self.settings.turn_secret:
+            username, credential = mint(
+                self.settings.turn_secret, self.settings.turn_ttl, time.time()
+            )
+            servers += [
+                {"urls": url, "username": username, "credential": credential}
+                for url in self.settings.turn
+            ]
+        return servers
 
     async def _dispatch(self, side: str, connection: ServerConnection, raw: str | bytes) -> None:
         now = time.monotonic()

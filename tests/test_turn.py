@@ -1,0 +1,122 @@
+"""TURN credentials handed out by p2pcp-signal, checked by a real coturn (Debian's turnserver)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aioice import turn
+from aioice.stun import TransactionFailed
+from conftest import start_signal_server
+from websockets.asyncio.client import connect
+
+SECRET = "correct horse battery staple"
+assert shutil.which("turnserver"), "coturn is needed for these tests (.ci/run installs it)"
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[int]:
+    port = _free_udp_port()
+    log = (tmp_path / "turnserver.log").open("w")
+    process = subprocess.Popen(
+        [
+            "turnserver",
+            "-n",
+            "--listening-ip=127.0.0.1",
+            f"--listening-port={port}",
+            "--relay-ip=127.0.0.1",
+            "--use-auth-secret",
+            f"--static-auth-secret={SECRET}",
+            "--realm=p2pcp.test",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--log-file=stdout",
+            "--simple-log",
+            "--allow-loopback-peers",
+            "--min-port=50000",
+            "--max-port=50200",
+            f"--pidfile={tmp_path / 'turnserver.pid'}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield port
+    process.terminate()
+    process.wait(10)
+
+
+async def _allocate(port: int, username: str, password: str) -> None:
+    """Ask coturn for a relayed address; raises TransactionFailed if it refuses the credentials."""
+    transport, _ = await turn.create_turn_endpoint(
+        asyncio.DatagramProtocol, ("127.0.0.1", port), username, password
+    )
+    transport.close()
+
+
+async def _welcome(url: str) -> list[dict[str, str]]:
+    async with connect(url) as ws:
+        servers: list[dict[str, str]] = json.loads(await ws.recv())["ice_servers"]
+        return servers
+
+
+def test_minted_credentials_are_accepted_then_expire(coturn: int, tmp_path: Path) -> None:
+    server = start_signal_server(
+        tmp_path / "signal.log",
+        "--stun",
+        f"stun:127.0.0.1:{coturn}",
+        "--turn",
+        f"turn:127.0.0.1:{coturn}?transport=udp",
+        "--turn-secret",
+        SECRET,
+        "--turn-ttl",
+        "3",
+    )
+    try:
+        servers = asyncio.run(_welcome(server.url))
+    finally:
+        server.stop()
+    stun, relay = servers
+    assert stun == {"urls": f"stun:127.0.0.1:{coturn}"}
+    assert relay["urls"] == f"turn:127.0.0.1:{coturn}?transport=udp"
+    expiry = int(relay["username"].split(":")[0])
+    assert 0 < expiry - time.time() <= 4
+
+    async def check() -> None:
+        deadline = time.monotonic() + 10
+        while True:  # coturn may still be starting
+            try:
+                await _allocate(coturn, relay["username"], relay["credential"])
+                break
+            except (TransactionFailed, ConnectionError, TimeoutError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        with pytest.raises(TransactionFailed):  # a wrong password is refused
+            await _allocate(coturn, relay["username"], "bm90IHRoZSBwYXNzd29yZA==")
+        await asyncio.sleep(max(0.0, expiry - time.time()) + 1.5)
+        with pytest.raises(TransactionFailed):  # the same credentials, expired, are refused
+            await _allocate(coturn, relay["username"], relay["credential"])
+
+    asyncio.run(check())
+
+
+def test_no_ice_servers_unless_configured(tmp_path: Path) -> None:
+    server = start_signal_server(tmp_path / "signal.log")
+    try:
+        assert asyncio.run(_welcome(server.url)) == []
+    finally:
+        server.stop()
