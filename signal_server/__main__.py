@@ -91,6 +91,11 @@ def parse_args(argv: list[str] | None) -> Settings:
         default=defaults.turn_ttl,
         help="seconds minted TURN credentials stay valid",
     )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="redis://HOST:PORT/DB: share rooms with other server processes",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// directly")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
     parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
@@ -116,6 +121,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         turn=tuple(args.turn),
         turn_secret=args.turn_secret,
         turn_ttl=args.turn_ttl,
+        redis=args.redis,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
     )
@@ -128,6 +134,9 @@ async def run(settings: Settings) -> None:
         await server.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", settings.host, settings.port, exc.strerror or exc)
+        raise SystemExit(1) from None
+    except Exception as exc:  # e.g. Redis unreachable: one line, no traceback
+        log.error("cannot start: %s", exc)
         raise SystemExit(1) from None
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     log.info("listening on %s://%s:%d", server.scheme, host, server.port)

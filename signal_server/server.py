@@ -57,12 +57,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .limits import Metrics, SlidingWindow, TokenBucket
-from .rooms import RoomError, Rooms
+from .rooms import RoomError
+from .store import MemoryStore, RedisStore, RoomStore
 from .turn import mint
 
 log = logging.getLogger("signal_server")
 
 PROTOCOL_VERSION = 1
+EXPIRED = {"type": "error", "reason": "expired", "message": "the room expired"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class Settings:
     """The secret shared with the TURN server (coturn ``static-auth-secret``)."""
     turn_ttl: float = 86400.0
     """Seconds minted TURN credentials stay valid."""
+    redis: str | None = None
+    """``redis://`` URL: share rooms with every server process using the same Redis."""
 
 
 class SignalServer:
@@ -106,7 +110,12 @@ class SignalServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.rooms = Rooms(settings.max_rooms)
+        self.store: RoomStore = (
+            RedisStore(settings.redis, settings.max_rooms)
+            if settings.redis
+            else MemoryStore(settings.max_rooms)
+        )
+        self._nameplate_of: dict[str, str] = {}
         self._connections: dict[str, ServerConnection] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
@@ -137,7 +146,8 @@ class SignalServer:
         return context
 
     async def start(self) -> None:
-        """Bind and start serving."""
+        """Connect the room store, bind and start serving."""
+        await self.store.start(self._deliver)
         self._server = await serve(
             self._handle,
             self.settings.host,
@@ -161,23 +171,25 @@ class SignalServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        await self.store.close()
 
     async def serve_forever(self) -> None:
         """Run until cancelled."""
         assert self._server is not None
         await self._server.serve_forever()
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")
         if request.path == "/metrics":
-            response = connection.respond(HTTPStatus.OK, self.metrics.render(len(self.rooms)))
+            rooms = await self.store.count()
+            response = connection.respond(HTTPStatus.OK, self.metrics.render(rooms))
             response.headers["Content-Type"] = "text/plain; version=0.0.4"
             return response
         return None
 
     async def _handle(self, connection: ServerConnection) -> None:
-        side = f"c{next(self._ids)}"
+        side = f"{self.store.server_id}:{next(self._ids)}"
         ip = str(connection.remote_address[0]) if connection.remote_address else "-"
         if self._per_ip[ip] >= self.settings.max_connections_per_ip:
             self._reject(side, "too_many_connections")
@@ -209,11 +221,13 @@ class SignalServer:
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
             self.metrics.connections_open -= 1
-            room = self.rooms.room_of(side)
-            peer = self.rooms.leave(side)
-            log.info("disconnect side=%s nameplate=%s", side, room.nameplate if room else "-")
-            if peer is not None:
-                await self._send_to(peer, {"type": "peer_left"})
+            nameplate = self._nameplate_of.pop(side, None)
+            log.info("disconnect side=%s nameplate=%s", side, nameplate or "-")
+            if nameplate is not None:
+                with contextlib.suppress(Exception):  # the store may be gone at shutdown
+                    peer = await self.store.leave(nameplate, side)
+                    if peer is not None:
+                        await self.store.send(peer, {"type": "peer_left"})
 
     def _ice(self) -> list[dict[str, Any]]:
         """The ICE servers for one client: STUN as configured, TURN with fresh credentials."""
@@ -229,7 +243,7 @@ class SignalServer:
         return servers
 
     async def _dispatch(self, side: str, connection: ServerConnection, raw: str | bytes) -> None:
-        now = time.monotonic()
+        now = time.time()  # wall clock: room activity is compared across server processes
         self.metrics.messages_total += 1
         if len(raw) > self.settings.max_message_bytes:
             await self._refuse(side, connection, "too_big", "message too big")
@@ -259,7 +273,10 @@ class SignalServer:
                 if wanted is not None and not isinstance(wanted, str):
                     await self._error(connection, "bad_message", "a nameplate is a string")
                     return
-                nameplate = self.rooms.allocate(side, now, wanted)
+                if side in self._nameplate_of:
+                    raise RoomError("already_joined", "this connection is already in a room")
+                nameplate = await self.store.allocate(side, now, wanted)
+                self._nameplate_of[side] = nameplate
                 log.info("allocate side=%s nameplate=%s", side, nameplate)
                 await self._send(connection, {"type": "allocated", "nameplate": nameplate})
             elif kind == "join":
@@ -267,12 +284,14 @@ class SignalServer:
                 if not isinstance(wanted, str):
                     await self._error(connection, "bad_message", "join needs a nameplate")
                     return
-                room = self.rooms.join(wanted, side, now)
+                if side in self._nameplate_of:
+                    raise RoomError("already_joined", "this connection is already in a room")
+                others = await self.store.join(wanted, side, now)
+                self._nameplate_of[side] = wanted
                 log.info("join side=%s nameplate=%s", side, wanted)
                 await self._send(connection, {"type": "joined", "nameplate": wanted})
-                for other in room.sides:
-                    if other != side:
-                        await self._send_to(other, {"type": "peer_joined"})
+                for other in others:
+                    await self.store.send(other, {"type": "peer_joined"})
             elif kind == "relay":
                 await self._relay(side, connection, message.get("body"), now)
             else:
@@ -291,33 +310,37 @@ class SignalServer:
         await self._error(connection, reason, message)
 
     async def _relay(self, side: str, connection: ServerConnection, body: Any, now: float) -> None:
-        if self.rooms.room_of(side) is None:
+        nameplate = self._nameplate_of.get(side)
+        if nameplate is None:
             await self._refuse(side, connection, "no_room", "join a room before relaying")
             return
-        peer = self.rooms.peer_of(side)
+        peer = await self.store.peer(nameplate, side)
         if peer is None:
             await self._refuse(side, connection, "no_peer", "the other side is not here")
             return
-        self.rooms.touch(side, now)
+        await self.store.touch(nameplate, now)
         self.metrics.relayed_total += 1
-        await self._send_to(peer, {"type": "relay", "body": body})
+        await self.store.send(peer, {"type": "relay", "body": body})
 
     async def _reap(self) -> None:
         idle = self.settings.room_idle_seconds
         while True:
             await asyncio.sleep(max(0.5, min(idle / 4, 30.0)))
-            for room in self.rooms.expire(time.monotonic(), idle):
-                log.info("expire nameplate=%s", room.nameplate)
-                for side in room.sides:
-                    connection = self._connections.get(side)
-                    if connection is not None:
-                        await self._error(connection, "expired", "the room expired")
-                        await connection.close()
+            with contextlib.suppress(Exception):  # a store outage must not stop the reaper
+                for nameplate, sides in await self.store.expire(time.time(), idle):
+                    log.info("expire nameplate=%s", nameplate)
+                    for side in sides:
+                        await self.store.send(side, EXPIRED)
 
-    async def _send_to(self, side: str, message: dict[str, Any]) -> None:
+    async def _deliver(self, side: str, message: dict[str, Any]) -> None:
+        """Hand ``message`` to ``side`` if it is connected to this process."""
         connection = self._connections.get(side)
-        if connection is not None:
-            await self._send(connection, message)
+        if connection is None:
+            return
+        await self._send(connection, message)
+        if message == EXPIRED:
+            self._nameplate_of.pop(side, None)
+            await connection.close()
 
     @staticmethod
     async def _send(connection: ServerConnection, message: dict[str, Any]) -> None:

@@ -1,0 +1,266 @@
+"""Where rooms live: in this process (default), or in Redis, shared by several server processes.
+
+Both stores offer the same small async interface. With Redis, every room operation is one Lua
+script (atomic across processes), rooms are a hash per nameplate plus a sorted set by last
+activity (for the room count and idle expiry), and a message for a side connected to another
+process travels by pub/sub on that process's channel. A process that dies loses only its own
+connections; rooms whose sides are elsewhere carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .rooms import RoomError, Rooms
+
+log = logging.getLogger("signal_server")
+
+Deliver = Callable[[str, dict[str, Any]], Awaitable[None]]
+"""Delivers a message to a side connected to this process."""
+
+
+class RoomStore(Protocol):
+    """Room bookkeeping shared by whoever serves the sides."""
+
+    server_id: str
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin receiving messages for this process's sides."""
+
+    async def close(self) -> None:
+        """Stop."""
+
+    async def allocate(self, side: str, now: float, nameplate: str | None) -> str:
+        """Open a room with ``side`` in it (RoomError if refused)."""
+
+    async def join(self, nameplate: str, side: str, now: float) -> list[str]:
+        """Put ``side`` into a room; returns the other sides (RoomError if refused)."""
+
+    async def leave(self, nameplate: str, side: str) -> str | None:
+        """Take ``side`` out of its room; returns the peer left behind."""
+
+    async def peer(self, nameplate: str, side: str) -> str | None:
+        """The other side of ``side``'s room, if any."""
+
+    async def touch(self, nameplate: str, now: float) -> None:
+        """Note activity in a room."""
+
+    async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
+        """Forget rooms idle for more than ``idle`` seconds; returns (nameplate, sides)."""
+
+    async def count(self) -> int:
+        """Rooms open."""
+
+    async def send(self, side: str, message: dict[str, Any]) -> None:
+        """Deliver ``message`` to ``side`` wherever it is connected."""
+
+
+class MemoryStore:
+    """Rooms in this process only."""
+
+    def __init__(self, max_rooms: int) -> None:
+        self.rooms = Rooms(max_rooms)
+        self.server_id = secrets.token_hex(4)
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        pass
+
+    async def allocate(self, side: str, now: float, nameplate: str | None) -> str:
+        return self.rooms.allocate(side, now, nameplate)
+
+    async def join(self, nameplate: str, side: str, now: float) -> list[str]:
+        return [s for s in self.rooms.join(nameplate, side, now).sides if s != side]
+
+    async def leave(self, nameplate: str, side: str) -> str | None:
+        return self.rooms.leave(side)
+
+    async def peer(self, nameplate: str, side: str) -> str | None:
+        return self.rooms.peer_of(side)
+
+    async def touch(self, nameplate: str, now: float) -> None:
+        room = self.rooms._rooms.get(nameplate)
+        if room is not None:
+            room.last_active = now
+
+    async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
+        return [(room.nameplate, list(room.sides)) for room in self.rooms.expire(now, idle)]
+
+    async def count(self) -> int:
+        return len(self.rooms)
+
+    async def send(self, side: str, message: dict[str, Any]) -> None:
+        assert self._deliver is not None
+        await self._deliver(side, message)
+
+
+_ROOM = "p2pcp:room:"
+_ROOMS = "p2pcp:rooms"
+_CHANNEL = "p2pcp:to:"
+
+_ALLOCATE = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  return redis.error_reply('too_many_rooms')
+end
+local nameplate = ARGV[4]
+if nameplate == '' then
+  local n = 1
+  while redis.call('EXISTS', KEYS[2] .. n) == 1 do n = n + 1 end
+  nameplate = tostring(n)
+elseif redis.call('EXISTS', KEYS[2] .. nameplate) == 1 then
+  return redis.error_reply('nameplate_taken')
+end
+redis.call('HSET', KEYS[2] .. nameplate, 'a', ARGV[1], 'spent', '0')
+redis.call('ZADD', KEYS[1], ARGV[2], nameplate)
+return nameplate
+"""
+
+_JOIN = """
+local key = KEYS[2] .. ARGV[1]
+if redis.call('EXISTS', key) == 0 then return redis.error_reply('no_such_nameplate') end
+local first = redis.call('HGET', key, 'a')
+if redis.call('HGET', key, 'spent') == '1' or not first then
+  return redis.error_reply('crowded')
+end
+redis.call('HSET', key, 'b', ARGV[2], 'spent', '1')
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return first
+"""
+
+_LEAVE = """
+local key = KEYS[2] .. ARGV[1]
+local a = redis.call('HGET', key, 'a')
+local b = redis.call('HGET', key, 'b')
+local peer = false
+if a == ARGV[2] then redis.call('HDEL', key, 'a'); peer = b
+elseif b == ARGV[2] then redis.call('HDEL', key, 'b'); peer = a end
+if redis.call('HEXISTS', key, 'a') == 0 and redis.call('HEXISTS', key, 'b') == 0 then
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return peer
+"""
+
+_EXPIRE = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local out = {}
+for _, nameplate in ipairs(stale) do
+  local key = KEYS[2] .. nameplate
+  table.insert(out, nameplate)
+  table.insert(out, redis.call('HGET', key, 'a') or '')
+  table.insert(out, redis.call('HGET', key, 'b') or '')
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], nameplate)
+end
+return out
+"""
+
+
+class RedisStore:
+    """Rooms in Redis, shared by every server process pointed at it."""
+
+    def __init__(self, url: str, max_rooms: int) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.from_url(url, decode_responses=True)
+        self.max_rooms = max_rooms
+        self.server_id = secrets.token_hex(6)
+        self._deliver: Deliver | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._scripts = {
+            name: self._redis.register_script(text)
+            for name, text in (
+                ("allocate", _ALLOCATE),
+                ("join", _JOIN),
+                ("leave", _LEAVE),
+                ("expire", _EXPIRE),
+            )
+        }
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        from redis.exceptions import ResponseError
+
+        try:
+            return await self._scripts[name](keys=[_ROOMS, _ROOM], args=list(args))
+        except ResponseError as exc:
+            reason = str(exc).strip()
+            messages = {
+                "too_many_rooms": "the server has too many open rooms; try later",
+                "nameplate_taken": "that nameplate is in use",
+                "no_such_nameplate": "no sender is waiting with that nameplate",
+                "crowded": "that nameplate is already in use",
+            }
+            if reason in messages:
+                raise RoomError(reason, messages[reason]) from None
+            raise
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+        await self._redis.ping()
+        self._pubsub = self._redis.pubsub()
+        await self._pubsub.psubscribe(f"{_CHANNEL}{self.server_id}:*")
+        self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        assert self._deliver is not None
+        async for item in self._pubsub.listen():
+            if item.get("type") != "pmessage":
+                continue
+            side = str(item["channel"])[len(_CHANNEL) :]
+            with contextlib.suppress(ValueError):
+                await self._deliver(side, json.loads(item["data"]))
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        await self._redis.aclose()
+
+    async def allocate(self, side: str, now: float, nameplate: str | None) -> str:
+        if nameplate is not None and not (
+            nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= 8
+        ):
+            raise RoomError("bad_message", "a nameplate is a number of up to 8 digits")
+        return str(await self._run("allocate", side, now, self.max_rooms, nameplate or ""))
+
+    async def join(self, nameplate: str, side: str, now: float) -> list[str]:
+        return [str(await self._run("join", nameplate, side, now))]
+
+    async def leave(self, nameplate: str, side: str) -> str | None:
+        peer = await self._run("leave", nameplate, side)
+        return str(peer) if peer else None
+
+    async def peer(self, nameplate: str, side: str) -> str | None:
+        room = await self._redis.hgetall(f"{_ROOM}{nameplate}")
+        for key in ("a", "b"):
+            if room.get(key) and room[key] != side:
+                return str(room[key])
+        return None
+
+    async def touch(self, nameplate: str, now: float) -> None:
+        await self._redis.zadd(_ROOMS, {nameplate: now}, xx=True)
+
+    async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
+        flat = await self._run("expire", now - idle)
+        return [(flat[i], [s for s in flat[i + 1 : i + 3] if s]) for i in range(0, len(flat), 3)]
+
+    async def count(self) -> int:
+        return int(await self._redis.zcard(_ROOMS))
+
+    async def send(self, side: str, message: dict[str, Any]) -> None:
+        if side.startswith(f"{self.server_id}:"):
+            assert self._deliver is not None
+            await self._deliver(side, message)
+        else:
+            await self._redis.publish(f"{_CHANNEL}{side}", json.dumps(message))
