@@ -27,7 +27,8 @@ Server to client at any time:
   ``no_such_nameplate``, ``nameplate_taken``, ``crowded``, ``already_joined``, ``no_room``,
   ``no_peer``, ``too_many_rooms``, ``expired``, and for the abuse limits ``too_big`` (a message
   over ``--max-message-bytes``; twice that closes the connection with code 1009),
-  ``rate_limited`` (over ``--messages-per-second``), ``room_rate`` (over
+  ``rate_limited`` (over ``--messages-per-second``), ``unavailable`` (the room store, e.g.
+  Redis, failed), ``room_rate`` (over
   ``--rooms-per-minute-per-ip``), ``too_many_connections`` (over ``--max-connections-per-ip``,
   then the connection is closed) and ``shutdown`` (the server is stopping). ``expired`` and
   ``shutdown`` also close the connection. A refused message is dropped; the connection and
@@ -298,6 +299,11 @@ class SignalServer:
                 await self._refuse(side, connection, "bad_message", "unknown message type")
         except RoomError as exc:
             await self._refuse(side, connection, exc.reason, exc.message)
+        except Exception as exc:  # the room store failed (Redis down): refuse, keep serving
+            log.error("store error side=%s: %s", side, exc)
+            await self._refuse(
+                side, connection, "unavailable", "the server cannot reach its room store; try again"
+            )
 
     def _reject(self, side: str, reason: str) -> None:
         self.metrics.reject(reason)

@@ -171,7 +171,12 @@ class RedisStore:
     def __init__(self, url: str, max_rooms: int) -> None:
         import redis.asyncio as redis
 
-        self._redis = redis.from_url(url, decode_responses=True)
+        # A bounded pool that waits for a free connection under load (the default pool raises
+        # "Too many connections" instead).
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=20, decode_responses=True
+        )
+        self._redis = redis.Redis(connection_pool=pool)
         self.max_rooms = max_rooms
         self.server_id = secrets.token_hex(6)
         self._deliver: Deliver | None = None
