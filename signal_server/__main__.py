@@ -16,6 +16,39 @@ from .server import Settings, SignalServer
 log = logging.getLogger("signal_server")
 
 
+NUMERIC_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--room-idle", "room_idle_seconds", float, "seconds after which an idle room is closed"),
+    ("--max-message-bytes", "max_message_bytes", int, "largest WebSocket message accepted"),
+    ("--max-rooms", "max_rooms", int, "rooms open at once"),
+    (
+        "--messages-per-second",
+        "messages_per_second",
+        float,
+        "messages per second one connection may send (bursts of twice that)",
+    ),
+    (
+        "--rooms-per-minute-per-ip",
+        "rooms_per_minute_per_ip",
+        int,
+        "new rooms one client address may open per minute",
+    ),
+    (
+        "--max-connections-per-ip",
+        "max_connections_per_ip",
+        int,
+        "open connections from one client address",
+    ),
+    (
+        "--handshake-timeout",
+        "handshake_timeout",
+        float,
+        "seconds a client has to complete the WebSocket handshake",
+    ),
+    ("--turn-ttl", "turn_ttl", float, "seconds minted TURN credentials stay valid"),
+)
+"""The server's numeric limits: flag, Settings field, type, help."""
+
+
 def parse_args(argv: list[str] | None) -> Settings:
     """Settings from the command line."""
     parser = argparse.ArgumentParser(
@@ -26,45 +59,15 @@ def parse_args(argv: list[str] | None) -> Settings:
     defaults = Settings()
     parser.add_argument("--host", default=defaults.host, help="interface to listen on")
     parser.add_argument("--port", type=int, default=defaults.port, help="TCP port (0: any free)")
-    parser.add_argument(
-        "--room-idle",
-        type=float,
-        default=defaults.room_idle_seconds,
-        help="seconds after which an idle room is closed",
-    )
-    parser.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=defaults.max_message_bytes,
-        help="largest WebSocket message accepted",
-    )
-    parser.add_argument(
-        "--max-rooms", type=int, default=defaults.max_rooms, help="rooms open at once"
-    )
-    parser.add_argument(
-        "--messages-per-second",
-        type=float,
-        default=defaults.messages_per_second,
-        help="messages per second one connection may send (bursts of twice that)",
-    )
-    parser.add_argument(
-        "--rooms-per-minute-per-ip",
-        type=int,
-        default=defaults.rooms_per_minute_per_ip,
-        help="new rooms one client address may open per minute",
-    )
-    parser.add_argument(
-        "--max-connections-per-ip",
-        type=int,
-        default=defaults.max_connections_per_ip,
-        help="open connections from one client address",
-    )
-    parser.add_argument(
-        "--handshake-timeout",
-        type=float,
-        default=defaults.handshake_timeout,
-        help="seconds a client has to complete the WebSocket handshake",
-    )
+    for flag, field, kind, text in NUMERIC_FLAGS:
+        parser.add_argument(
+            flag,
+            dest=field,
+            type=kind,
+            default=getattr(defaults, field),
+            metavar="N",
+            help=f"{text} (default: %(default)s)",
+        )
     parser.add_argument(
         "--stun",
         action="append",
@@ -86,12 +89,6 @@ def parse_args(argv: list[str] | None) -> Settings:
         "stays out of the process list)",
     )
     parser.add_argument(
-        "--turn-ttl",
-        type=float,
-        default=defaults.turn_ttl,
-        help="seconds minted TURN credentials stay valid",
-    )
-    parser.add_argument(
         "--redis",
         metavar="URL",
         help="redis://HOST:PORT/DB: share rooms with other server processes",
@@ -110,20 +107,13 @@ def parse_args(argv: list[str] | None) -> Settings:
     return Settings(
         host=args.host,
         port=args.port,
-        room_idle_seconds=args.room_idle,
-        max_message_bytes=args.max_message_bytes,
-        max_rooms=args.max_rooms,
-        messages_per_second=args.messages_per_second,
-        rooms_per_minute_per_ip=args.rooms_per_minute_per_ip,
-        max_connections_per_ip=args.max_connections_per_ip,
-        handshake_timeout=args.handshake_timeout,
         stun=tuple(args.stun),
         turn=tuple(args.turn),
         turn_secret=args.turn_secret,
-        turn_ttl=args.turn_ttl,
         redis=args.redis,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        **{field: getattr(args, field) for _, field, _, _ in NUMERIC_FLAGS},
     )
 
 
