@@ -303,6 +303,8 @@ def receive(
             ca_file=ca_file,
         )
         target = settings["output"].value
+        if target != "-":
+            target = os.path.expanduser(target)  # the config file may say ~/Downloads
         if json_mode and target == "-":
             raise UsageError("--json and -o - both write to stdout: choose one")
         if (verify or not yes) and not sys.stdin.isatty():

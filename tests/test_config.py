@@ -96,3 +96,35 @@ def test_settings_from_the_file_are_used(tmp_path: Path) -> None:
 
 def test_devnull_is_an_empty_config() -> None:
     assert config.load_file(Path(os.devnull)) == {}
+
+
+def test_output_from_the_config_file_may_use_a_tilde(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "Downloads").mkdir(parents=True)
+    path = tmp_path / "config.toml"
+    path.write_text('output = "~/Downloads"\n')
+    # The output directory is checked first (a missing one is exit 2); only then does the
+    # receiver try the (unreachable) server and exit 4.
+    got = finish(
+        p2pcp(
+            "receive",
+            "--yes",
+            "--server",
+            "ws://127.0.0.1:9",
+            "1-acorn-zebra",
+            env={"P2PCP_CONFIG": str(path), "HOME": str(home)},
+        )
+    )
+    assert got.code == 4, got.stderr  # the server is unreachable, the output dir was fine
+    missing = tmp_path / "nohome"
+    got = finish(
+        p2pcp(
+            "receive",
+            "--yes",
+            "--server",
+            "ws://127.0.0.1:9",
+            "1-acorn-zebra",
+            env={"P2PCP_CONFIG": str(path), "HOME": str(missing)},
+        )
+    )
+    assert got.code == 2 and "does not exist" in got.stderr
