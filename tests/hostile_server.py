@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection
 
 from p2pcp.pake import Pake
 from signal_server.server import Settings, SignalServer
+from signal_server.store import MemoryStore
 
 log = logging.getLogger("signal_server")
 
@@ -36,7 +37,8 @@ class HostileServer(SignalServer):
         await super()._relay(side, connection, body, now)
 
     def attack(self, side: str, body: dict[str, Any]) -> dict[str, Any]:
-        room = self.rooms.room_of(side)
+        assert isinstance(self.store, MemoryStore)
+        room = self.store.rooms.room_of(side)
         is_sender = room is not None and room.sides[0] == side
         if body.get("kind") == "pake" and self.mode == "mitm-pake":
             body["msg"] = base64.b64encode(Pake(b"1-acorn-acorn").outbound).decode()
