@@ -21,7 +21,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from signal_server.server import Settings, SignalServer
 
-from .errors import ConnectError
+from .errors import CodeError, ConnectError
 from .protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
@@ -95,16 +95,25 @@ class LanHost:
         self.nameplate = ""
         self.url = ""
 
-    async def start(self) -> None:
-        """Serve, pick a nameplate nobody announces, and announce it."""
+    async def start(self, nameplate: str | None = None) -> None:
+        """Serve and announce ``nameplate`` (that of a code the user chose), or one picked at
+        random among those nobody announces."""
         try:
             await self._server.start()
         except OSError as exc:
             raise ConnectError(f"cannot start the local rendezvous server: {exc}") from None
         self.url = f"ws://127.0.0.1:{self._server.port}"
         taken = await _browse(SURVEY_SECONDS, None)
-        free = [n for n in range(1, MAX_NAMEPLATE + 1) if str(n) not in taken]
-        self.nameplate = str(free[secrets.randbelow(len(free))])
+        if nameplate is not None:
+            if nameplate in taken:
+                raise CodeError(
+                    f"another sender on this network announces number {nameplate}: "
+                    "choose another code"
+                )
+            self.nameplate = nameplate
+        else:
+            free = [n for n in range(1, MAX_NAMEPLATE + 1) if str(n) not in taken]
+            self.nameplate = str(free[secrets.randbelow(len(free))])
         addresses = _local_ipv4()
         if not addresses:
             raise ConnectError("no network interface to announce the transfer on")

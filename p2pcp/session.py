@@ -688,7 +688,7 @@ async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = 
     lan: LanHost | None = None
     if options.server is None:
         lan = LanHost()
-        await lan.start()
+        await lan.start(options.code.nameplate if options.code is not None else None)
     try:
         await _send(options, sink, confirm, sources, notices, lan)
     finally:
@@ -708,7 +708,7 @@ async def _send(
         run.signaling = signaling = await Signaling.connect(
             lan.url if lan is not None else str(options.server), options.tls
         )
-        if lan is not None and options.code is None:
+        if options.code is None and lan is not None:
             options = dataclasses.replace(options, code=make_code(lan.nameplate))
         if options.code is not None:
             code = options.code

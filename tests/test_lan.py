@@ -86,3 +86,24 @@ def test_a_code_nobody_announces_exits_4_within_10_seconds(tmp_path: Path) -> No
     message = _events(got.stdout)[-1]["message"]
     assert "no sender with code number 999" in str(message) and "--server" in str(message)
     assert elapsed < 10
+
+
+def test_a_chosen_code_is_announced_under_its_own_number(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("chosen")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = "4321-guitar-ocean"
+    with lan(2) as (sending, receiving):
+        sender = subprocess.Popen(
+            sending.command(PYTHON, "-m", "p2pcp", "send", "--json", str(tmp_path / "f.txt")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**ENV, "P2PCP_CODE": code},
+        )
+        assert sender.stdout is not None
+        assert json.loads(sender.stdout.readline())["code"] == code
+        got = _receive(receiving, code, out)
+        sender.communicate(timeout=60)
+    assert got.returncode == 0 and sender.returncode == 0, got.stdout
+    assert (out / "f.txt").read_text() == "chosen"
