@@ -494,8 +494,17 @@ class HeldLocal:
 
 
 def _hash_prefix(name: str, dir_fd: int, size: int, complete: bool) -> HeldLocal | None:
+    hasher = hash_prefix(name, size, dir_fd)
+    return HeldLocal(size, hasher.hexdigest(), hasher, complete) if hasher is not None else None
+
+
+def hash_prefix(path: str, size: int, dir_fd: int | None = None) -> Any | None:
+    """The SHA-256 state after the first ``size`` bytes of ``path`` (None if it is shorter or
+    unreadable). With ``dir_fd``, ``path`` is a name in that directory, never followed if it is
+    a symlink."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NOFOLLOW if dir_fd is not None else 0)
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(path, flags, dir_fd=dir_fd)
     except OSError:
         return None
     hasher = hashlib.sha256()
@@ -507,25 +516,10 @@ def _hash_prefix(name: str, dir_fd: int, size: int, complete: bool) -> HeldLocal
                 return None
             hasher.update(block)
             left -= len(block)
-    finally:
-        os.close(fd)
-    return HeldLocal(size, hasher.hexdigest(), hasher, complete)
-
-
-def hash_prefix(path: str, size: int) -> Any | None:
-    """The SHA-256 state after the first ``size`` bytes of ``path`` (None if it is shorter)."""
-    hasher = hashlib.sha256()
-    left = size
-    try:
-        with open(path, "rb") as f:
-            while left:
-                block = f.read(min(left, 1 << 20))
-                if not block:
-                    return None
-                hasher.update(block)
-                left -= len(block)
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return hasher
 
 
