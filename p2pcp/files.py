@@ -762,8 +762,9 @@ class StdoutOutput:
     """``-o -``: the receiver takes exactly one file (or a text) and writes it to stdout."""
 
     path = "-"
+    overwrite = False
 
-    def check(self, entries: Sequence[Entry]) -> None:
+    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
         """Refuse anything but a single file or text."""
         if len(entries) != 1 or not entries[0].carries_data:
             count = len(entries)
@@ -780,9 +781,17 @@ class StdoutOutput:
         """Never needed: :meth:`check` refuses directories."""
         raise AssertionError("no directories on stdout")
 
-    def open_file(self, entry: Entry) -> StdoutWriter:
-        """Stream the file to stdout."""
+    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> StdoutWriter:
+        """Stream the file to stdout (nothing is ever held: ``start`` is always None)."""
         return StdoutWriter(entry)
+
+    def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
+        """Nothing: a stream to stdout cannot resume."""
+        return {}
+
+    def stale_partials(self) -> list[str]:
+        """None: there is no directory."""
+        return []
 
     def close(self) -> None:
         """Nothing to release."""

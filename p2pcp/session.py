@@ -250,12 +250,7 @@ class FileSender:
             while True:
                 while self.peer.credit <= 0:
                     await self._recv()
-                want = min(chunk, self.peer.credit)
-                data = (
-                    await asyncio.to_thread(reader.read, want)
-                    if reader.may_block
-                    else reader.read(want)
-                )
+                data = await _io(reader.may_block, reader.read, min(chunk, self.peer.credit))
                 if not data:
                     break
                 await self._send(p.Data(data))
@@ -268,6 +263,14 @@ class FileSender:
         await self._send(p.FileEnd(index, digest))
         progress.update(path, reader.done, reader.size, force=True)
         self.sink.emit(FileDone(path, reader.done, digest))
+
+
+async def _io(may_block: bool, operation: Callable[[Any], Any], argument: Any) -> Any:
+    """Run one read or write; in a worker thread when it may wait on another process (a pipe),
+    so that the event loop keeps serving the connection."""
+    if may_block:
+        return await asyncio.to_thread(operation, argument)
+    return operation(argument)
 
 
 def _keeps_partials(exc: BaseException) -> bool:
@@ -292,7 +295,7 @@ class FileReceiver:
         self.output = output
         self.sink = sink
         self.decide = decide
-        self.resume = resume and isinstance(output, OutputDir)
+        self.resume = resume
         self.peer = p.Peer(p.Role.RECEIVER)
         self.bytes_received = 0
         self.bytes_skipped = 0
@@ -341,7 +344,6 @@ class FileReceiver:
             await self._send(p.Decline("declined", "the receiver declined"))
             raise RefusedError("declined; nothing was written")
         if self.resume:
-            assert isinstance(self.output, OutputDir)
             self._held = await asyncio.to_thread(self.output.held, entries)
         have = tuple(p.Held(i, h.size, h.sha256) for i, h in self._held.items())
         await self._send(p.Accept(CREDIT_WINDOW, have))
@@ -364,22 +366,15 @@ class FileReceiver:
                 self.bytes_skipped += held.size
                 continue
             del self._held[index]
-            if held.complete and not self.output_overwrites:
+            if held.complete and not self.output.overwrite:
                 raise RefusedError(
                     f"{show(files[index].path)} already exists and differs from the sender's; "
                     "nothing was overwritten (pass --overwrite to replace it)"
                 )
 
-    @property
-    def output_overwrites(self) -> bool:
-        return isinstance(self.output, OutputDir) and self.output.overwrite
-
     async def _check(self, entries: Sequence[p.Entry]) -> None:
         try:
-            if isinstance(self.output, OutputDir):
-                self.output.check(entries, resume=self.resume)
-            else:
-                self.output.check(entries)
+            self.output.check(entries, resume=self.resume)
         except RefusedError as exc:
             await self._send(p.Decline("refused", exc.message))
             raise
@@ -395,10 +390,7 @@ class FileReceiver:
             message = await self._recv()
             if isinstance(message, p.Data):
                 writer = self._writer or self._open_next()
-                if writer.may_block:
-                    await asyncio.to_thread(writer.write, message.data)
-                else:
-                    writer.write(message.data)
+                await _io(writer.may_block, writer.write, message.data)
                 count = len(message.data)
                 self.bytes_received += count
                 progress.done += count
@@ -432,10 +424,8 @@ class FileReceiver:
             writer = TextWriter(entry)
         elif held is not None and held.complete:
             writer = ExistingFile(entry, held)
-        elif isinstance(self.output, OutputDir):
-            writer = self.output.open_file(entry, held)
         else:
-            writer = self.output.open_file(entry)
+            writer = self.output.open_file(entry, held)
         self._writer = writer
         return writer
 
@@ -745,14 +735,13 @@ async def receive(
     output: Output = (
         StdoutOutput() if options.output == "-" else OutputDir(options.output, options.overwrite)
     )
-    if isinstance(output, OutputDir):
-        for path in output.stale_partials()[:10]:
-            sink.emit(
-                Notice(
-                    f"{show(path)} is a partial file more than a week old; remove it "
-                    "unless you mean to resume that transfer"
-                )
+    for path in output.stale_partials()[:10]:
+        sink.emit(
+            Notice(
+                f"{show(path)} is a partial file more than a week old; remove it "
+                "unless you mean to resume that transfer"
             )
+        )
     try:
         async with _Conversation() as run:
             await _receive(options, sink, decide, confirm, output, run)
