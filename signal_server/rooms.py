@@ -99,9 +99,9 @@ class Rooms:
             return None
         return next((s for s in room.sides if s != side), None)
 
-    def touch(self, side: str, now: float) -> None:
-        """Note activity in ``side``'s room."""
-        room = self.room_of(side)
+    def touch(self, nameplate: str, now: float) -> None:
+        """Note activity in the room of ``nameplate``."""
+        room = self._rooms.get(nameplate)
         if room is not None:
             room.last_active = now
 

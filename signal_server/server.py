@@ -174,11 +174,6 @@ class SignalServer:
             await self._server.wait_closed()
         await self.store.close()
 
-    async def serve_forever(self) -> None:
-        """Run until cancelled."""
-        assert self._server is not None
-        await self._server.serve_forever()
-
     async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         if request.path == "/healthz":
             return connection.respond(HTTPStatus.OK, "ok\n")

@@ -88,9 +88,7 @@ class MemoryStore:
         return self.rooms.peer_of(side)
 
     async def touch(self, nameplate: str, now: float) -> None:
-        room = self.rooms._rooms.get(nameplate)
-        if room is not None:
-            room.last_active = now
+        self.rooms.touch(nameplate, now)
 
     async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
         return [(room.nameplate, list(room.sides)) for room in self.rooms.expire(now, idle)]

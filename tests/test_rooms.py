@@ -69,7 +69,7 @@ def test_idle_rooms_expire_and_activity_keeps_them() -> None:
     old = rooms.allocate("a", 0)
     busy = rooms.allocate("b", 0)
     rooms.join(busy, "c", 0)
-    rooms.touch("c", 90)
+    rooms.touch(busy, 90)
     expired = rooms.expire(100, idle=50)
     assert [r.nameplate for r in expired] == [old]
     assert rooms.room_of("a") is None and rooms.peer_of("b") == "c"
