@@ -21,9 +21,10 @@ from rich.prompt import Confirm, Prompt
 
 from . import __version__, config, session
 from .code import Code, parse_code
+from .doctor import diagnose
 from .errors import ExitCode, Interrupted, P2pcpError, UsageError
 from .events import OfferReceived
-from .ui import HumanSink, JsonSink
+from .ui import HumanSink, JsonSink, show_report
 from .wordlist import WORDS
 
 app = typer.Typer(
@@ -330,6 +331,39 @@ def receive(
         return bool(answer)
 
     _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
+
+
+@app.command()
+def doctor(
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
+    ca_file: str | None = typer.Option(None, "--ca-file", help=CA_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    json_mode: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
+) -> None:
+    """Check the rendezvous server, its STUN and TURN servers, and this host's NAT; say what
+    will work from here."""
+    _setup_logging(debug)
+    sink = _sink(json_mode, "checked", quiet=False)
+    try:
+        settings = _settings(server=server, ice_servers=ice_server, ca_file=ca_file)
+        url = settings["server"].value
+        if url is None:
+            raise UsageError("doctor checks a rendezvous server: pass --server URL")
+        tls = session.Tls(settings["ca_file"].value, insecure)
+        ice_servers = config.ice_servers(settings["ice_servers"].value)
+    except P2pcpError as exc:
+        _fail(sink, exc, debug)
+
+    async def check() -> None:
+        report = await diagnose(url, tls, ice_servers)
+        if json_mode:
+            typer.echo(json.dumps(report.to_json()))
+        else:
+            show_report(report, Console(highlight=False))
+
+    _run(sink, check(), debug)
 
 
 config_app = typer.Typer(help="Show the settings in effect.", no_args_is_help=True)

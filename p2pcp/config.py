@@ -18,7 +18,7 @@ from typing import Any
 import platformdirs
 
 from .errors import UsageError
-from .transport import IceServer
+from .netcheck import IceServer
 
 
 @dataclass(frozen=True)

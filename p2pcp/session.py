@@ -14,9 +14,9 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from . import protocol as p
 from .code import Code, make_code
@@ -64,10 +64,13 @@ from .files import (
     text_source,
 )
 from .lan import LanHost, find_sender
+from .netcheck import IceServer, plan_ice
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
-from .transport import IceServer, Transport
+from .transport import Transport
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -559,12 +562,8 @@ async def _abort_rendezvous(signaling: Signaling | None, exc: BaseException) -> 
 
 
 async def _close(transport: Transport | None, signaling: Signaling | None) -> None:
-    if signaling is not None:
-        with contextlib.suppress(Exception):
-            await signaling.close()
-    if transport is not None:
-        with contextlib.suppress(Exception):
-            await transport.close()
+    closing = [c.close() for c in (signaling, transport) if c is not None]
+    await asyncio.gather(*closing, return_exceptions=True)  # both may wait on a dead path
 
 
 async def _say_goodbye(
@@ -600,6 +599,13 @@ class _Conversation:
     signaling: Signaling | None = None
     transport: Transport | None = None
     worker: FileSender | FileReceiver | None = None
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    def start(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``work`` beside the conversation; cancelled if it is not done when this ends."""
+        task = asyncio.create_task(work)
+        self.tasks.append(task)
+        return task
 
     async def __aenter__(self) -> _Conversation:
         return self
@@ -607,6 +613,8 @@ class _Conversation:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
+        for task in self.tasks:
+            task.cancel()
         try:
             if exc is not None:
                 if self.worker is None:
@@ -698,6 +706,7 @@ async def _send(
         run.signaling = signaling = await Signaling.connect(
             lan.url if lan is not None else str(options.server), options.tls
         )
+        plan = run.start(plan_ice(_ice_servers(signaling, options.ice_servers)))
         if options.code is None and lan is not None:
             options = dataclasses.replace(options, code=make_code(lan.nameplate))
         if options.code is not None:
@@ -712,7 +721,7 @@ async def _send(
         await signaling.wait_for_peer()
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
             box, verification = await _handshake(signaling, code, SENDER, sink)
-            run.transport = transport = Transport(_ice_servers(signaling, options.ice_servers))
+            run.transport = transport = Transport(await plan)
             await _send_sealed(
                 signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
             )
@@ -762,11 +771,12 @@ async def _receive(
         sink.emit(Searching(options.code.nameplate))
         url = await find_sender(options.code.nameplate)
     run.signaling = signaling = await Signaling.connect(url, options.tls)
+    plan = run.start(plan_ice(_ice_servers(signaling, options.ice_servers)))
     await signaling.join(options.code.nameplate)
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
         box, verification = await _handshake(signaling, options.code, RECEIVER, sink)
         offer = await _receive_sealed(signaling, box, "offer")
-        run.transport = transport = Transport(_ice_servers(signaling, options.ice_servers))
+        run.transport = transport = Transport(await plan)
         answer = await transport.accept_offer(offer["sdp"])
         await _send_sealed(signaling, box, {"type": "answer", "sdp": answer})
     await _connected(transport, signaling, sink)

@@ -22,6 +22,8 @@ from .errors import CodeError, ConnectError, PeerError, UsageError
 
 log = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT = 2.0
+"""Seconds to wait for the server to acknowledge a close (the path may be dead)."""
 CONNECT_TIMEOUT = 15.0
 
 
@@ -65,7 +67,13 @@ class Signaling:
         context = (tls or Tls()).context() if url.startswith("wss://") else None
         try:
             ws = await asyncio.wait_for(
-                connect(url, open_timeout=CONNECT_TIMEOUT, max_size=1 << 20, ssl=context),
+                connect(
+                    url,
+                    open_timeout=CONNECT_TIMEOUT,
+                    close_timeout=CLOSE_TIMEOUT,
+                    max_size=1 << 20,
+                    ssl=context,
+                ),
                 CONNECT_TIMEOUT,
             )
         except InvalidURI:

@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 import logging
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from aioice.candidate import Candidate
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from .errors import ConnectError, PeerError, ProtocolError
+from .netcheck import IcePlan, IceServer, is_private
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +29,12 @@ LOCAL_MAX_MESSAGE = 256 * 1024
 DEFAULT_REMOTE_MAX_MESSAGE = 65536
 SEND_HIGH_WATER = 1024 * 1024
 SEND_LOW_WATER = 256 * 1024
-OPEN_TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class IceServer:
-    """One STUN or TURN server."""
-
-    urls: str
-    """``stun:host:port`` or ``turn:host:port?transport=udp``."""
-    username: str | None = None
-    """TURN user name."""
-    credential: str | None = None
-    """TURN password."""
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> IceServer:
-        """Parse one entry of the server's ``ice_servers`` list."""
-        urls = raw.get("urls")
-        if isinstance(urls, list):
-            urls = urls[0] if urls else None
-        if not isinstance(urls, str):
-            raise ConnectError("the rendezvous server sent a malformed ICE server")
-        return cls(urls, raw.get("username"), raw.get("credential"))
+CLOSE_TIMEOUT = 3.0
+CONSENT_POLL = 1.0
+LOST = "the connection to the peer was lost (no answer for 30 s)"
+OPEN_TIMEOUT = 20.0
+"""Seconds ICE and DTLS may take. A path that exists is found in a few seconds, even through a
+TURN relay on a lossy 100 ms link; waiting longer only delays the error."""
 
 
 def ice_configuration(servers: list[IceServer]) -> RTCConfiguration:
@@ -63,11 +47,30 @@ def ice_configuration(servers: list[IceServer]) -> RTCConfiguration:
     )
 
 
+_can_pair_with = Candidate.can_pair_with
+
+
+def _routable_pair(local: Candidate, remote: Candidate) -> bool:
+    """aioice pairs every local candidate with every remote one. A relayed candidate on a public
+    TURN server paired with the peer's private address makes the server send there: at best the
+    checks are lost, and coturn 4.6 without a route to that network (ENETUNREACH) drops the whole
+    allocation, which took the one working path (relay to the peer's reflexive address) with
+    it. So a public relay is never paired with a private address (see docs/networks.md)."""
+    if not _can_pair_with(local, remote):
+        return False
+    return not (local.type == "relay" and is_private(remote.host) and not is_private(local.host))
+
+
+# Written for aioice 0.13 (pinned in pyproject.toml); tests/test_transport.py checks it is in force.
+Candidate.can_pair_with = _routable_pair  # type: ignore[method-assign,assignment]
+
+
 class Transport:
     """One peer connection with one data channel, carrying binary frames."""
 
-    def __init__(self, ice_servers: list[IceServer]) -> None:
-        self._pc = RTCPeerConnection(ice_configuration(ice_servers))
+    def __init__(self, plan: IcePlan) -> None:
+        self._plan = plan
+        self._pc = RTCPeerConnection(ice_configuration(plan.servers))
         self._channel = self._pc.createDataChannel(
             CHANNEL_LABEL, negotiated=True, id=CHANNEL_ID, ordered=True
         )
@@ -81,6 +84,7 @@ class Transport:
         self._closed = asyncio.Event()
         self._failure: Exception | None = None
         self.remote_max_message = DEFAULT_REMOTE_MAX_MESSAGE
+        self._watchdog: asyncio.Task[None] | None = None
         self._wire()
 
     def _wire(self) -> None:
@@ -108,6 +112,8 @@ class Transport:
 
         @channel.on("close")
         def on_close() -> None:
+            if self._path_lost():
+                self._fail(PeerError(LOST))
             self._fail(PeerError("the peer closed the connection"))
 
         @self._pc.on("connectionstatechange")
@@ -124,7 +130,22 @@ class Transport:
         self._low.set()
         self._inbox.put_nowait(None)
         if not self._opened.done():
-            self._opened.set_exception(ConnectError("could not connect to the peer (ICE failed)"))
+            self._opened.set_exception(ConnectError(self._no_path()))
+
+    def _no_path(self) -> str:
+        """Why no connection could be made, in the user's terms."""
+        if self._plan.udp_blocked:
+            return (
+                "could not connect to the peer: UDP seems blocked on this network, and not even "
+                "the TURN relay over TCP got through"
+            )
+        if self._plan.has_turn:
+            return "could not connect to the peer, not even through the TURN relay"
+        return (
+            "could not connect to the peer: there is no direct network path (NAT or firewall) "
+            "and no TURN relay is configured; the rendezvous server's operator can add one "
+            "(p2pcp-signal --turn), or pass --ice-server turn:..."
+        )
 
     # -- negotiation (SDP strings only leave this module) -----------------------------------
 
@@ -157,10 +178,29 @@ class Transport:
         try:
             await asyncio.wait_for(asyncio.shield(self._opened), timeout)
         except TimeoutError:
-            raise ConnectError(
-                f"could not connect to the peer within {timeout:.0f} s: no network path was "
-                "found (a TURN relay may be needed)"
-            ) from None
+            raise ConnectError(f"{self._no_path()} (gave up after {timeout:.0f} s)") from None
+        if self._watchdog is None:
+            self._watchdog = asyncio.create_task(self._watch_consent())
+
+    async def _watch_consent(self) -> None:
+        """Fail as soon as aioice's consent checks (RFC 7675) give up on the path, about 30 s
+        after it died. aioice marks that at once (``_closing``) but then, before it reports the
+        close, tries for a minute to release the TURN allocation over the dead path (aioice
+        0.13), so we look rather than wait."""
+        while not self._closed.is_set():
+            if self._path_lost():
+                self._fail(PeerError(LOST))
+                return
+            await asyncio.sleep(CONSENT_POLL)
+
+    def _path_lost(self) -> bool:
+        """Whether ICE gave up on the path while we still used it."""
+        connection = self._ice_connection()
+        return bool(getattr(connection, "_closing", False)) and not self._closed.is_set()
+
+    def _ice_connection(self) -> Any:
+        sctp = self._pc.sctp
+        return sctp.transport.transport._connection if sctp else None
 
     @property
     def max_message(self) -> int:
@@ -169,8 +209,8 @@ class Transport:
 
     def route(self) -> tuple[str, str | None]:
         """``("direct" | "relay", peer address)`` of the selected ICE candidate pair."""
-        sctp = self._pc.sctp
-        pair = sctp.transport.transport._connection._nominated.get(1) if sctp else None
+        connection = self._ice_connection()
+        pair = connection._nominated.get(1) if connection else None
         if pair is None:
             return "direct", None
         local, remote = pair.local_candidate, pair.remote_candidate
@@ -216,9 +256,13 @@ class Transport:
         await self.drain(timeout)
         await self.wait_closed(timeout)
 
-    async def close(self) -> None:
-        """Close the peer connection."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close the peer connection. Over a dead path aioice keeps asking the TURN server to
+        release the allocation for half a minute; the server frees it when it expires anyway."""
         if self._failure is None:
             self._failure = PeerError("the connection was closed")
         self._closed.set()
-        await self._pc.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._pc.close(), timeout)

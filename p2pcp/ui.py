@@ -28,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import events as ev
+from .doctor import Report
 from .files import show, show_text
 
 TABLE_ROWS = 10
@@ -260,3 +261,27 @@ class HumanSink:
             f"Done: {self.verb} {event.files} {files}, {human_size(event.bytes_transferred)} in "
             f"{event.seconds:.1f} s ({human_size(rate)}/s){verified}"
         )
+
+
+def show_report(report: Report, console: Console) -> None:
+    """``p2pcp doctor``'s findings as a table, then the verdict and advice."""
+    table = Table(title="p2pcp doctor", title_justify="left", show_header=True)
+    table.add_column("check")
+    table.add_column("server")
+    table.add_column("result")
+    server = report.server
+    table.add_row("rendezvous", escape(server["url"]), f"[green]ok[/] ({server['seconds']} s)")
+    for answer in report.stun:
+        seen = f"sees us as {answer.mapped}" if answer.mapped else "[red]no answer[/]"
+        table.add_row("STUN", escape(answer.url), seen)
+    for turn in report.turn:
+        result = (
+            f"[green]relay at {turn.relayed}[/]"
+            if turn.ok
+            else f"[red]{escape(turn.error or '')}[/]"
+        )
+        table.add_row(f"TURN ({turn.transport})", escape(turn.url), result)
+    console.print(table)
+    console.print(f"NAT: [bold]{report.nat}[/]   direct connections: [bold]{report.direct}[/]")
+    for line in report.advice:
+        console.print(f"- {escape(line)}")
