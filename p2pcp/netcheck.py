@@ -100,7 +100,7 @@ class IcePlan:
     """The ICE servers to use, in the order aiortc should see them, and what the probe saw."""
 
     servers: list[IceServer]
-    udp_blocked: bool
+    udp_blocked: bool = False
     """No STUN/TURN server answered over UDP (only probed when the choice mattered)."""
 
     @property

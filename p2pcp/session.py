@@ -466,11 +466,18 @@ def _decline_error(message: p.Decline) -> P2pcpError:
 # -- rendezvous -----------------------------------------------------------------------------
 
 
+class _PeerFoundNoPath(ConnectError):
+    """The peer's ICE found no path (it said so in the room)."""
+
+
 async def _peer_body(signaling: Signaling) -> dict[str, Any]:
     """The next message the peer relayed; its abort (during set-up) becomes an error."""
     body = await signaling.receive()
     if body.get("kind") == "abort":
-        raise PeerError(f"the peer gave up: {show(str(body.get('message')))[:300]}")
+        text = show(str(body.get("message")))[:300]
+        if body.get("reason") == "no_path":
+            raise _PeerFoundNoPath(f"the peer could not connect either: {text}")
+        raise PeerError(f"the peer gave up: {text}")
     return body
 
 
@@ -531,6 +538,8 @@ async def _watch_room(signaling: Signaling) -> None:
     try:
         while True:
             await _peer_body(signaling)
+    except _PeerFoundNoPath:
+        raise
     except ConnectError:
         await asyncio.get_running_loop().create_future()
 
@@ -557,8 +566,10 @@ async def _abort_rendezvous(signaling: Signaling | None, exc: BaseException) -> 
     if signaling is None or isinstance(exc, PeerError):
         return
     text = exc.message if isinstance(exc, P2pcpError) else "cancelled"
+    reason = "no_path" if isinstance(exc, ConnectError) else "error"
+    body = {"kind": "abort", "reason": reason, "message": text}
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(signaling.send({"kind": "abort", "message": text}), 1.0)
+        await asyncio.wait_for(signaling.send(body), 1.0)
 
 
 async def _close(transport: Transport | None, signaling: Signaling | None) -> None:

@@ -20,6 +20,7 @@ from p2pcp import session
 from p2pcp.code import make_code
 from p2pcp.pake import SENDER
 from p2pcp.signaling import Signaling
+from p2pcp.netcheck import IcePlan
 from p2pcp.transport import Transport
 
 Scenario = Callable[["Wire"], Awaitable[None]]
@@ -104,7 +105,7 @@ async def run(
     try:
         await signaling.wait_for_peer()
         box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
-        transport = Transport([])
+        transport = Transport(IcePlan([]))
         await session._send_sealed(
             signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
         )
