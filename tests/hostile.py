@@ -18,9 +18,9 @@ from typing import Any
 from p2pcp import protocol as p
 from p2pcp import session
 from p2pcp.code import make_code
+from p2pcp.netcheck import IcePlan
 from p2pcp.pake import SENDER
 from p2pcp.signaling import Signaling
-from p2pcp.netcheck import IcePlan
 from p2pcp.transport import Transport
 
 Scenario = Callable[["Wire"], Awaitable[None]]
