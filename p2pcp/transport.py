@@ -18,6 +18,7 @@ from typing import Any
 from aioice.candidate import Candidate
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
+from . import sctp
 from .errors import ConnectError, PeerError, ProtocolError
 from .netcheck import IcePlan, IceServer, is_private
 
@@ -63,6 +64,7 @@ def _routable_pair(local: Candidate, remote: Candidate) -> bool:
 
 # Written for aioice 0.13 (pinned in pyproject.toml); tests/test_transport.py checks it is in force.
 Candidate.can_pair_with = _routable_pair  # type: ignore[method-assign,assignment]
+sctp.install()  # loss recovery that survives random loss (see p2pcp/sctp.py)
 
 
 class Transport:

@@ -1,0 +1,178 @@
+"""Congestion control for aiortc's SCTP that survives random loss (Westwood+ and a delay check).
+
+aiortc's SCTP halves its congestion window on every loss event, as RFC 4960 says (Reno). Its
+throughput then follows the Reno law, about ``1.22 * 1200 bytes / (RTT * sqrt(loss))``: on a
+link that loses 1% of packets at random with 100 ms round trips, 0.15 MB/s, however fast the link.
+TCP on the same machine (BBR, or CUBIC with SACK) moves tens of MB/s there.
+
+Westwood+ (Mascolo et al., 2001; Linux ``tcp_westwood``) keeps everything else and changes only
+the reaction to loss: the sender estimates the bandwidth it gets from the rate at which the peer
+acknowledges data (filtered once per round trip), and after a loss sets the slow-start threshold
+and, if larger, the window to ``bandwidth * minimum RTT``: the window that fills the path without
+a queue. A random loss on an empty path then costs almost nothing; on a congested path (a queue
+builds, the RTT grows over its minimum) the window shrinks to drain the queue, as Reno's would.
+Retransmission timeouts still reset the window to one packet, but come sooner: the shortest
+timeout is 200 ms (Linux TCP's) instead of RFC 4960's 1 s.
+
+Slow start also ends when the round trip grows over its minimum (a queue is building, as in
+HyStart++, RFC 9406), and a loss without such a queue is taken as random: the window is kept.
+
+This is the only module that changes aiortc internals. It wraps three methods of
+``RTCSctpTransport`` and is written for aiortc 1.16.0 (pinned in pyproject.toml): with any other
+version it changes nothing and logs why. ``tests/test_sctp.py`` checks the arithmetic and that
+it is in force; the bad-link tests in ``tests/test_netlab.py`` run with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import aiortc
+from aiortc import rtcsctptransport as sctp
+
+log = logging.getLogger(__name__)
+
+WRITTEN_FOR = "1.16.0"
+PACKET = sctp.USERDATA_MAX_LENGTH
+FILTER = 1 / 8
+"""Weight of a new bandwidth sample (Westwood+ uses 1/8, once per round trip)."""
+MIN_INTERVAL = 0.01
+"""Shortest bandwidth sampling interval (s), for round trips shorter than that."""
+QUEUE_FACTOR = 1.25
+QUEUE_SLACK = 0.004
+"""A round trip over ``rtt_min * QUEUE_FACTOR + QUEUE_SLACK`` means a queue is building
+(HyStart++, RFC 9406, uses the same kind of threshold to leave slow start)."""
+UNBOUNDED = 1 << 31
+RTO_MIN = 0.2
+"""Shortest retransmission timeout (s). RFC 4960 says 1 s, which on a lossy link stalls the
+transfer a full second for each lost retransmission; Linux TCP uses 200 ms."""
+
+
+class Westwood:
+    """The bandwidth and minimum round trip estimates of one association."""
+
+    def __init__(self) -> None:
+        self.bandwidth = 0.0
+        """Filtered acknowledged bytes per second."""
+        self.rtt_min: float | None = None
+        self.rtt_last: float | None = None
+        self._acked = 0
+        self._since: float | None = None
+
+    def on_rtt(self, rtt: float) -> None:
+        self.rtt_last = rtt
+        if rtt > 0 and (self.rtt_min is None or rtt < self.rtt_min):
+            self.rtt_min = rtt
+
+    def queueing(self) -> bool:
+        """Whether the last round trip took noticeably longer than the shortest: a queue is
+        building on the path (the congestion signal that random loss does not give)."""
+        if self.rtt_min is None or self.rtt_last is None:
+            return False
+        return self.rtt_last > self.rtt_min * QUEUE_FACTOR + QUEUE_SLACK
+
+    def on_acked(self, count: int, now: float) -> None:
+        """``count`` bytes newly acknowledged at ``now``."""
+        if self._since is None:
+            self._since = now
+            return
+        self._acked += count
+        elapsed = now - self._since
+        if elapsed >= max(self.rtt_min or 0.0, MIN_INTERVAL):
+            sample = self._acked / elapsed
+            if self.bandwidth:
+                self.bandwidth += FILTER * (sample - self.bandwidth)
+            else:
+                self.bandwidth = sample
+            self._acked = 0
+            self._since = now
+
+    def window(self) -> int | None:
+        """``bandwidth * minimum RTT`` in bytes (None until both are known), at least 4
+        packets."""
+        if not self.bandwidth or self.rtt_min is None:
+            return None
+        return max(int(self.bandwidth * self.rtt_min), 4 * PACKET)
+
+
+def _state(transport: Any) -> Westwood:
+    state = transport.__dict__.get("_p2pcp_westwood")
+    if state is None:
+        state = transport._p2pcp_westwood = Westwood()
+    return state  # type: ignore[no-any-return]
+
+
+_original_sack = sctp.RTCSctpTransport._receive_sack_chunk
+_original_t3 = sctp.RTCSctpTransport._t3_expired
+_original_rto = sctp.RTCSctpTransport._update_rto
+_original_peer_ack = sctp.RTCSctpTransport._update_advanced_peer_ack_point
+
+
+async def _receive_sack_chunk(self: Any, chunk: Any) -> None:
+    # aiortc adjusts the window and then calls _update_advanced_peer_ack_point before it sends
+    # more: that is where the loss reaction is replaced, so the next burst uses it.
+    self._p2pcp_before = (
+        self._fast_recovery_exit,
+        self._cwnd,
+        self._ssthresh,
+        self._last_sacked_tsn,
+    )
+    try:
+        await _original_sack(self, chunk)
+    finally:
+        self._p2pcp_before = None
+
+
+def _update_advanced_peer_ack_point(self: Any) -> None:
+    before = self.__dict__.get("_p2pcp_before")
+    if before is not None:
+        self._p2pcp_before = None
+        recovery_before, cwnd_before, ssthresh_before, last_tsn_before = before
+        state = _state(self)
+        advanced = (self._last_sacked_tsn - last_tsn_before) % sctp.SCTP_TSN_MODULO
+        state.on_acked(advanced * PACKET, time.time())
+        window = state.window()
+        if recovery_before is None and self._fast_recovery_exit is not None and window:
+            # Reno just halved the window for a loss. Without a queue on the path the loss
+            # was random: keep the window and keep growing it. With one, Westwood+: shrink
+            # to the window the path carries without a queue.
+            if state.queueing():
+                self._ssthresh = window
+                self._cwnd = min(cwnd_before, window)
+            else:
+                slow_start = cwnd_before <= ssthresh_before
+                self._ssthresh = UNBOUNDED if slow_start else max(ssthresh_before, window)
+                self._cwnd = cwnd_before
+        elif self._cwnd <= self._ssthresh and state.queueing():
+            self._ssthresh = self._cwnd  # slow start ends when a queue builds
+    _original_peer_ack(self)
+
+
+def _t3_expired(self: Any) -> None:
+    _original_t3(self)
+    window = _state(self).window()
+    if window:
+        self._ssthresh = max(self._ssthresh, window)  # slow start back to the path's window
+
+
+def _update_rto(self: Any, rtt: float) -> None:
+    _state(self).on_rtt(rtt)
+    _original_rto(self, rtt)
+
+
+def install() -> bool:
+    """Put Westwood+ in force (once); False, changing nothing, on another aiortc version."""
+    cls = sctp.RTCSctpTransport
+    if cls._receive_sack_chunk is _receive_sack_chunk:
+        return True
+    if aiortc.__version__ != WRITTEN_FOR:
+        log.warning("aiortc %s: SCTP loss recovery left as it is", aiortc.__version__)
+        return False
+    cls._receive_sack_chunk = _receive_sack_chunk  # type: ignore[method-assign]
+    cls._update_advanced_peer_ack_point = _update_advanced_peer_ack_point  # type: ignore[method-assign]
+    cls._t3_expired = _t3_expired  # type: ignore[method-assign]
+    cls._update_rto = _update_rto  # type: ignore[method-assign,assignment]
+    sctp.SCTP_RTO_MIN = RTO_MIN  # type: ignore[assignment]
+    return True

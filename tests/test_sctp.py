@@ -1,0 +1,54 @@
+"""The loss-recovery change to aiortc's SCTP (p2pcp/sctp.py): its arithmetic, and that it is in
+force for the aiortc version it was written for."""
+
+from __future__ import annotations
+
+import aiortc
+from aiortc import rtcsctptransport
+
+from p2pcp import sctp, transport  # noqa: F401  (importing transport installs it)
+
+
+def test_it_is_in_force_for_the_pinned_aiortc() -> None:
+    assert aiortc.__version__ == sctp.WRITTEN_FOR
+    assert rtcsctptransport.RTCSctpTransport._receive_sack_chunk is sctp._receive_sack_chunk
+    assert rtcsctptransport.RTCSctpTransport._t3_expired is sctp._t3_expired
+    assert rtcsctptransport.SCTP_RTO_MIN == sctp.RTO_MIN
+    assert sctp.install() is True  # idempotent
+
+
+def test_bandwidth_estimate_follows_the_acknowledged_rate() -> None:
+    state = sctp.Westwood()
+    assert state.window() is None
+    state.on_rtt(0.1)
+    state.on_rtt(0.12)
+    assert state.rtt_min == 0.1 and state.rtt_last == 0.12
+    now = 0.0
+    state.on_acked(0, now)
+    for _ in range(200):  # 1 MB per 100 ms for 20 s: 10 MB/s
+        now += 0.1
+        state.on_acked(1_000_000, now)
+    assert abs(state.bandwidth - 10e6) < 1e3
+    assert abs((state.window() or 0) - 1_000_000) <= 1  # bandwidth * minimum RTT
+    for _ in range(40):  # the rate halves; the filter follows within a few dozen samples
+        now += 0.1
+        state.on_acked(500_000, now)
+    assert 5e6 < state.bandwidth < 5.2e6
+
+
+def test_window_is_at_least_four_packets() -> None:
+    state = sctp.Westwood()
+    state.on_rtt(0.001)
+    state.on_acked(0, 0.0)
+    state.on_acked(100, 1.0)
+    assert state.window() == 4 * sctp.PACKET
+
+
+def test_queueing_is_a_round_trip_well_over_the_minimum() -> None:
+    state = sctp.Westwood()
+    assert not state.queueing()
+    state.on_rtt(0.100)
+    state.on_rtt(0.120)
+    assert not state.queueing()  # within 25% + 4 ms
+    state.on_rtt(0.135)
+    assert state.queueing()
