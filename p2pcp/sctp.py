@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import aiortc
@@ -44,6 +45,7 @@ QUEUE_FACTOR = 1.25
 QUEUE_SLACK = 0.004
 """A round trip over ``rtt_min * QUEUE_FACTOR + QUEUE_SLACK`` means a queue is building
 (HyStart++, RFC 9406, uses the same kind of threshold to leave slow start)."""
+RTT_SAMPLES = 8
 UNBOUNDED = 1 << 31
 RTO_MIN = 0.2
 """Shortest retransmission timeout (s). RFC 4960 says 1 s, which on a lossy link stalls the
@@ -57,21 +59,24 @@ class Westwood:
         self.bandwidth = 0.0
         """Filtered acknowledged bytes per second."""
         self.rtt_min: float | None = None
-        self.rtt_last: float | None = None
+        self.recent: deque[float] = deque(maxlen=RTT_SAMPLES)
+        """The last few round trip samples."""
         self._acked = 0
         self._since: float | None = None
 
     def on_rtt(self, rtt: float) -> None:
-        self.rtt_last = rtt
+        self.recent.append(rtt)
         if rtt > 0 and (self.rtt_min is None or rtt < self.rtt_min):
             self.rtt_min = rtt
 
     def queueing(self) -> bool:
-        """Whether the last round trip took noticeably longer than the shortest: a queue is
-        building on the path (the congestion signal that random loss does not give)."""
-        if self.rtt_min is None or self.rtt_last is None:
+        """Whether even the shortest of the last few round trips took noticeably longer than
+        the shortest ever: a queue is building on the path (the congestion signal that random
+        loss does not give). Taking the shortest of several, as HyStart++ does per round,
+        ignores the odd slow sample of a busy CPU."""
+        if self.rtt_min is None or len(self.recent) < RTT_SAMPLES:
             return False
-        return self.rtt_last > self.rtt_min * QUEUE_FACTOR + QUEUE_SLACK
+        return min(self.recent) > self.rtt_min * QUEUE_FACTOR + QUEUE_SLACK
 
     def on_acked(self, count: int, now: float) -> None:
         """``count`` bytes newly acknowledged at ``now``."""

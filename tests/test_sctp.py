@@ -22,7 +22,7 @@ def test_bandwidth_estimate_follows_the_acknowledged_rate() -> None:
     assert state.window() is None
     state.on_rtt(0.1)
     state.on_rtt(0.12)
-    assert state.rtt_min == 0.1 and state.rtt_last == 0.12
+    assert state.rtt_min == 0.1 and list(state.recent) == [0.1, 0.12]
     now = 0.0
     state.on_acked(0, now)
     for _ in range(200):  # 1 MB per 100 ms for 20 s: 10 MB/s
@@ -48,7 +48,11 @@ def test_queueing_is_a_round_trip_well_over_the_minimum() -> None:
     state = sctp.Westwood()
     assert not state.queueing()
     state.on_rtt(0.100)
-    state.on_rtt(0.120)
+    for _ in range(sctp.RTT_SAMPLES):
+        state.on_rtt(0.129)
     assert not state.queueing()  # within 25% + 4 ms
+    for _ in range(sctp.RTT_SAMPLES - 1):
+        state.on_rtt(0.200)
+    assert not state.queueing()  # one quick sample among the last few: no queue
     state.on_rtt(0.135)
     assert state.queueing()
