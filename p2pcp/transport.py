@@ -1,4 +1,4 @@
-"""The WebRTC transport: the only module that imports aiortc.
+"""The WebRTC transport: the only user of aiortc's API (``sctp`` alone changes its internals).
 
 It builds the one ICE configuration (explicit server list, empty unless configured, so aiortc
 never falls back to a public STUN server), negotiates one reliable, ordered, pre-negotiated data
@@ -62,7 +62,7 @@ def _routable_pair(local: Candidate, remote: Candidate) -> bool:
     return not (local.type == "relay" and is_private(remote.host) and not is_private(local.host))
 
 
-# Written for aioice 0.13 (pinned in pyproject.toml); tests/test_transport.py checks it is in force.
+# Written for aioice 0.13 (pinned in pyproject.toml); tests/test_netcheck.py checks it is in force.
 Candidate.can_pair_with = _routable_pair  # type: ignore[method-assign,assignment]
 sctp.install()  # loss recovery that survives random loss (see p2pcp/sctp.py)
 
