@@ -194,8 +194,10 @@ def test_link_emulator_drops_the_set_fraction() -> None:
     ],
 )
 def test_bad_links_complete_with_a_matching_hash(link: Link, tmp_path: Path) -> None:
+    # No TURN server: under loss ICE may otherwise settle on a relay pair whose checks happened
+    # to answer first, and the route is part of what is asserted.
     with lab(Site("cone", link=link), Site("cone")) as the_lab:
-        services = start_services(the_lab, tmp_path)
+        services = start_services(the_lab, tmp_path, turn=False)
         routes = transfer(the_lab, services, tmp_path, size=8_000_000)[:2]
     assert routes == ("direct", "direct")
 
