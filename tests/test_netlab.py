@@ -128,6 +128,12 @@ def test_without_turn_and_without_a_direct_path_exit_4_saying_turn_is_needed(
 
 def _udp_echo_rtt(the_lab: Lab, count: int = 50) -> tuple[float, float]:
     """Median round trip (ms) and loss fraction of UDP echoes from site 0 to the server."""
+    median, loss, _, _ = _udp_echoes(the_lab, count)
+    return median, loss
+
+
+def _udp_echoes(the_lab: Lab, count: int) -> tuple[float, float, float, float]:
+    """Median, loss fraction, shortest and longest round trip (ms) of ``count`` UDP echoes."""
     server = the_lab.start(
         the_lab.server, PYTHON, "-c", ECHO_SERVER, the_lab.server.address, stderr=None
     )
@@ -138,8 +144,8 @@ def _udp_echo_rtt(the_lab: Lab, count: int = 50) -> tuple[float, float]:
         text=True,
         timeout=120,
     )
-    rtt, loss = probe.stdout.split()
-    return float(rtt), float(loss)
+    median, loss, low, high = map(float, probe.stdout.split())
+    return median, loss, low, high
 
 
 ECHO_SERVER = """
@@ -155,9 +161,14 @@ while True:
 ECHO_CLIENT = """
 import socket, statistics, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(1.0)
+s.settimeout(0.5)
 rtts, lost = [], 0
-for i in range(int(sys.argv[2])):
+s.sendto(b"warm-up", (sys.argv[1], 7007))  # the first packet also waits for ARP: not counted
+try:
+    s.recv(2048)
+except TimeoutError:
+    pass
+for i in range(1, int(sys.argv[2]) + 1):
     sent = time.monotonic()
     s.sendto(i.to_bytes(4, "big") * 100, (sys.argv[1], 7007))
     try:
@@ -166,7 +177,7 @@ for i in range(int(sys.argv[2])):
         rtts.append((time.monotonic() - sent) * 1000)
     except TimeoutError:
         lost += 1
-print(statistics.median(rtts), lost / int(sys.argv[2]))
+print(statistics.median(rtts), lost / int(sys.argv[2]), min(rtts), max(rtts))
 """
 
 
@@ -176,6 +187,16 @@ def test_link_emulator_delay_is_within_10_percent(delay: float) -> None:
         rtt, loss = _udp_echo_rtt(the_lab)
     assert loss == 0
     assert abs(rtt - 2 * delay) <= 0.1 * 2 * delay, rtt
+
+
+def test_link_emulator_jitter_spreads_round_trips_within_its_bounds() -> None:
+    # 20 ms +- 5 ms each way: round trips spread over 30..50 ms around a 40 ms median.
+    with lab(Site("cone", link=Link(delay_ms=20, jitter_ms=5))) as the_lab:
+        median, loss, low, high = _udp_echoes(the_lab, 100)
+    assert loss == 0
+    assert abs(median - 40) <= 4, median
+    assert high - low >= 8, (low, high)  # jitter is there
+    assert low >= 29.5 and high <= 55, (low, high)  # and bounded (+5 ms for a busy CPU)
 
 
 def test_link_emulator_drops_the_set_fraction() -> None:
