@@ -11,23 +11,11 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from netlab import Node, ip
 
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-@dataclass(frozen=True)
-class Host:
-    """One host namespace on the test LAN."""
-
-    name: str
-    address: str
-
-    def command(self, *args: str) -> list[str]:
-        """``args`` run inside this host."""
-        return ["ip", "netns", "exec", self.name, *args]
+Host = Node
+"""One host namespace on the test LAN (``netns``: its name, ``address``, ``command(...)``)."""
 
 
 @contextmanager

@@ -28,7 +28,7 @@ def test_private_ranges() -> None:
     private_addresses = ("10.1.0.2", "172.20.1.1", "192.168.1.5", "100.64.0.1", "169.254.1.1")
     for private in (*private_addresses, "fd00::1"):
         assert is_private(private), private
-    for public in ("203.0.113.1", "8.8.8.8", "172.32.0.1", "2001:db8::1", "host.local"):
+    for public in ("203.0.113.1", "198.51.100.7", "172.32.0.1", "2001:db8::1", "host.local"):
         assert not is_private(public), public
 
 

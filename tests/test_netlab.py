@@ -40,15 +40,19 @@ def _send(the_lab: Lab, services: Services, path: Path) -> tuple[subprocess.Pope
     return sender, str(first["code"])
 
 
-def _receive(
-    the_lab: Lab, services: Services, code: str, out: Path, timeout: float = 180
-) -> tuple[int, str, str]:
-    receiver = the_lab.start(
+def _start_receive(the_lab: Lab, services: Services, code: str, out: Path) -> subprocess.Popen[str]:
+    return the_lab.start(
         the_lab.hosts[1],
         PYTHON, "-m", "p2pcp", "receive", "--json", "--yes", "--server", services.url,
         "-o", str(out), code,
         env=ENV,
     )  # fmt: skip
+
+
+def _receive(
+    the_lab: Lab, services: Services, code: str, out: Path, timeout: float = 180
+) -> tuple[int, str, str]:
+    receiver = _start_receive(the_lab, services, code, out)
     stdout, stderr = receiver.communicate(timeout=timeout)
     return receiver.returncode, stdout, stderr
 
@@ -232,12 +236,7 @@ def test_a_cable_cut_mid_transfer_ends_both_sides_with_exit_5(tmp_path: Path) ->
     with lab(Site("cone"), Site("cone")) as the_lab:
         services = start_services(the_lab, tmp_path)
         sender, code = _send(the_lab, services, source)
-        receiver = the_lab.start(
-            the_lab.hosts[1],
-            PYTHON, "-m", "p2pcp", "receive", "--json", "--yes", "--server", services.url,
-            "-o", str(out), code,
-            env=ENV,
-        )  # fmt: skip
+        receiver = _start_receive(the_lab, services, code, out)
         _wait_for_progress(receiver)
         the_lab.set_uplink(0, up=False)
         cut = time.monotonic()
