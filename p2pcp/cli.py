@@ -68,9 +68,10 @@ def _settings(**flags: Any) -> dict[str, config.Setting]:
 
 def _setup_logging(debug: bool) -> None:
     level = logging.DEBUG if debug else logging.WARNING
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(levelname)s %(name)s: %(message)s"
-    )
+    # --debug lines carry the milliseconds since start: ICE and transfer problems are timing.
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    fmt = f"%(relativeCreated)7.0fms {fmt}" if debug else fmt
+    logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
     if debug:
         for noisy in ("aioice", "aiortc", "websockets"):
             logging.getLogger(noisy).setLevel(logging.INFO)

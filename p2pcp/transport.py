@@ -1,4 +1,5 @@
-"""The WebRTC transport: the only user of aiortc's API (``sctp`` alone changes its internals).
+"""The WebRTC transport: the only user of aiortc's API (``sctp`` and ``ice`` alone change the
+internals of aiortc and aioice).
 
 It builds the one ICE configuration (explicit server list, empty unless configured, so aiortc
 never falls back to a public STUN server), negotiates one reliable, ordered, pre-negotiated data
@@ -15,12 +16,11 @@ import logging
 import re
 from typing import Any
 
-from aioice.candidate import Candidate
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from . import sctp
+from . import ice, sctp
 from .errors import ConnectError, PeerError, ProtocolError
-from .netcheck import IcePlan, IceServer, is_private
+from .netcheck import IcePlan, IceServer
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +48,7 @@ def ice_configuration(servers: list[IceServer]) -> RTCConfiguration:
     )
 
 
-_can_pair_with = Candidate.can_pair_with
-
-
-def _routable_pair(local: Candidate, remote: Candidate) -> bool:
-    """aioice pairs every local candidate with every remote one. A relayed candidate on a public
-    TURN server paired with the peer's private address makes the server send there: at best the
-    checks are lost, and coturn 4.6 without a route to that network (ENETUNREACH) drops the whole
-    allocation, which took the one working path (relay to the peer's reflexive address) with
-    it. So a public relay is never paired with a private address (see docs/networks.md)."""
-    if not _can_pair_with(local, remote):
-        return False
-    return not (local.type == "relay" and is_private(remote.host) and not is_private(local.host))
-
-
-# Written for aioice 0.13 (pinned in pyproject.toml); tests/test_netcheck.py checks it is in force.
-Candidate.can_pair_with = _routable_pair  # type: ignore[method-assign,assignment]
+ice.install()  # connectivity checks that punch holes under loss (see p2pcp/ice.py)
 sctp.install()  # loss recovery that survives random loss (see p2pcp/sctp.py)
 
 
@@ -149,6 +134,21 @@ class Transport:
             "(p2pcp-signal --turn), or pass --ice-server turn:..."
         )
 
+    def _stalled(self) -> str:
+        """Which step of setting up the connection did not finish: ICE (no path), DTLS or
+        SCTP (a path, but the handshakes over it did not get through)."""
+        if self._pc.iceConnectionState not in ("connected", "completed"):
+            return self._no_path()
+        sctp_transport = self._pc.sctp
+        if sctp_transport is None or sctp_transport.transport.state != "connected":
+            step = "the encryption (DTLS) handshake"
+        else:
+            step = "the data channel (SCTP) handshake"
+        return (
+            f"found a network path to the peer ({self.route()[0]}), but {step} over it did not "
+            "complete; the link may be losing most packets"
+        )
+
     # -- negotiation (SDP strings only leave this module) -----------------------------------
 
     async def create_offer(self) -> str:
@@ -180,7 +180,7 @@ class Transport:
         try:
             await asyncio.wait_for(asyncio.shield(self._opened), timeout)
         except TimeoutError:
-            raise ConnectError(f"{self._no_path()} (gave up after {timeout:.0f} s)") from None
+            raise ConnectError(f"{self._stalled()} (gave up after {timeout:.0f} s)") from None
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._watch_consent())
 

@@ -1,5 +1,5 @@
-"""The pure parts of the path probes (URL parsing, address ranges, NAT classification, the
-candidate-pairing rule), and the TURN choice against real UDP sockets on loopback."""
+"""The pure parts of the path probes (URL parsing, address ranges, NAT classification)
+and the TURN choice against real UDP sockets on loopback."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import socket
 
 import pytest
 from aioice import stun
-from aioice.candidate import Candidate
 
-from p2pcp import transport
 from p2pcp.doctor import classify
 from p2pcp.netcheck import IcePlan, IceServer, ServerUrl, is_private, parse_url, plan_ice
 
@@ -30,23 +28,6 @@ def test_private_ranges() -> None:
         assert is_private(private), private
     for public in ("203.0.113.1", "198.51.100.7", "172.32.0.1", "2001:db8::1", "host.local"):
         assert not is_private(public), public
-
-
-def _candidate(kind: str, host: str) -> Candidate:
-    return Candidate("1", 1, "udp", 100, host, 5000, kind)
-
-
-def test_a_public_relay_is_never_paired_with_a_private_address() -> None:
-    assert Candidate.can_pair_with is transport._routable_pair  # the workaround is in force
-    relay = _candidate("relay", "203.0.113.1")
-    assert not relay.can_pair_with(_candidate("host", "10.2.0.2"))
-    assert relay.can_pair_with(_candidate("srflx", "203.0.113.11"))
-    assert relay.can_pair_with(_candidate("host", "203.0.113.12"))  # a host without NAT
-    # A relay inside a private network may reach private peers.
-    assert _candidate("relay", "10.9.0.1").can_pair_with(_candidate("host", "10.2.0.2"))
-    # Host candidates pair as before; IPv4 never with IPv6.
-    assert _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "10.2.0.2"))
-    assert not _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "fd00::2"))
 
 
 def test_classify_nat() -> None:

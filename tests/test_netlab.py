@@ -130,6 +130,28 @@ def test_without_turn_and_without_a_direct_path_exit_4_saying_turn_is_needed(
     assert elapsed < 30, elapsed
 
 
+def test_a_path_that_carries_ice_but_not_dtls_is_named_in_the_error(tmp_path: Path) -> None:
+    """ICE checks pass but the router drops every DTLS handshake record (UDP payload starting
+    with content type 22): both sides exit 4, and the message says a path was found and the
+    encryption handshake did not complete, rather than blaming NAT."""
+    (tmp_path / "f.bin").write_bytes(b"x" * 1000)
+    with lab(Site("cone"), Site("cone")) as the_lab:
+        router = the_lab.routers[0]
+        assert router is not None
+        dtls_handshake = "0>>22&0x3C@8>>24=22"  # first byte of the UDP payload
+        drop = ["-p", "udp", "-m", "u32", "--u32", dtls_handshake, "-j", "DROP"]
+        router.run("iptables", "-I", "FORWARD", *drop)
+        services = start_services(the_lab, tmp_path, turn=False)
+        sender, code = _send(the_lab, services, tmp_path / "f.bin")
+        code_received, stdout, _ = _receive(the_lab, services, code, tmp_path, timeout=60)
+        sent_out, _ = sender.communicate(timeout=30)
+    assert code_received == 4 and sender.returncode == 4
+    for text in (stdout, sent_out):
+        message = str(_events(text)[-1]["message"])
+        assert "found a network path to the peer (direct)" in message, message
+        assert "DTLS" in message, message
+
+
 def _udp_echo_rtt(the_lab: Lab, count: int = 50) -> tuple[float, float]:
     """Median round trip (ms) and loss fraction of UDP echoes from site 0 to the server."""
     median, loss, _, _ = _udp_echoes(the_lab, count)

@@ -1,0 +1,80 @@
+"""Two fixes to aioice's connectivity checks (RFC 8445), for aioice 0.13 only.
+
+This is the only module that changes aioice internals; ``install()`` puts both in force and
+``tests/test_ice.py`` checks them against real aioice objects.
+
+1. **A public relay is never paired with a private address.** aioice pairs every local candidate
+   with every remote one. A relayed candidate on a public TURN server paired with the peer's
+   private address makes the server send there: at best the checks are lost, and coturn 4.6
+   without a route to that network (ENETUNREACH) drops the whole allocation, which took the one
+   working path (relay to the peer's reflexive address) with it (see docs/networks.md).
+2. **An incoming check retransmits our check on that pair at once** (RFC 8445 section 7.3.1.4:
+   "if the state of that pair is In-Progress, the agent SHOULD generate an immediate
+   retransmit"). aioice waits for its own backoff (0.5, 1, 2, 4, 8, 16 s). Between two cone
+   NATs that matters: our first checks die at the peer's router until the peer's own check has
+   opened it, and the peer's check arriving here is the sign that it has. Without the immediate
+   retransmit, the pair waited for the next backoff step, and on a lossy link a lost packet
+   there cost 8 or 16 s, beyond the 20 s we give ICE.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aioice
+from aioice import stun
+from aioice.candidate import Candidate
+from aioice.ice import Connection
+
+from .netcheck import is_private
+
+log = logging.getLogger(__name__)
+
+WRITTEN_FOR = "0.13."
+
+_can_pair_with = Candidate.can_pair_with
+_check_incoming = Connection.check_incoming
+
+
+def routable_pair(local: Candidate, remote: Candidate) -> bool:
+    """aioice's pairing rule, minus public relay -> private address (see the module doc)."""
+    if not _can_pair_with(local, remote):
+        return False
+    return not (local.type == "relay" and is_private(remote.host) and not is_private(local.host))
+
+
+def _pending_checks(protocol: Any, addr: tuple[str, int]) -> list[stun.Message]:
+    """The Binding requests ``protocol`` is still waiting on an answer to from ``addr``."""
+    pending = []
+    for transaction in getattr(protocol, "transactions", {}).values():
+        request = getattr(transaction, "_Transaction__request", None)
+        if (
+            getattr(transaction, "_Transaction__addr", None) == addr
+            and request is not None
+            and request.message_method == stun.Method.BINDING
+        ):
+            pending.append(request)
+    return pending
+
+
+def check_incoming(
+    self: Connection, message: stun.Message, addr: tuple[str, int], protocol: Any
+) -> None:
+    """aioice's handling of an incoming check, then the immediate retransmit it leaves out."""
+    pending = _pending_checks(protocol, addr)  # checks started before this one arrived
+    _check_incoming(self, message, addr, protocol)
+    for request in pending:
+        protocol.send_stun(request, addr)
+
+
+def install() -> bool:
+    """Put both fixes in force (once); False, changing nothing, on another aioice version."""
+    if Candidate.can_pair_with is routable_pair:
+        return True
+    if not aioice.__version__.startswith(WRITTEN_FOR):
+        log.warning("aioice %s: connectivity checks left as they are", aioice.__version__)
+        return False
+    Candidate.can_pair_with = routable_pair  # type: ignore[method-assign,assignment]
+    Connection.check_incoming = check_incoming  # type: ignore[method-assign]
+    return True

@@ -1,0 +1,96 @@
+"""p2pcp/ice.py against real aioice objects: the pairing rule, and the immediate retransmit
+of a check when the peer's check arrives (RFC 8445 section 7.3.1.4), over real UDP sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aioice import stun
+from aioice.candidate import Candidate
+from aioice.ice import CandidatePair, Connection, StunProtocol
+
+from p2pcp import ice
+
+ice.install()
+
+
+def _candidate(kind: str, host: str, port: int = 5000) -> Candidate:
+    return Candidate("1", 1, "udp", 100, host, port, kind)
+
+
+def test_a_public_relay_is_never_paired_with_a_private_address() -> None:
+    assert Candidate.can_pair_with is ice.routable_pair  # the workaround is in force
+    relay = _candidate("relay", "203.0.113.1")
+    assert not relay.can_pair_with(_candidate("host", "10.2.0.2"))
+    assert relay.can_pair_with(_candidate("srflx", "203.0.113.11"))
+    assert relay.can_pair_with(_candidate("host", "203.0.113.12"))  # a host without NAT
+    # A relay inside a private network may reach private peers.
+    assert _candidate("relay", "10.9.0.1").can_pair_with(_candidate("host", "10.2.0.2"))
+    # Host candidates pair as before; IPv4 never with IPv6.
+    assert _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "10.2.0.2"))
+    assert not _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "fd00::2"))
+
+
+def _requests_seen(handle_incoming: Callable[..., None]) -> list[bytes]:
+    """Start a check towards a silent peer socket, deliver one check from that peer 0.1 s
+    later through ``handle_incoming``, and return the transaction ids of the requests the peer
+    received in the first 0.3 s (aioice's own first retransmit is due at 0.5 s)."""
+
+    async def scenario() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        connection = Connection(ice_controlling=True, components=1)
+        connection.remote_username = "peer"
+        connection.remote_password = "peer-password"
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
+        )
+        protocol.local_candidate = _candidate(
+            "host", "127.0.0.1", transport.get_extra_info("sockname")[1]
+        )
+        remote = _candidate("host", "127.0.0.1", peer.getsockname()[1])
+        connection._remote_candidates.append(remote)
+        pair = CandidatePair(protocol, remote)
+        pair.state = CandidatePair.State.WAITING
+        connection._check_list.append(pair)
+        connection.check_start_task(pair)
+        seen: list[bytes] = []
+        try:
+            await asyncio.sleep(0.1)
+            check = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+            check.attributes["PRIORITY"] = 100
+            handle_incoming(connection, check, peer.getsockname(), protocol)
+            await asyncio.sleep(0.2)
+            while True:
+                try:
+                    data = peer.recv(2048)
+                except BlockingIOError:
+                    break
+                message = stun.parse_message(data)
+                if message.message_class == stun.Class.REQUEST:
+                    seen.append(message.transaction_id)
+        finally:
+            assert pair.task is not None
+            pair.task.cancel()
+            await asyncio.gather(pair.task, return_exceptions=True)
+            transport.close()
+            peer.close()
+        return seen
+
+    return asyncio.run(scenario())
+
+
+def test_a_check_from_the_peer_retransmits_ours_at_once() -> None:
+    assert Connection.check_incoming is ice.check_incoming
+    seen = _requests_seen(ice.check_incoming)
+    assert len(seen) == 2 and seen[0] == seen[1], seen  # the same transaction, sent again
+
+
+def test_without_the_fix_aioice_waits_for_its_backoff() -> None:
+    original: Any = ice._check_incoming
+    assert len(_requests_seen(original)) == 1
