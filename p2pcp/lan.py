@@ -89,7 +89,7 @@ class LanHost:
     """A sender's own rendezvous server, announced on the LAN."""
 
     def __init__(self) -> None:
-        self._server = SignalServer(Settings(host="0.0.0.0", port=0))
+        self._server = SignalServer(Settings(host="0.0.0.0", port=0, page=False))
         self._zeroconf: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
         self.nameplate = ""

@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None) -> Settings:
     )
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// directly")
     parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    parser.add_argument(
+        "--no-page",
+        dest="page",
+        action="store_false",
+        help="do not serve the browser page at / (the WebSocket, /healthz and /metrics stay)",
+    )
     parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
     args = parser.parse_args(argv)
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -113,6 +119,7 @@ def parse_args(argv: list[str] | None) -> Settings:
         redis=args.redis,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        page=args.page,
         **{field: getattr(args, field) for _, field, _, _ in NUMERIC_FLAGS},
     )
 

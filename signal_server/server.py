@@ -35,8 +35,9 @@ Server to client at any time:
   every other room carry on.
 
 ``GET /healthz`` answers ``200 ok`` and ``GET /metrics`` the Prometheus text format, over plain
-HTTP on the same port. A client that does not finish the WebSocket handshake within
-``--handshake-timeout`` seconds is disconnected.
+HTTP on the same port; other plain GETs get the browser page (``page.py``; ``/`` is the page,
+unknown paths 404) unless ``--no-page``. A client that does not finish the WebSocket handshake
+within ``--handshake-timeout`` seconds is disconnected.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .limits import Metrics, SlidingWindow, TokenBucket
+from .page import Page
 from .rooms import RoomError
 from .store import MemoryStore, RedisStore, RoomStore
 from .turn import mint
@@ -104,6 +106,8 @@ class Settings:
     """Seconds minted TURN credentials stay valid."""
     redis: str | None = None
     """``redis://`` URL: share rooms with every server process using the same Redis."""
+    page: bool = True
+    """Serve the browser page (``signal_server/web/``) at ``/``."""
 
 
 class SignalServer:
@@ -126,6 +130,7 @@ class SignalServer:
         self._room_rate = SlidingWindow(settings.rooms_per_minute_per_ip, 60.0)
         self._buckets: dict[str, TokenBucket] = {}
         self._ips: dict[str, str] = {}
+        self._page = Page() if settings.page else None
 
     @property
     def port(self) -> int:
@@ -182,7 +187,7 @@ class SignalServer:
             response = connection.respond(HTTPStatus.OK, self.metrics.render(rooms))
             response.headers["Content-Type"] = "text/plain; version=0.0.4"
             return response
-        return None
+        return self._page.respond(request) if self._page is not None else None
 
     async def _handle(self, connection: ServerConnection) -> None:
         side = f"{self.store.server_id}:{next(self._ids)}"

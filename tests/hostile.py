@@ -126,3 +126,47 @@ async def run(
         await signaling.close()
     assert receiver.returncode is not None
     return Outcome(receiver.returncode, stdout.decode(), stderr.decode())
+
+
+async def serve(server_url: str, scenario: Scenario) -> None:
+    """Be a lying sender for any receiver (the browser page): print the code on stdout, then
+    do the honest rendezvous and run ``scenario``."""
+    signaling = await Signaling.connect(server_url)
+    code = make_code(await signaling.allocate())
+    print(code, flush=True)
+    transport: Transport | None = None
+    try:
+        await signaling.wait_for_peer()
+        box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
+        transport = Transport(IcePlan([]))
+        await session._send_sealed(
+            signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
+        )
+        answer = await session._receive_sealed(signaling, box, "answer")
+        await transport.accept_answer(answer["sdp"])
+        await transport.wait_open()
+        await asyncio.wait_for(scenario(Wire(transport)), 60)
+    finally:
+        if transport is not None:
+            await transport.close()
+        await signaling.close()
+
+
+async def _wrong_hash(wire: Wire) -> None:
+    """One honest file whose ``file_end`` carries a hash that does not match; print what the
+    receiver answers."""
+    await wire.hello()
+    size = 1000
+    answer = await wire.offer([{"path": "bad.bin", "kind": "file", "size": size}])
+    assert isinstance(answer, p.Accept), answer
+    await wire.control({"type": "resume", "offsets": []})
+    await wire.send(b"\x01" + os.urandom(size))
+    await wire.control({"type": "file_end", "index": 0, "sha256": "00" * 32})
+    reply = await wire.transport.recv()
+    print(json.dumps(json.loads(reply[1:])), flush=True)
+
+
+SCENARIOS = {"wrong-hash": _wrong_hash}
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[2], SCENARIOS[sys.argv[1]]))

@@ -1,0 +1,194 @@
+"""The browser page in headless Chromium against real ``p2pcp-signal`` and ``p2pcp`` processes:
+Chromium's WebRTC (libwebrtc, dcSCTP) on one side, aiortc on the other.
+
+Chromium is Debian's (``/usr/bin/chromium``, installed by ``.ci/run``), driven by Playwright;
+the flags make loopback WebRTC work (host candidates, no mDNS names) and keep Chromium off the
+network (no background services). The page is opened as ``http://127.0.0.1:PORT/``, a secure
+context, as WebCrypto requires.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SignalServer, finish, p2pcp, sha256_file, start_send
+from playwright.sync_api import Download, Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",  # root in CI
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--use-fake-ui-for-media-stream",
+]
+MIB = 1 << 20
+
+
+@pytest.fixture
+def page(signal_server: SignalServer) -> Iterator[Page]:
+    assert os.path.exists(CHROMIUM), "Debian's chromium is needed (.ci/run installs it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(accept_downloads=True)
+        the_page = context.new_page()
+        the_page.goto(f"http://127.0.0.1:{signal_server.port}/")
+        the_page.wait_for_selector("body[data-ready=yes]", state="attached")
+        assert the_page.get_attribute("body", "data-state") == "idle"
+        yield the_page
+        browser.close()
+
+
+def _wait_state(page: Page, *states: str, timeout: float = 120) -> str:
+    selector = ", ".join(f"body[data-state={s}]" for s in states)
+    page.wait_for_selector(selector, state="attached", timeout=timeout * 1000)
+    return str(page.get_attribute("body", "data-state"))
+
+
+def _payload(tmp_path: Path) -> list[Path]:
+    big = tmp_path / "random.bin"
+    big.write_bytes(os.urandom(20 * MIB))
+    note = tmp_path / "note.txt"
+    note.write_text("a small text file\nwith two lines\n")
+    return [big, note]
+
+
+def test_cli_send_to_browser_receive(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    sources = _payload(tmp_path)
+    sender, code = start_send(signal_server, *map(str, sources))
+    downloads: list[Download] = []
+    page.on("download", lambda download: downloads.append(download))
+    page.fill("#code", code)
+    page.click("#receive")
+    assert _wait_state(page, "connected", "error") == "connected", page.inner_text("#status")
+    offered = page.inner_text("#offer")
+    assert "random.bin" in offered and "note.txt" in offered and "21.0 MB" in offered
+    page.click("#accept")
+    assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
+    assert "2 items received and verified" in page.inner_text("#status")
+    result = finish(sender)
+    assert result.code == 0, result.stderr
+    saved = {}
+    for download in downloads:
+        target = tmp_path / "saved" / download.suggested_filename
+        download.save_as(target)
+        saved[download.suggested_filename] = sha256_file(target)
+    assert saved == {path.name: sha256_file(path) for path in sources}
+
+
+def test_browser_send_to_cli_receive(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    sources = _payload(tmp_path)
+    page.set_input_files("#files", [str(path) for path in sources])
+    page.click("#send")
+    page.wait_for_selector("#ticket:not([hidden])", state="attached", timeout=30_000)
+    assert _wait_state(page, "waiting") == "waiting"
+    command = shlex.split(page.inner_text("#command"))
+    code = page.inner_text("#your-code")
+    assert command == ["p2pcp", "receive", "--server", signal_server.url, code]
+    out = tmp_path / "out"
+    out.mkdir()
+    # Exactly the command the page shows, plus the options a script adds.
+    result = finish(p2pcp(*command[1:2], "--json", "--yes", "-o", str(out), *command[2:]))
+    assert result.code == 0, result.stderr + result.stdout[-2000:]
+    assert _wait_state(page, "done", "error", timeout=30) == "done", page.inner_text("#status")
+    assert {p.name: sha256_file(p) for p in out.iterdir()} == {
+        p.name: sha256_file(p) for p in sources
+    }
+    assert result.events[-1]["event"] == "done" and result.events[-1]["files"] == 2
+
+
+def test_a_wrong_code_typed_in_the_page_ends_in_error_and_the_cli_exits_3(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    (tmp_path / "f.txt").write_text("secret")
+    sender, code = start_send(signal_server, str(tmp_path / "f.txt"))
+    nameplate, first, second = code.split("-")
+    wrong = f"{nameplate}-{second}-{first}" if first != second else f"{nameplate}-{first}-zoo"
+    page.fill("#code", wrong)
+    page.click("#receive")
+    assert _wait_state(page, "error", "done", timeout=60) == "error"
+    assert "wrong code" in page.inner_text("#status")
+    result = finish(sender)
+    assert result.code == 3, result.stderr
+
+
+def test_a_mistyped_word_is_refused_before_anything_is_sent(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    (tmp_path / "f.txt").write_text("secret")
+    sender, code = start_send(signal_server, str(tmp_path / "f.txt"))
+    page.fill("#code", code + "x")
+    page.click("#receive")
+    assert _wait_state(page, "error", timeout=10) == "error"
+    assert "is not a code word" in page.inner_text("#status")
+    # The code was not spent: the right one still works.
+    page.fill("#code", code)
+    page.click("#receive")
+    assert _wait_state(page, "connected", "error") == "connected", page.inner_text("#status")
+    page.click("#accept")
+    assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
+    assert finish(sender).code == 0
+
+
+def test_a_sender_that_vanishes_mid_transfer_ends_in_error(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.write(os.urandom(MIB) * 400)
+    sender, code = start_send(signal_server, str(big))
+    page.fill("#code", code)
+    page.click("#receive")
+    assert _wait_state(page, "connected", "error") == "connected", page.inner_text("#status")
+    page.click("#accept")
+    _wait_state(page, "transferring")
+    page.wait_for_selector("#progress[value]:not([value='0'])", state="attached")
+    sender.send_signal(signal.SIGKILL)
+    sender.wait()
+    assert _wait_state(page, "error", "done", timeout=60) == "error"
+    assert "lost" in page.inner_text("#status")
+    assert not page.query_selector_all("#downloads a")  # nothing offered as a download
+
+
+def test_a_hash_mismatch_ends_in_error_and_saves_nothing(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    hostile = str(Path(__file__).parent / "hostile.py")
+    liar = subprocess.Popen(
+        [sys.executable, hostile, "wrong-hash", signal_server.url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert liar.stdout is not None
+    code = liar.stdout.readline().strip()
+    assert code, liar.communicate()[1]
+    downloads: list[Download] = []
+    page.on("download", lambda download: downloads.append(download))
+    page.fill("#code", code)
+    page.click("#receive")
+    assert _wait_state(page, "connected", "error") == "connected", page.inner_text("#status")
+    page.click("#accept")
+    assert _wait_state(page, "error", "done", timeout=60) == "error"
+    assert "hash mismatch" in page.inner_text("#status")
+    time.sleep(0.5)
+    assert not downloads
+    stdout, stderr = liar.communicate(timeout=60)
+    assert "abort" in stdout, stderr  # the page told the sender why it stopped
