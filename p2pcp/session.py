@@ -66,7 +66,7 @@ from .files import (
 from .lan import LanHost, find_sender
 from .netcheck import IceServer, plan_ice
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
-from .signaling import Signaling
+from .signaling import PeerLeft, Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
 from .transport import Transport
 
@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
 RENDEZVOUS_TIMEOUT = 60.0
+PEER_LEFT_GRACE = 5.0
+"""Seconds the data channel may still take to open after the peer left the room."""
 CLOSE_WAIT = 5.0
 LINGER = 2.0
 IDLE_TIMEOUT = 120.0
@@ -533,12 +535,17 @@ def _ice_servers(signaling: Signaling, local: Sequence[IceServer]) -> list[IceSe
 
 
 async def _watch_room(signaling: Signaling) -> None:
-    """Raise as soon as the peer leaves the room or gives up; if the server goes away, wait
-    forever (the peers may still meet)."""
+    """Raise as soon as the peer gives up; if the server goes away, wait forever (the peers may
+    still meet). A peer that leaves the room is believed gone only after PEER_LEFT_GRACE: each
+    side closes its rendezvous connection once its own data channel is open, which may be a
+    moment before ours opens."""
     try:
         while True:
             await _peer_body(signaling)
     except _PeerFoundNoPath:
+        raise
+    except PeerLeft:
+        await asyncio.sleep(PEER_LEFT_GRACE)
         raise
     except ConnectError:
         await asyncio.get_running_loop().create_future()

@@ -20,6 +20,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from .errors import CodeError, ConnectError, PeerError, UsageError
 
+
+class PeerLeft(PeerError):
+    """The peer's rendezvous connection closed (it may have done so because its data channel
+    opened a moment before ours)."""
+
+
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0
@@ -134,7 +140,7 @@ class Signaling:
                 raise ConnectError("the rendezvous room expired before the peer came")
             raise ConnectError(f"the rendezvous server refused: {str(reply.get('message'))[:200]}")
         if reply.get("type") == "peer_left":
-            raise PeerError("the peer left before the connection was set up")
+            raise PeerLeft("the peer left before the connection was set up")
         raise ConnectError(f"unexpected message from the rendezvous server: {reply.get('type')!r}")
 
     async def _send(self, message: dict[str, Any]) -> None:

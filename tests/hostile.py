@@ -76,9 +76,16 @@ class Wire:
 
 
 async def run(
-    server_url: str, out: Path, scenario: Scenario, *receiver_args: str, json_mode: bool = True
+    server_url: str,
+    out: Path,
+    scenario: Scenario,
+    *receiver_args: str,
+    json_mode: bool = True,
+    leave_room_early: bool = False,
 ) -> Outcome:
-    """Run ``scenario`` against a real receiver writing into ``out``."""
+    """Run ``scenario`` against a real receiver writing into ``out``. With
+    ``leave_room_early``, this side closes its rendezvous connection right after the answer,
+    before the data channel is open (as a peer whose channel opened first does)."""
     signaling = await Signaling.connect(server_url)
     code = make_code(await signaling.allocate())
     receiver = await asyncio.create_subprocess_exec(
@@ -111,6 +118,8 @@ async def run(
         )
         answer = await session._receive_sealed(signaling, box, "answer")
         await transport.accept_answer(answer["sdp"])
+        if leave_room_early:
+            await signaling.close()
         await transport.wait_open()
         # The scenario runs until the receiver exits (hanging up on it is the expected outcome).
         acting = asyncio.ensure_future(scenario(Wire(transport)))

@@ -58,10 +58,21 @@ def _wait_state(page: Page, *states: str, timeout: float = 120) -> str:
     return str(page.get_attribute("body", "data-state"))
 
 
+def _connected(page: Page, peer: subprocess.Popen[str]) -> None:
+    """Wait until the page shows the offer; if it fails instead, say why on both sides."""
+    if _wait_state(page, "connected", "error") != "connected":
+        if peer.poll() is None:
+            peer.kill()
+        out, err = peer.communicate()
+        raise AssertionError(
+            f"page: {page.inner_text('#status')}\npeer: {out[-2000:]}{err[-3000:]}"
+        )
+
+
 def _payload(tmp_path: Path) -> list[Path]:
     big = tmp_path / "random.bin"
     big.write_bytes(os.urandom(20 * MIB))
-    note = tmp_path / "note.txt"
+    note = tmp_path / "<img src=x onerror=alert(1)>note.txt"  # shown as text, never as HTML
     note.write_text("a small text file\nwith two lines\n")
     return [big, note]
 
@@ -75,9 +86,11 @@ def test_cli_send_to_browser_receive(
     page.on("download", lambda download: downloads.append(download))
     page.fill("#code", code)
     page.click("#receive")
-    assert _wait_state(page, "connected", "error") == "connected", page.inner_text("#status")
+    _connected(page, sender)
     offered = page.inner_text("#offer")
-    assert "random.bin" in offered and "note.txt" in offered and "21.0 MB" in offered
+    assert "random.bin" in offered and "21.0 MB" in offered
+    assert "<img src=x onerror=alert(1)>note.txt" in offered
+    assert not page.query_selector_all("#offer img")
     page.click("#accept")
     assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
     assert "2 items received and verified" in page.inner_text("#status")
@@ -87,8 +100,10 @@ def test_cli_send_to_browser_receive(
     for download in downloads:
         target = tmp_path / "saved" / download.suggested_filename
         download.save_as(target)
-        saved[download.suggested_filename] = sha256_file(target)
-    assert saved == {path.name: sha256_file(path) for path in sources}
+        saved[sha256_file(target)] = download.suggested_filename
+    assert sorted(saved) == sorted(sha256_file(path) for path in sources)
+    # Chromium makes download names safe for the disk: "<" and ">" become "_".
+    assert sorted(saved.values()) == ["_img src=x onerror=alert(1)_note.txt", "random.bin"]
 
 
 def test_browser_send_to_cli_receive(

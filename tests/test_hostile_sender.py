@@ -227,3 +227,29 @@ def test_hostile_names_are_escaped_for_people(signal_server: SignalServer, tmp_p
     lines = outcome.stderr.strip().splitlines()
     assert lines[-1].startswith("error: unsafe offer:")
     assert [line for line in lines if line.startswith("error")] == lines[-1:]
+
+
+async def _honest_file(wire: hostile.Wire) -> None:
+    """A correct transfer of one small file."""
+    data = os.urandom(5000)
+    await wire.hello()
+    answer = await wire.offer([{"path": "f.bin", "kind": "file", "size": len(data)}])
+    assert isinstance(answer, p.Accept), answer
+    await wire.control({"type": "resume", "offsets": []})
+    await wire.send(b"\x01" + data)
+    await wire.control({"type": "file_end", "index": 0, "sha256": hashlib.sha256(data).hexdigest()})
+    await wire.control({"type": "done"})
+    assert isinstance(await wire.recv(), p.Verified)
+    await asyncio.sleep(10)  # the receiver hangs up first
+
+
+def test_a_peer_that_leaves_the_room_before_our_channel_opens_is_not_taken_for_gone(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """Each side closes its rendezvous connection once its own channel is open, which can be a
+    moment before the other's opens: the other must not report "the peer left"."""
+    out = tmp_path / "out"
+    out.mkdir()
+    outcome = asyncio.run(hostile.run(signal_server.url, out, _honest_file, leave_room_early=True))
+    assert outcome.code == 0, outcome.stdout + outcome.stderr
+    assert (out / "f.bin").stat().st_size == 5000
