@@ -87,6 +87,7 @@ def test_cli_send_to_browser_receive(
     page.fill("#code", code)
     page.click("#receive")
     _connected(page, sender)
+    verification = page.inner_text("#verification")
     offered = page.inner_text("#offer")
     assert "random.bin" in offered and "21.0 MB" in offered
     assert "<img src=x onerror=alert(1)>note.txt" in offered
@@ -96,6 +97,8 @@ def test_cli_send_to_browser_receive(
     assert "2 items received and verified" in page.inner_text("#status")
     result = finish(sender)
     assert result.code == 0, result.stderr
+    shown_by_cli = next(e["verification"] for e in result.events if e["event"] == "verification")
+    assert f"Verification: {shown_by_cli} " in verification
     saved = {}
     for download in downloads:
         target = tmp_path / "saved" / download.suggested_filename
@@ -207,3 +210,18 @@ def test_a_hash_mismatch_ends_in_error_and_saves_nothing(
     assert not downloads
     stdout, stderr = liar.communicate(timeout=60)
     assert "abort" in stdout, stderr  # the page told the sender why it stopped
+
+
+def test_declining_in_the_page_ends_the_cli_with_exit_6(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    (tmp_path / "f.txt").write_text("not wanted")
+    sender, code = start_send(signal_server, str(tmp_path / "f.txt"))
+    page.fill("#code", code)
+    page.click("#receive")
+    _connected(page, sender)
+    page.click("#decline")
+    assert _wait_state(page, "idle", "error", timeout=30) == "idle"
+    assert "declined" in page.inner_text("#status")
+    result = finish(sender)
+    assert result.code == 6, result.stdout + result.stderr

@@ -23,6 +23,7 @@ const cleanups = [];
 
 class UserError extends Error {}
 class PeerLeft extends UserError {}
+class Declined extends UserError {}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -56,6 +57,11 @@ async function run(work) {
   try {
     await work();
   } catch (error) {
+    if (error instanceof Declined) {
+      setState("idle"); // nothing went wrong: this side said no
+      say(error.message);
+      return;
+    }
     setState("error");
     say(error instanceof UserError || error instanceof p2pcp.ProtocolError ? error.message
       : `error: ${error && error.message ? error.message : error}`);
@@ -193,6 +199,12 @@ async function handshake(rendezvous, code, role) {
   if (confirm.type !== "confirm" || confirm.role !== other) {
     throw new UserError("the key exchange failed: both sides claim the same role");
   }
+  const verification = await p2pcp.verificationString(shared);
+  $("verification").textContent = `Verification: ${verification} (the same on the other screen)`;
+  $("verification").hidden = false;
+  cleanups.push(() => {
+    $("verification").hidden = true;
+  });
   return box;
 }
 
@@ -333,6 +345,7 @@ async function sayHello(channel, inbox) {
   }
 }
 
+// The side that said the last word waits (bounded) for the peer to close, so that word arrives.
 function closeSoon(channel, pc) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, CLOSE_WAIT_MS);
@@ -411,7 +424,7 @@ async function receiveFiles(channel, inbox) {
   if (!(await askToAccept(entries))) {
     channel.send(p2pcp.controlFrame({ type: "decline", reason: "declined", message: "the receiver declined" }));
     await new Promise((resolve) => setTimeout(resolve, 500));
-    throw new UserError("you declined the transfer");
+    throw new Declined("You declined the transfer; nothing was saved.");
   }
   channel.send(p2pcp.controlFrame({ type: "accept", credit: CREDIT_WINDOW, have: [] }));
   const resume = await inbox.control("resume");
@@ -658,7 +671,7 @@ async function send() {
     }
     throw error;
   }
-  await closeSoon(channel, pc);
+  pc.close(); // the receiver said the last word (verified): close at once, as the CLI does
 }
 
 async function sendFiles(channel, pc, inbox, files, entries) {
