@@ -35,12 +35,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections import deque
 from typing import Any
 
 import aiortc
+from aiortc import rtcdtlstransport as dtls
 from aiortc import rtcsctptransport as sctp
+from OpenSSL import SSL
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,9 @@ QUEUE_SLACK = 0.004
 (HyStart++, RFC 9406, uses the same kind of threshold to leave slow start)."""
 RTT_SAMPLES = 8
 UNBOUNDED = 1 << 31
+LARGE_PACKETS = os.environ.get("P2PCP_LARGE_PACKETS", "1") != "0"
+"""Whether to probe for large packets at all (P2PCP_LARGE_PACKETS=0 turns it off, for tests
+and for comparison)."""
 SACK_EVERY = 2
 """Acknowledge at least every second packet with data (RFC 4960 section 6.2)."""
 SACK_DELAY = 0.02
@@ -113,7 +120,7 @@ class Westwood:
         packets."""
         if not self.bandwidth or self.rtt_min is None:
             return None
-        return max(int(self.bandwidth * self.rtt_min), 4 * PACKET)
+        return max(int(self.bandwidth * self.rtt_min), 4 * sctp.USERDATA_MAX_LENGTH)
 
 
 def _state(transport: Any) -> Westwood:
@@ -153,7 +160,7 @@ def _update_advanced_peer_ack_point(self: Any) -> None:
         recovery_before, cwnd_before, ssthresh_before, last_tsn_before = before
         state = _state(self)
         advanced = (self._last_sacked_tsn - last_tsn_before) % sctp.SCTP_TSN_MODULO
-        state.on_acked(advanced * PACKET, time.time())
+        state.on_acked(advanced * sctp.USERDATA_MAX_LENGTH, time.time())
         window = state.window()
         if recovery_before is None and self._fast_recovery_exit is not None and window:
             # Reno just halved the window for a loss. Without a queue on the path the loss
@@ -217,6 +224,114 @@ async def _receive_forward_tsn_chunk(self: Any, chunk: Any) -> None:
     await _original_forward_tsn(self, chunk)
 
 
+# -- large packets where both peers take them and the path carries them ----------------------
+
+LARGE_DATA = 16000
+"""User data per DATA chunk once large packets are on: the SCTP packet (16028 bytes) still fits
+one DTLS record (16384 bytes of plaintext at most)."""
+PROBE_INFO = 16008
+"""Heartbeat info bytes of the probe: its SCTP packet is as large as a large DATA packet."""
+PROBE_TIMEOUT = 1.0
+RECORD_BUFFER = 65536
+PROBE_MARK = b"p2pcp-large-packet-probe:"
+IP_MTU = 14  # Linux <linux/in.h>; the socket module does not export it
+NEEDED_MTU = 16200
+"""Path MTU that carries a large packet unfragmented: 16028 bytes of SCTP, DTLS's 29, UDP's 8
+and IP's 20 (or IPv6's 40), rounded up."""
+
+
+class _LargeRecords:
+    """The DTLS connection of one transport, reading records larger than aiortc's 1500-byte
+    buffer (every other call goes to the pyOpenSSL connection)."""
+
+    def __init__(self, connection: SSL.Connection) -> None:
+        self._connection = connection
+
+    def recv(self, size: int) -> bytes:
+        return self._connection.recv(max(size, RECORD_BUFFER))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+_original_recv_next = dtls.RTCDtlsTransport._recv_next
+_original_receive_chunk = sctp.RTCSctpTransport._receive_chunk
+
+
+async def _recv_next(self: Any) -> None:
+    ssl = self.__dict__.get("_ssl")
+    if ssl is not None and not isinstance(ssl, _LargeRecords):
+        self._ssl = _LargeRecords(ssl)
+    await _original_recv_next(self)
+
+
+async def _write_ssl(self: Any) -> None:
+    # aiortc reads at most 1500 bytes of what OpenSSL wrote, one datagram per call. During the
+    # handshake that stays so; after it every send is one record, read whole.
+    try:
+        data = self._ssl.bio_read(RECORD_BUFFER if self.encrypted else 1500)
+    except SSL.Error:
+        data = b""
+    if data:
+        await self.transport._send(data)
+        self._RTCDtlsTransport__tx_bytes += len(data)
+        self._RTCDtlsTransport__tx_packets += 1
+
+
+async def _receive_chunk(self: Any, chunk: Any) -> None:
+    if isinstance(chunk, sctp.HeartbeatAckChunk):
+        waiter = self.__dict__.get("_p2pcp_probe")
+        for _, value in chunk.params:
+            if waiter is not None and not waiter.done() and value == waiter.info:
+                waiter.set_result(True)
+    await _original_receive_chunk(self, chunk)
+
+
+def path_mtu(address: tuple[str, int]) -> int:
+    """The MTU of this machine's route to ``address`` (Linux IP_MTU on a connected UDP socket;
+    0 where unknown). Large packets are only worth it where they need no IP fragmentation: on
+    the same host (the loopback route, MTU 65536) or on jumbo-frame links. A fragmented 16 KiB
+    packet is lost when any of its 12 fragments is, which multiplies the loss of a lossy path."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            return probe.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    except OSError:
+        return 0
+
+
+class _Probe(asyncio.Future[bool]):
+    info: bytes
+
+
+async def probe_large_packets(transport: Any) -> bool:
+    """Send one HEARTBEAT padded to the size of a large packet; if its echo comes back within
+    PROBE_TIMEOUT, the peer took a large packet (its DTLS and SCTP accept them: only a peer with
+    this module does, an unmodified aiortc's 1500-byte buffer cuts the record) and the path
+    carried one each way. Then this process sends large DATA chunks from now on. A HEARTBEAT is
+    never retransmitted, so a lost probe costs nothing: the standard size simply stays."""
+    if aiortc.__version__ != WRITTEN_FOR or not LARGE_PACKETS:
+        return False
+    info = PROBE_MARK + os.urandom(PROBE_INFO - len(PROBE_MARK))
+    waiter = _Probe()
+    waiter.info = info
+    transport._p2pcp_probe = waiter
+    chunk = sctp.HeartbeatChunk()
+    chunk.params = [(1, info)]
+    try:
+        await transport._send_chunk(chunk)
+        await asyncio.wait_for(waiter, PROBE_TIMEOUT)
+    except (TimeoutError, ConnectionError, OSError):
+        log.debug("large packets: no echo of the probe, standard size kept")
+        return False
+    finally:
+        transport._p2pcp_probe = None
+    sctp.USERDATA_MAX_LENGTH = LARGE_DATA
+    log.debug("large packets: the probe came back, DATA chunks of %d bytes", LARGE_DATA)
+    return True
+
+
 def install() -> bool:
     """Put Westwood+ in force (once); False, changing nothing, on another aiortc version."""
     cls = sctp.RTCSctpTransport
@@ -230,6 +345,9 @@ def install() -> bool:
     cls._t3_expired = _t3_expired  # type: ignore[method-assign]
     cls._update_rto = _update_rto  # type: ignore[method-assign,assignment]
     cls._send_sack = _send_sack  # type: ignore[method-assign]
+    cls._receive_chunk = _receive_chunk  # type: ignore[method-assign]
+    dtls.RTCDtlsTransport._recv_next = _recv_next  # type: ignore[method-assign]
+    dtls.RTCDtlsTransport._write_ssl = _write_ssl  # type: ignore[method-assign]
     cls._receive_forward_tsn_chunk = _receive_forward_tsn_chunk  # type: ignore[method-assign]
     sctp.SCTP_RTO_MIN = RTO_MIN  # type: ignore[assignment]
     return True

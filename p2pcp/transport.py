@@ -52,6 +52,20 @@ ice.install()  # connectivity checks that punch holes under loss (see p2pcp/ice.
 sctp.install()  # loss recovery that survives random loss (see p2pcp/sctp.py)
 
 
+LARGE_ATTRIBUTE = f"a=x-p2pcp-large-packets:{sctp.LARGE_DATA}"
+"""Session-level SDP line: this side reads DTLS records up to 64 KiB, so it can take SCTP packets
+of up to LARGE_DATA bytes of user data. Unknown attributes are ignored by other stacks (aiortc,
+browsers), which therefore never get a large packet, not even the probe."""
+
+
+def _with_large_packets(sdp: str) -> str:
+    """``sdp`` with LARGE_ATTRIBUTE before its first media section (where the probe is on)."""
+    if not sctp.LARGE_PACKETS or "\nm=" not in sdp:
+        return sdp
+    head, media = sdp.split("\nm=", 1)
+    return f"{head}\n{LARGE_ATTRIBUTE}\r\nm={media}"
+
+
 class Transport:
     """One peer connection with one data channel, carrying binary frames."""
 
@@ -72,6 +86,9 @@ class Transport:
         self._failure: Exception | None = None
         self.remote_max_message = DEFAULT_REMOTE_MAX_MESSAGE
         self._watchdog: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[bool] | None = None
+        self.peer_takes_large = False
+        """Whether the peer's SDP says it reads large DTLS records (another p2pcp)."""
         self._wire()
 
     def _wire(self) -> None:
@@ -154,13 +171,13 @@ class Transport:
     async def create_offer(self) -> str:
         """Gather candidates and return the complete offer SDP."""
         await self._pc.setLocalDescription(await self._pc.createOffer())
-        return str(self._pc.localDescription.sdp)
+        return _with_large_packets(str(self._pc.localDescription.sdp))
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the peer's offer and return the complete answer SDP."""
         await self._set_remote(sdp, "offer")
         await self._pc.setLocalDescription(await self._pc.createAnswer())
-        return str(self._pc.localDescription.sdp)
+        return _with_large_packets(str(self._pc.localDescription.sdp))
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the peer's answer."""
@@ -171,6 +188,7 @@ class Transport:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except (ValueError, KeyError, IndexError) as exc:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
+        self.peer_takes_large = LARGE_ATTRIBUTE in sdp.splitlines()
         match = re.search(r"^a=max-message-size:(\d+)", sdp, re.MULTILINE)
         if match:
             self.remote_max_message = int(match.group(1)) or LOCAL_MAX_MESSAGE
@@ -183,6 +201,22 @@ class Transport:
             raise ConnectError(f"{self._stalled()} (gave up after {timeout:.0f} s)") from None
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._watch_consent())
+        if self._probe is None and self.peer_takes_large and self._pc.sctp is not None:
+            self._probe = asyncio.create_task(self._large_packets())
+
+    async def _large_packets(self) -> bool:
+        """Larger SCTP packets where the peer said it takes them (its SDP), the route to it
+        needs no IP fragmentation, and a probe crosses both ways (p2pcp/sctp.py). A relayed
+        path keeps the standard size."""
+        route, peer = self.route()
+        if route != "direct" or peer is None or self._pc.sctp is None:
+            return False
+        host, port = peer.rsplit(":", 1)
+        mtu = await asyncio.to_thread(sctp.path_mtu, (host.strip("[]"), int(port)))
+        if mtu < sctp.NEEDED_MTU:
+            log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
+            return False
+        return await sctp.probe_large_packets(self._pc.sctp)
 
     async def _watch_consent(self) -> None:
         """Fail as soon as aioice's consent checks (RFC 7675) give up on the path, about 30 s
@@ -264,7 +298,8 @@ class Transport:
         if self._failure is None:
             self._failure = PeerError("the connection was closed")
         self._closed.set()
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        for task in (self._watchdog, self._probe):
+            if task is not None:
+                task.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pc.close(), timeout)

@@ -36,7 +36,24 @@ def _open(interface: str) -> socket.socket:
     return sock
 
 
-def forward(a: str, b: str, delay: float, jitter: float, loss: float, seed: int | None) -> None:
+def _fragment(frame: bytes) -> bool:
+    """Whether an Ethernet frame carries an IPv4 fragment (more fragments, or an offset)."""
+    return (
+        len(frame) >= 22
+        and frame[12:14] == b"\x08\x00"
+        and bool(int.from_bytes(frame[20:22], "big") & 0x3FFF)
+    )
+
+
+def forward(
+    a: str,
+    b: str,
+    delay: float,
+    jitter: float,
+    loss: float,
+    seed: int | None,
+    drop_fragments: bool = False,
+) -> None:
     rng = random.Random(seed)
     ends = {name: _open(name) for name in (a, b)}
     out = {ends[a].fileno(): ends[b], ends[b].fileno(): ends[a]}
@@ -61,6 +78,8 @@ def forward(a: str, b: str, delay: float, jitter: float, loss: float, seed: int 
                     break
                 if address[2] == PACKET_OUTGOING or (loss and rng.random() < loss):
                     continue
+                if drop_fragments and _fragment(frame):
+                    continue  # as some firewalls and middleboxes do
                 release = time.monotonic() + (delay + rng.uniform(-jitter, jitter)) / 1000
                 release = max(release, last_release[fd])
                 last_release[fd] = release
@@ -83,10 +102,11 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.0, help="+- uniform jitter, ms")
     parser.add_argument("--loss", type=float, default=0.0, help="fraction of frames dropped")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--drop-fragments", action="store_true", help="drop every IPv4 fragment")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        forward(args.a, args.b, args.delay, args.jitter, args.loss, args.seed)
+        forward(args.a, args.b, args.delay, args.jitter, args.loss, args.seed, args.drop_fragments)
     except KeyboardInterrupt:
         pass
 

@@ -64,10 +64,12 @@ class Link:
     loss: float = 0.0
     """Fraction of frames dropped, each direction."""
     rate_mbit: float | None = None
+    drop_fragments: bool = False
+    """Drop every IPv4 fragment (a path that carries no datagram over its MTU of 1500)."""
 
     @property
     def emulated(self) -> bool:
-        return bool(self.delay_ms or self.jitter_ms or self.loss)
+        return bool(self.delay_ms or self.jitter_ms or self.loss or self.drop_fragments)
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ def _uplink(lab: Lab, k: int, netns: str, link: Link) -> None:
             f"--delay={link.delay_ms}",
             f"--jitter={link.jitter_ms}",
             f"--loss={link.loss}",
+            *(["--drop-fragments"] if link.drop_fragments else []),
             stderr=None,
         )
         assert emulator.stdout is not None

@@ -26,10 +26,12 @@ def _events(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _send(the_lab: Lab, services: Services, path: Path) -> tuple[subprocess.Popen[str], str]:
+def _send(
+    the_lab: Lab, services: Services, path: Path, *extra: str
+) -> tuple[subprocess.Popen[str], str]:
     sender = the_lab.start(
         the_lab.hosts[0],
-        PYTHON, "-m", "p2pcp", "send", "--json", "--server", services.url, str(path),
+        PYTHON, "-m", "p2pcp", "send", "--json", "--server", services.url, *extra, str(path),
         env=ENV,
     )  # fmt: skip
     assert sender.stdout is not None
@@ -40,11 +42,13 @@ def _send(the_lab: Lab, services: Services, path: Path) -> tuple[subprocess.Pope
     return sender, str(first["code"])
 
 
-def _start_receive(the_lab: Lab, services: Services, code: str, out: Path) -> subprocess.Popen[str]:
+def _start_receive(
+    the_lab: Lab, services: Services, code: str, out: Path, *extra: str
+) -> subprocess.Popen[str]:
     return the_lab.start(
         the_lab.hosts[1],
         PYTHON, "-m", "p2pcp", "receive", "--json", "--yes", "--server", services.url,
-        "-o", str(out), code,
+        "-o", str(out), *extra, code,
         env=ENV,
     )  # fmt: skip
 
@@ -150,6 +154,45 @@ def test_a_path_that_carries_ice_but_not_dtls_is_named_in_the_error(tmp_path: Pa
         message = str(_events(text)[-1]["message"])
         assert "found a network path to the peer (direct)" in message, message
         assert "DTLS" in message, message
+
+
+@pytest.mark.parametrize(
+    "jumbo_lan", [False, True], ids=["mtu-1500", "jumbo-lan-fragments-dropped"]
+)
+def test_large_packets_stay_off_where_the_path_does_not_carry_them(
+    jumbo_lan: bool, tmp_path: Path
+) -> None:
+    """Two p2pcp peers (both offer large packets in their SDP) behind cone NATs.
+
+    - MTU 1500 everywhere: a large packet would be fragmented, so none is even probed.
+    - The sender on a jumbo-frame LAN (MTU 20000) whose uplink drops every IP fragment: the
+      route looks fine from the sender, so it probes; the probe dies on the way, its echo never
+      comes, and the standard size stays.
+
+    Either way the transfer completes with a matching hash."""
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(30_000_000))  # outlasts the 1 s probe at the standard size
+    out = tmp_path / "out"
+    out.mkdir()
+    with lab(Site("cone", link=Link(drop_fragments=True)), Site("cone")) as the_lab:
+        if jumbo_lan:
+            router = the_lab.routers[0]
+            assert router is not None
+            the_lab.hosts[0].run("ip", "link", "set", "dev", "eth0", "mtu", "20000")
+            router.run("ip", "link", "set", "dev", "lan", "mtu", "20000")
+        services = start_services(the_lab, tmp_path, turn=False)
+        sender, code = _send(the_lab, services, source, "--debug")
+        receiver = _start_receive(the_lab, services, code, out, "--debug")
+        got_out, got_err = receiver.communicate(timeout=120)
+        sent_out, sent_err = sender.communicate(timeout=60)
+    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
+    assert sha256_file(out / "payload.bin") == sha256_file(source)
+    assert "the route's MTU is 1500, standard size kept" in got_err, got_err[-3000:]
+    if jumbo_lan:
+        assert "no echo of the probe, standard size kept" in sent_err, sent_err[-3000:]
+    else:
+        assert "the route's MTU is 1500, standard size kept" in sent_err, sent_err[-3000:]
+    assert "the probe came back" not in sent_err + got_err
 
 
 def _udp_echo_rtt(the_lab: Lab, count: int = 50) -> tuple[float, float]:

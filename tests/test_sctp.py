@@ -5,7 +5,12 @@ they were written for."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiortc
@@ -77,6 +82,7 @@ def _count_chunks(monkeypatch: pytest.MonkeyPatch, messages: int) -> Counter[tup
         await original(self, chunk)
 
     monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", counting)
+    monkeypatch.setattr(sctp, "LARGE_PACKETS", False)  # standard 1200-byte packets here
 
     async def scenario() -> Counter[tuple[int, str]]:
         a, b = transport.Transport(IcePlan([])), transport.Transport(IcePlan([]))
@@ -107,3 +113,84 @@ def test_without_delay_every_packet_is_acknowledged(monkeypatch: pytest.MonkeyPa
     packets = 200 * 16384 // sctp.PACKET
     receiver = _count_chunks(monkeypatch, 200)
     assert receiver["SackChunk"] >= packets * 0.9, receiver
+
+
+def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe's echo comes back between two peers with this module; DATA chunks then carry
+    16000 bytes, and the data still arrives intact."""
+    monkeypatch.setattr(rtcsctptransport, "USERDATA_MAX_LENGTH", sctp.PACKET)  # restored after
+    sizes: list[int] = []
+    original = rtcsctptransport.RTCSctpTransport._send_chunk
+
+    async def recording(self: Any, chunk: Any) -> None:
+        if isinstance(chunk, rtcsctptransport.DataChunk):
+            sizes.append(len(chunk.user_data))
+        await original(self, chunk)
+
+    monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", recording)
+
+    async def scenario() -> bool:
+        a, b = transport.Transport(IcePlan([])), transport.Transport(IcePlan([]))
+        try:
+            await a.accept_answer(await b.accept_offer(await a.create_offer()))
+            await asyncio.gather(a.wait_open(), b.wait_open())
+            assert a._probe is not None
+            switched = await a._probe
+            payload = [bytes([i]) * 200_000 for i in range(20)]
+            for frame in payload:
+                await a.send(frame)
+            for frame in payload:
+                assert await b.recv() == frame
+            return switched
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+    assert asyncio.run(scenario()) is True
+    assert max(sizes) == sctp.LARGE_DATA
+
+
+def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Against plain aiortc (bench/plain_aiortc.py, another process, no p2pcp code), whose SDP
+    does not say it takes large packets, no probe is sent at all (aiortc's 1500-byte buffer would
+    cut the 16 KiB record, and its DTLS reads would stay misaligned after it). The standard size
+    stays and the data arrives intact."""
+    monkeypatch.setattr(rtcsctptransport, "USERDATA_MAX_LENGTH", sctp.PACKET)
+    out = tmp_path / "received.bin"
+    script = Path(__file__).parent.parent / "bench" / "plain_aiortc.py"
+    peer = subprocess.Popen(
+        [sys.executable, str(script), "receive", str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    frames = [bytes([i]) * 65536 for i in range(64)]
+
+    async def scenario() -> bool:
+        assert peer.stdin is not None and peer.stdout is not None
+        ours = transport.Transport(IcePlan([]))
+        try:
+            offer = await ours.create_offer()
+            peer.stdin.write(json.dumps({"sdp": offer, "type": "offer"}) + "\n")
+            peer.stdin.flush()
+            line = await asyncio.get_running_loop().run_in_executor(None, peer.stdout.readline)
+            await ours.accept_answer(json.loads(line)["sdp"])
+            await ours.wait_open()
+            probed = ours._probe is not None or ours.peer_takes_large
+            for frame in frames:
+                await ours.send(frame)
+            await ours.send(b"")  # the peer's end marker; it answers with one of its own
+            assert await ours.recv() == b""
+            return probed
+        finally:
+            await ours.close()
+
+    try:
+        assert asyncio.run(scenario()) is False
+        assert peer.wait(30) == 0
+    finally:
+        peer.kill()
+    assert rtcsctptransport.USERDATA_MAX_LENGTH == sctp.PACKET
+    digest = hashlib.sha256(b"".join(frames)).hexdigest()
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == digest
