@@ -5,8 +5,8 @@ Usage (bench/compare.py runs it): python bench/plain_aiortc.py send FILE | recei
 The two processes exchange their complete SDP through the parent (one JSON line each way on
 stdout/stdin). The sender sends the file in 64 KiB messages, waiting while aiortc holds more than
 1 MiB, then an empty message; the receiver writes what arrives, answers the empty message with
-one of its own and exits; the sender exits when that answer arrives. Standard asyncio loop,
-standard aiortc, no p2pcp code, an explicit empty ICE server list.
+one of its own and exits when the sender closes; the sender closes when that answer arrives.
+Standard asyncio loop, standard aiortc, no p2pcp code, an explicit empty ICE server list.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ async def send(path: str) -> None:
                 await low.wait()
             channel.send(block)
     channel.send(b"")
-    await finished.wait()
+    await asyncio.wait_for(finished.wait(), 60)
     await pc.close()
 
 
@@ -70,12 +70,18 @@ async def receive(out: str) -> None:
             done.set()
 
     channel.on("message", on_message)
+    closed = asyncio.Event()
+    channel.on("close", closed.set)
     offer = json.loads(await _line())
     await pc.setRemoteDescription(RTCSessionDescription(**offer))
     await pc.setLocalDescription(await pc.createAnswer())
     _say(pc.localDescription)
     await done.wait()
-    await asyncio.sleep(0.5)  # let the answer leave
+    # Data sent just before a close can be lost: the sender closes once it has the answer.
+    try:
+        await asyncio.wait_for(closed.wait(), 10)
+    except TimeoutError:
+        pass
     await pc.close()
 
 
