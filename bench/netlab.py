@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -105,4 +106,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # SIGTERM (kill, timeout) unwinds like Ctrl-C, so every lab is torn down: its processes
+    # killed and its namespaces deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     main()
