@@ -309,8 +309,10 @@ async def probe_large_packets(transport: Any) -> bool:
     """Send one HEARTBEAT padded to the size of a large packet; if its echo comes back within
     PROBE_TIMEOUT, the peer took a large packet (its DTLS and SCTP accept them: only a peer with
     this module does, an unmodified aiortc's 1500-byte buffer cuts the record) and the path
-    carried one each way. Then this process sends large DATA chunks from now on. A HEARTBEAT is
-    never retransmitted, so a lost probe costs nothing: the standard size simply stays."""
+    carried one each way. Then this process sends large DATA chunks from now on: aiortc reads
+    the chunk size from a module constant, so the switch holds for every association of the
+    process (the CLI has one). A HEARTBEAT is never retransmitted, so a lost probe costs
+    nothing: the standard size simply stays."""
     if aiortc.__version__ != WRITTEN_FOR or not LARGE_PACKETS:
         return False
     info = PROBE_MARK + os.urandom(PROBE_INFO - len(PROBE_MARK))
