@@ -34,13 +34,14 @@ from transfer import (  # noqa: E402
     PY,
     Run,
     drain,
+    free_port,
     make_file,
+    measure,
     own_address,
     run_p2pcp,
     run_tcp,
     sha256,
     start_server,
-    wait,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -49,13 +50,6 @@ WORMHOLE_PACKAGES = [
     "magic-wormhole-mailbox-server==0.8.0",
     "magic-wormhole-transit-relay==0.5.0",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_plain_aiortc(src: Path, out: Path) -> Run:
@@ -72,12 +66,10 @@ def run_plain_aiortc(src: Path, out: Path) -> Run:
     receiver.stdin.flush()
     sender.stdin.write(receiver.stdout.readline())
     sender.stdin.flush()
-    rc_s, rss_s, cpu_s = wait(sender)
-    rc_r, rss_r, cpu_r = wait(receiver)
-    seconds = time.monotonic() - start
+    rc_s, rc_r, run = measure(sender, receiver, start)
     if rc_s or rc_r:
         raise SystemExit(f"plain aiortc failed: send {rc_s} receive {rc_r}")
-    return Run(seconds, rss_s, rss_r, cpu_s, cpu_r)
+    return run
 
 
 class Wormhole:
@@ -140,12 +132,10 @@ class Wormhole:
         errors: list[bytes] = []
         drain(sender.stderr, errors)
         drain(receiver.stderr, errors)
-        rc_s, rss_s, cpu_s = wait(sender)
-        rc_r, rss_r, cpu_r = wait(receiver)
-        seconds = time.monotonic() - start
+        rc_s, rc_r, run = measure(sender, receiver, start)
         if rc_s or rc_r:
             raise SystemExit(f"magic-wormhole failed: {b''.join(errors[-5:]).decode()}")
-        return Run(seconds, rss_s, rss_r, cpu_s, cpu_r)
+        return run
 
     def close(self) -> None:
         for server in self.servers:

@@ -16,7 +16,6 @@ import json
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,9 @@ import time
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection, connect
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from transfer import free_port  # noqa: E402
 
 PY = sys.executable
 OPEN_LIMITS = [
@@ -37,12 +39,6 @@ OPEN_LIMITS = [
     "--max-rooms",
     "1000000",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(log: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -83,6 +83,22 @@ def wait(process: subprocess.Popen[bytes]) -> tuple[int, float, float]:
     return process.returncode, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
+def measure(
+    sender: subprocess.Popen[bytes], receiver: subprocess.Popen[bytes], start: float
+) -> tuple[int, int, Run]:
+    """Wait for both sides of a transfer started at ``start``: their exit statuses and the run."""
+    rc_s, rss_s, cpu_s = wait(sender)
+    rc_r, rss_r, cpu_r = wait(receiver)
+    return rc_s, rc_r, Run(time.monotonic() - start, rss_s, rss_r, cpu_s, cpu_r)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def drain(stream: object, sink: list[bytes]) -> threading.Thread:
     def run() -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -107,11 +123,9 @@ def run_tcp(src: Path, out: Path, address: str) -> Run:
     assert receiver.stdout is not None
     port = receiver.stdout.readline().decode().strip()
     sender = subprocess.Popen([PY, "-c", TCP_SENDER, address, port, str(src)])
-    rc_s, rss_s, cpu_s = wait(sender)
-    rc_r, rss_r, cpu_r = wait(receiver)
-    seconds = time.monotonic() - start
+    rc_s, rc_r, run = measure(sender, receiver, start)
     assert rc_s == 0 and rc_r == 0
-    return Run(seconds, rss_s, rss_r, cpu_s, cpu_r)
+    return run
 
 
 def run_p2pcp(src: Path, out_dir: Path, server: str) -> Run:
@@ -135,12 +149,10 @@ def run_p2pcp(src: Path, out_dir: Path, server: str) -> Run:
     )
     recv_lines: list[bytes] = []
     drain(receiver.stdout, recv_lines)
-    rc_s, rss_s, cpu_s = wait(sender)
-    rc_r, rss_r, cpu_r = wait(receiver)
-    seconds = time.monotonic() - start
+    rc_s, rc_r, run = measure(sender, receiver, start)
     if rc_s or rc_r:
         raise SystemExit(f"p2pcp failed: send {rc_s} receive {rc_r}: {recv_lines[-1:]}")
-    return Run(seconds, rss_s, rss_r, cpu_s, cpu_r)
+    return run
 
 
 def start_server() -> tuple[subprocess.Popen[str], str]:

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 WRITTEN_FOR = "1.16.0"
 PACKET = sctp.USERDATA_MAX_LENGTH
+"""aiortc's standard user data per DATA chunk (large packets change the module's value)."""
 FILTER = 1 / 8
 """Weight of a new bandwidth sample (Westwood+ uses 1/8, once per round trip)."""
 MIN_INTERVAL = 0.01

@@ -212,7 +212,7 @@ class Transport:
         if route != "direct" or peer is None or self._pc.sctp is None:
             return False
         host, port = peer.rsplit(":", 1)
-        mtu = await asyncio.to_thread(sctp.path_mtu, (host.strip("[]"), int(port)))
+        mtu = sctp.path_mtu((host.strip("[]"), int(port)))  # a UDP connect: no I/O waits
         if mtu < sctp.NEEDED_MTU:
             log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
             return False

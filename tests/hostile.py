@@ -17,7 +17,7 @@ from typing import Any
 
 from p2pcp import protocol as p
 from p2pcp import session
-from p2pcp.code import make_code
+from p2pcp.code import Code, make_code
 from p2pcp.netcheck import IcePlan
 from p2pcp.pake import SENDER
 from p2pcp.signaling import Signaling
@@ -75,6 +75,18 @@ class Wire:
             return None
 
 
+async def _offer_and_answer(signaling: Signaling, code: Code, transport: Transport) -> None:
+    """The honest sender's side of the rendezvous: wait for the peer, run the PAKE, send the
+    sealed offer and apply the sealed answer."""
+    await signaling.wait_for_peer()
+    box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
+    await session._send_sealed(
+        signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
+    )
+    answer = await session._receive_sealed(signaling, box, "answer")
+    await transport.accept_answer(answer["sdp"])
+
+
 async def run(
     server_url: str,
     out: Path,
@@ -108,16 +120,9 @@ async def run(
             "P2PCP_CODE": str(code),
         },
     )
-    transport: Transport | None = None
+    transport = Transport(IcePlan([]))
     try:
-        await signaling.wait_for_peer()
-        box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
-        transport = Transport(IcePlan([]))
-        await session._send_sealed(
-            signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
-        )
-        answer = await session._receive_sealed(signaling, box, "answer")
-        await transport.accept_answer(answer["sdp"])
+        await _offer_and_answer(signaling, code, transport)
         if leave_room_early:
             await signaling.close()
         await transport.wait_open()
@@ -130,8 +135,7 @@ async def run(
         if receiver.returncode is None:
             receiver.kill()
             await receiver.wait()
-        if transport is not None:
-            await transport.close()
+        await transport.close()
         await signaling.close()
     assert receiver.returncode is not None
     return Outcome(receiver.returncode, stdout.decode(), stderr.decode())
@@ -143,21 +147,13 @@ async def serve(server_url: str, scenario: Scenario) -> None:
     signaling = await Signaling.connect(server_url)
     code = make_code(await signaling.allocate())
     print(code, flush=True)
-    transport: Transport | None = None
+    transport = Transport(IcePlan([]))
     try:
-        await signaling.wait_for_peer()
-        box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
-        transport = Transport(IcePlan([]))
-        await session._send_sealed(
-            signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
-        )
-        answer = await session._receive_sealed(signaling, box, "answer")
-        await transport.accept_answer(answer["sdp"])
+        await _offer_and_answer(signaling, code, transport)
         await transport.wait_open()
         await asyncio.wait_for(scenario(Wire(transport)), 60)
     finally:
-        if transport is not None:
-            await transport.close()
+        await transport.close()
         await signaling.close()
 
 

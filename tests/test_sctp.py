@@ -118,7 +118,6 @@ def test_without_delay_every_packet_is_acknowledged(monkeypatch: pytest.MonkeyPa
 def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe's echo comes back between two peers with this module; DATA chunks then carry
     16000 bytes, and the data still arrives intact."""
-    monkeypatch.setattr(rtcsctptransport, "USERDATA_MAX_LENGTH", sctp.PACKET)  # restored after
     sizes: list[int] = []
     original = rtcsctptransport.RTCSctpTransport._send_chunk
 
@@ -156,7 +155,6 @@ def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
     does not say it takes large packets, no probe is sent at all (aiortc's 1500-byte buffer would
     cut the 16 KiB record, and its DTLS reads would stay misaligned after it). The standard size
     stays and the data arrives intact."""
-    monkeypatch.setattr(rtcsctptransport, "USERDATA_MAX_LENGTH", sctp.PACKET)
     out = tmp_path / "received.bin"
     script = Path(__file__).parent.parent / "bench" / "plain_aiortc.py"
     peer = subprocess.Popen(

@@ -22,6 +22,8 @@ let busy = false;
 const cleanups = [];
 
 class UserError extends Error {}
+/** The peer stopped (its abort) or broke the protocol: it needs no abort from us. */
+class PeerFault extends UserError {}
 class PeerLeft extends UserError {}
 class Declined extends UserError {}
 
@@ -147,7 +149,7 @@ class Rendezvous {
     const body = message.body;
     if (body && body.kind === "abort") {
       const text = shown(body.message);
-      throw new UserError(body.reason === "no_path" ? `the peer could not connect either: ${text}`
+      throw new PeerFault(body.reason === "no_path" ? `the peer could not connect either: ${text}`
         : `the peer gave up: ${text}`);
     }
     return body || {};
@@ -214,7 +216,7 @@ async function sealedSdp(rendezvous, box, kind) {
     throw new UserError("a signaling message failed authentication: the transfer was stopped");
   }
   if (payload.type !== kind || typeof payload.sdp !== "string") {
-    throw new UserError(`the peer sent an unexpected signaling message instead of ${kind}`);
+    throw new PeerFault(`the peer sent an unexpected signaling message instead of ${kind}`);
   }
   return payload.sdp;
 }
@@ -287,9 +289,32 @@ function opened(channel, pc, rendezvous) {
   });
 }
 
-function tellPeerWeStop(rendezvous, error) {
-  const noPath = error instanceof UserError && error.message.startsWith("could not connect");
-  rendezvous.relay({ kind: "abort", reason: noPath ? "no_path" : "error", message: error.message });
+/** Set up the connection after the key exchange; if that fails for a reason of ours, tell the
+ * peer through the room (unsealed, as the CLI does), so it stops at once too. */
+async function settingUp(rendezvous, work) {
+  try {
+    return await work();
+  } catch (error) {
+    if (!(error instanceof PeerFault)) {
+      const noPath = error instanceof UserError && error.message.startsWith("could not connect");
+      const reason = noPath ? "no_path" : "error";
+      rendezvous.relay({ kind: "abort", reason, message: error.message });
+    }
+    throw error;
+  }
+}
+
+/** Run the transfer; if it fails for a reason of ours, tell the peer on the channel first. */
+async function transferring(channel, work) {
+  try {
+    await work();
+  } catch (error) {
+    if (channel.readyState === "open" && !(error instanceof PeerFault)) {
+      channel.send(p2pcp.controlFrame({ type: "abort", reason: "error", message: error.message }));
+      await new Promise((resolve) => setTimeout(resolve, 200)); // let it leave before closing
+    }
+    throw error;
+  }
 }
 
 /** Frames in, as a queue with backpressure provided by the credit window. */
@@ -322,7 +347,7 @@ class Inbox {
     const frame = p2pcp.parseFrame(item);
     if (frame.control && frame.control.type === "abort") {
       const text = shown(frame.control.message);
-      throw new UserError(frame.control.reason === "cancelled" ? "the peer cancelled the transfer"
+      throw new PeerFault(frame.control.reason === "cancelled" ? "the peer cancelled the transfer"
         : `the peer stopped the transfer: ${text}`);
     }
     return frame;
@@ -341,7 +366,7 @@ async function sayHello(channel, inbox) {
   channel.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 1 }));
   const hello = await inbox.control("hello");
   if (hello.protocol !== "p2pcp" || hello.version !== p2pcp.PROTOCOL_VERSION) {
-    throw new UserError("the peer speaks another version of the p2pcp protocol");
+    throw new PeerFault("the peer speaks another version of the p2pcp protocol");
   }
 }
 
@@ -374,35 +399,20 @@ async function receive() {
   rendezvous.send({ type: "join", nameplate: parsed.nameplate });
   await rendezvous.expect("joined");
   say("Checking the code…");
-  let box;
-  let pc;
-  let channel;
-  let inbox;
-  try {
-    box = await handshake(rendezvous, parsed.code, p2pcp.RECEIVER);
+  const box = await handshake(rendezvous, parsed.code, p2pcp.RECEIVER);
+  const { pc, channel, inbox } = await settingUp(rendezvous, async () => {
     const offer = await sealedSdp(rendezvous, box, "offer");
-    ({ pc, channel, inbox } = peerConnection(rendezvous));
-    await pc.setRemoteDescription({ type: "offer", sdp: offer });
-    await pc.setLocalDescription(await pc.createAnswer());
-    rendezvous.relay({ kind: "sealed", box: await box.seal({ type: "answer", sdp: await completeDescription(pc) }) });
+    const peer = peerConnection(rendezvous);
+    await peer.pc.setRemoteDescription({ type: "offer", sdp: offer });
+    await peer.pc.setLocalDescription(await peer.pc.createAnswer());
+    const answer = await completeDescription(peer.pc);
+    rendezvous.relay({ kind: "sealed", box: await box.seal({ type: "answer", sdp: answer }) });
     say("Connecting to the sender…");
-    await opened(channel, pc, rendezvous);
-  } catch (error) {
-    if (box && !(error instanceof UserError && error.message.startsWith("the peer"))) {
-      tellPeerWeStop(rendezvous, error);
-    }
-    throw error;
-  }
+    await opened(peer.channel, peer.pc, rendezvous);
+    return peer;
+  });
   rendezvous.socket.close();
-  try {
-    await receiveFiles(channel, inbox);
-  } catch (error) {
-    if (channel.readyState === "open" && !(error instanceof UserError && error.message.startsWith("the peer"))) {
-      channel.send(p2pcp.controlFrame({ type: "abort", reason: "error", message: error.message }));
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    throw error;
-  }
+  await transferring(channel, () => receiveFiles(channel, inbox));
   await closeSoon(channel, pc);
 }
 
@@ -640,37 +650,22 @@ async function send() {
   });
   await rendezvous.expect("peer_joined");
   say("Checking the code…");
-  let box;
-  let pc;
-  let channel;
-  let inbox;
-  try {
-    box = await handshake(rendezvous, code, p2pcp.SENDER);
-    ({ pc, channel, inbox } = peerConnection(rendezvous));
-    await pc.setLocalDescription(await pc.createOffer());
-    rendezvous.relay({ kind: "sealed", box: await box.seal({ type: "offer", sdp: await completeDescription(pc) }) });
+  const box = await handshake(rendezvous, code, p2pcp.SENDER);
+  const { pc, channel, inbox } = await settingUp(rendezvous, async () => {
+    const peer = peerConnection(rendezvous);
+    await peer.pc.setLocalDescription(await peer.pc.createOffer());
+    const offer = await completeDescription(peer.pc);
+    rendezvous.relay({ kind: "sealed", box: await box.seal({ type: "offer", sdp: offer }) });
     const answer = await sealedSdp(rendezvous, box, "answer");
-    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await peer.pc.setRemoteDescription({ type: "answer", sdp: answer });
     say("Connecting to the receiver…");
-    await opened(channel, pc, rendezvous);
-  } catch (error) {
-    if (box && !(error instanceof UserError && error.message.startsWith("the peer"))) {
-      tellPeerWeStop(rendezvous, error);
-    }
-    throw error;
-  }
+    await opened(peer.channel, peer.pc, rendezvous);
+    return peer;
+  });
   rendezvous.socket.close();
   $("ticket").hidden = true;
   setState("connected");
-  try {
-    await sendFiles(channel, pc, inbox, files, entries);
-  } catch (error) {
-    if (channel.readyState === "open" && !(error instanceof UserError && error.message.startsWith("the peer"))) {
-      channel.send(p2pcp.controlFrame({ type: "abort", reason: "error", message: error.message }));
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    throw error;
-  }
+  await transferring(channel, () => sendFiles(channel, pc, inbox, files, entries));
   pc.close(); // the receiver said the last word (verified): close at once, as the CLI does
 }
 
