@@ -34,6 +34,7 @@ from transfer import (  # noqa: E402
     PY,
     Run,
     drain,
+    first_byte_line,
     free_port,
     make_file,
     measure,
@@ -249,6 +250,8 @@ def main() -> None:
             f"| {name} | {rate:.1f} | {rate / tcp_rate:.3f} | {rss_s:.0f} MiB | {rss_r:.0f} MiB "
             f"| {cpu_s:.1f} s | {cpu_r:.1f} s |"
         )
+    if "p2pcp" in results:
+        print(first_byte_line(results["p2pcp"]))
     print(json.dumps({name: [r.seconds for r in runs] for name, runs in results.items()}))
     chart(rows, title, args.chart)
     print(f"chart: {args.chart}")

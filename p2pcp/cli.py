@@ -294,6 +294,13 @@ def receive(
         False, "--no-resume", help="Start over instead of continuing partial files."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0.0,
+        help="If no sender holds the code yet, keep asking for up to this many seconds "
+        "(for scripts that start both sides at once with a chosen code).",
+    ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
     ca_file: str | None = typer.Option(None, "--ca-file", help=CA_HELP),
@@ -330,6 +337,7 @@ def receive(
             resume=not no_resume,
             ice_servers=config.ice_servers(settings["ice_servers"].value),
             tls=session.Tls(settings["ca_file"].value, insecure),
+            wait=wait,
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)

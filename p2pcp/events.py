@@ -44,6 +44,17 @@ class Searching(Event):
 
 
 @dataclass(frozen=True)
+class WaitingForSender(Event):
+    """No sender holds the code yet; the receiver keeps asking (``--wait``)."""
+
+    name: ClassVar[str] = "waiting"
+    nameplate: str
+    """The code's number."""
+    seconds: float
+    """How long the receiver keeps asking before it gives up (exit 3)."""
+
+
+@dataclass(frozen=True)
 class Connected(Event):
     """The data channel is open."""
 

@@ -47,6 +47,7 @@ from .events import (
     Searching,
     TextReceived,
     Verification,
+    WaitingForSender,
 )
 from .files import (
     ExistingFile,
@@ -66,7 +67,7 @@ from .files import (
 from .lan import LanHost, find_sender
 from .netcheck import IceServer, plan_ice
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
-from .signaling import PeerLeft, Signaling
+from .signaling import NoSender, PeerLeft, Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
 from .transport import Transport
 
@@ -77,6 +78,10 @@ log = logging.getLogger(__name__)
 CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
 RENDEZVOUS_TIMEOUT = 60.0
+JOIN_RETRY_FIRST = 0.05
+"""With ``--wait``, the first pause before asking again for the code's room; it doubles..."""
+JOIN_RETRY_MAX = 0.5
+"""...up to this, so a sender that starts a moment later is found within half a second."""
 PEER_LEFT_GRACE = 5.0
 """Seconds the data channel may still take to open after the peer left the room."""
 CLOSE_WAIT = 5.0
@@ -686,6 +691,8 @@ class ReceiveOptions:
     """How to check a wss:// server's certificate."""
     ice_servers: Sequence[IceServer] = ()
     """ICE servers configured locally (added to the server's)."""
+    wait: float = 0.0
+    """Seconds to keep asking for a sender that has not opened the code's room yet."""
 
 
 async def _verified(confirm: Confirm | None, verification: str) -> None:
@@ -790,7 +797,21 @@ async def _receive(
         url = await find_sender(options.code.nameplate)
     run.signaling = signaling = await Signaling.connect(url, options.tls)
     plan = run.start(plan_ice(_ice_servers(signaling, options.ice_servers)))
-    await signaling.join(options.code.nameplate)
+    deadline = time.monotonic() + options.wait
+    delay = JOIN_RETRY_FIRST
+    while True:
+        try:
+            await signaling.join(options.code.nameplate)
+            break
+        except NoSender:
+            if time.monotonic() + delay > deadline:
+                raise
+        if delay == JOIN_RETRY_FIRST:
+            sink.emit(WaitingForSender(options.code.nameplate, options.wait))
+        await signaling.close()
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, JOIN_RETRY_MAX)
+        run.signaling = signaling = await Signaling.connect(url, options.tls)
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
         box, verification = await _handshake(signaling, options.code, RECEIVER, sink)
         offer = await _receive_sealed(signaling, box, "offer")

@@ -21,6 +21,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from .errors import CodeError, ConnectError, PeerError, UsageError
 
 
+class NoSender(CodeError):
+    """No room holds this nameplate (yet): the sender has not opened it, or has gone."""
+
+
 class PeerLeft(PeerError):
     """The peer's rendezvous connection closed (it may have done so because its data channel
     opened a moment before ours)."""
@@ -124,7 +128,7 @@ class Signaling:
         if reply.get("type") == "error":
             reason = reply.get("reason")
             if reason == "no_such_nameplate":
-                raise CodeError(
+                raise NoSender(
                     "no sender is waiting with this code: check the number, or the sender may "
                     "have stopped"
                 )

@@ -151,6 +151,12 @@ class HumanSink:
     def _on_searching(self, event: ev.Searching) -> None:
         self._wait(f"Looking for sender {event.nameplate} on this network...")
 
+    def _on_waiting(self, event: ev.WaitingForSender) -> None:
+        self._wait(
+            f"No sender holds code {event.nameplate} yet; asking again for up to "
+            f"{event.seconds:g} s..."
+        )
+
     def _on_verification(self, event: ev.Verification) -> None:
         self.pause()
         self.console.print(

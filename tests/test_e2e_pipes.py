@@ -253,3 +253,35 @@ def test_version_and_help() -> None:
         help_text = finish(p2pcp(command, "--help"))
         assert help_text.code == 0 and "Example" in help_text.stdout
     assert "--install-completion" in finish(p2pcp("--help")).stdout
+
+
+def test_receiver_started_first_waits_for_the_sender(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """Scripts start both sides at once with a chosen code: with --wait, a receiver that is
+    first keeps asking until the sender opens the room."""
+    data = os.urandom(3_000_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    code = str(make_code("904"))
+    env = {"P2PCP_SERVER": signal_server.url, "P2PCP_CODE": code}
+    receiver = p2pcp("receive", "--json", "--yes", "--wait", "30", "-o", str(out), env=env)
+    first = read_line(receiver)  # no room yet: it says it waits
+    assert '"event": "waiting"' in first and '"nameplate": "904"' in first
+    sender = p2pcp("send", "--json", str(tmp_path / "f.bin"), env=env)
+    got, sent = finish(receiver), finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert (out / "f.bin").read_bytes() == data
+
+
+def test_wait_gives_up_with_the_code_error(signal_server: SignalServer, tmp_path: Path) -> None:
+    env = {"P2PCP_SERVER": signal_server.url, "P2PCP_CODE": str(make_code("905"))}
+    got = finish(p2pcp("receive", "--json", "--yes", "--wait", "0.3", "-o", str(tmp_path), env=env))
+    assert got.code == 3
+    events = got.events
+    assert events[0] == {"event": "waiting", "nameplate": "905", "seconds": 0.3}
+    assert events[-1]["event"] == "error" and "no sender is waiting" in events[-1]["message"]
+    signal_server.stop()
+    # it asked more than once before giving up (50 ms, then 100 ms, ...)
+    assert signal_server.log_text().count("reason=no_such_nameplate") >= 2
