@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import protocol as p
 from .code import Code, make_code
@@ -64,12 +64,14 @@ from .files import (
     show,
     text_source,
 )
-from .lan import LanHost, find_sender
 from .netcheck import IceServer, plan_ice
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import NoSender, PeerLeft, Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
 from .transport import Transport
+
+if TYPE_CHECKING:
+    from .lan import LanHost
 
 T = TypeVar("T")
 
@@ -710,6 +712,8 @@ async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = 
         sources = build_sources(options.paths, notices.append, options.stdin_name)
     lan: LanHost | None = None
     if options.server is None:
+        from .lan import LanHost  # zeroconf and a local server: 30 ms of start-up, LAN only
+
         lan = LanHost()
         await lan.start(options.code.nameplate if options.code is not None else None)
     try:
@@ -794,6 +798,8 @@ async def _receive(
     url = options.server
     if url is None:
         sink.emit(Searching(options.code.nameplate))
+        from .lan import find_sender
+
         url = await find_sender(options.code.nameplate)
     run.signaling = signaling = await Signaling.connect(url, options.tls)
     plan = run.start(plan_ice(_ice_servers(signaling, options.ice_servers)))

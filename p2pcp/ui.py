@@ -10,7 +10,6 @@ import json
 import sys
 from typing import IO, Any, TextIO, cast
 
-import segno
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -144,6 +143,8 @@ class HumanSink:
         self.console.print("On the other machine run:")
         self.console.print(f"  [bold]{escape(command)}[/]")
         if self.qr:
+            import segno  # only for --qr: it costs 20 ms of start-up
+
             qr = segno.make(command, error="l")
             qr.terminal(out=cast(TextIO, self.console.file), compact=True)
         self._wait("Waiting for the receiver to connect...")
