@@ -1,6 +1,7 @@
-"""Two fixes to aioice's connectivity checks (RFC 8445), for aioice 0.13 only.
+"""Two fixes to aioice's connectivity checks (RFC 8445) and two shortcuts for data, for aioice
+0.13 only.
 
-This is the only module that changes aioice internals; ``install()`` puts both in force and
+This is the only module that changes aioice internals; ``install()`` puts all four in force and
 ``tests/test_ice.py`` checks them against real aioice objects.
 
 1. **A public relay is never paired with a private address.** aioice pairs every local candidate
@@ -15,6 +16,16 @@ This is the only module that changes aioice internals; ``install()`` puts both i
    opened it, and the peer's check arriving here is the sign that it has. Without the immediate
    retransmit, the pair waited for the next backoff step, and on a lossy link a lost packet
    there cost 8 or 16 s, beyond the 20 s we give ICE.
+
+And two shortcuts for every data packet on a direct pair (what aioice does with them is
+unchanged):
+
+3. **A DTLS datagram goes straight to the connection.** aioice parses every datagram as STUN
+   first, and a DTLS one fails that parse with an exception. The first byte tells them apart
+   (RFC 7983: STUN 0-3, DTLS 20-63).
+4. **A datagram to the peer goes straight to the socket** on a pair of two host or reflexive
+   candidates, instead of through three coroutines (``send``, ``sendto``, ``send_data``).
+   A relayed pair keeps aioice's path (the TURN client wraps the data).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from typing import Any
 import aioice
 from aioice import stun
 from aioice.candidate import Candidate
-from aioice.ice import Connection
+from aioice.ice import Connection, StunProtocol
 
 from .netcheck import is_private
 
@@ -35,6 +46,8 @@ WRITTEN_FOR = "0.13."
 
 _can_pair_with = Candidate.can_pair_with
 _check_incoming = Connection.check_incoming
+_datagram_received = StunProtocol.datagram_received
+_send = Connection.send
 
 
 def routable_pair(local: Candidate, remote: Candidate) -> bool:
@@ -68,8 +81,26 @@ def check_incoming(
         protocol.send_stun(request, addr)
 
 
+def datagram_received(self: StunProtocol, data: bytes | str, addr: tuple[Any, ...]) -> None:
+    """DTLS (first byte 20-63, RFC 7983) to the connection at once; the rest as aioice does."""
+    if data and 19 < data[0] < 64:  # type: ignore[operator]
+        self.receiver.data_received(data, self.local_candidate.component)  # type: ignore[arg-type]
+        return
+    _datagram_received(self, data, addr)
+
+
+async def send(self: Connection, data: bytes) -> None:
+    """A datagram on the first component: on a direct pair, straight to its socket."""
+    pair = self._nominated.get(1)
+    if pair is not None and type(pair.protocol) is StunProtocol:
+        pair.protocol.transport.sendto(data, pair.remote_addr)
+        return
+    await _send(self, data)
+
+
 def install() -> bool:
-    """Put both fixes in force (once); False, changing nothing, on another aioice version."""
+    """Put the fixes and shortcuts in force (once); False, changing nothing, on another aioice
+    version."""
     if Candidate.can_pair_with is routable_pair:
         return True
     if not aioice.__version__.startswith(WRITTEN_FOR):
@@ -77,4 +108,6 @@ def install() -> bool:
         return False
     Candidate.can_pair_with = routable_pair  # type: ignore[method-assign,assignment]
     Connection.check_incoming = check_incoming  # type: ignore[method-assign]
+    StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]
+    Connection.send = send  # type: ignore[method-assign]
     return True

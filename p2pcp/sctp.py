@@ -45,6 +45,7 @@ import aiortc
 from aiortc import rtcdtlstransport as dtls
 from aiortc import rtcsctptransport as sctp
 from OpenSSL import SSL
+from OpenSSL._util import ffi, lib
 
 log = logging.getLogger(__name__)
 
@@ -241,15 +242,54 @@ NEEDED_MTU = 16200
 and IP's 20 (or IPv6's 40), rounded up."""
 
 
-class _LargeRecords:
-    """The DTLS connection of one transport, reading records larger than aiortc's 1500-byte
-    buffer (every other call goes to the pyOpenSSL connection)."""
+class _Records:
+    """The DTLS connection of one transport, with the calls aiortc makes for every packet going
+    straight to OpenSSL (pyOpenSSL's wrappers cost more than the cipher): whole records are
+    read (aiortc's buffer is 1500 bytes) into a buffer kept for the connection, and nothing is
+    read, instead of an exception raised, when OpenSSL has nothing to send. Errors go through
+    pyOpenSSL's own checks, so aiortc sees the same exceptions; every other call goes to the
+    pyOpenSSL connection."""
 
     def __init__(self, connection: SSL.Connection) -> None:
         self._connection = connection
+        self._ssl = connection._ssl
+        self._into_ssl = connection._into_ssl
+        self._from_ssl = connection._from_ssl
+        self._buffer = ffi.new("char[]", RECORD_BUFFER)
 
     def recv(self, size: int) -> bytes:
-        return self._connection.recv(max(size, RECORD_BUFFER))
+        result: int = lib.SSL_read(self._ssl, self._buffer, RECORD_BUFFER)
+        if result <= 0:
+            self._connection._raise_ssl_error(self._ssl, result)
+        data: bytes = ffi.buffer(self._buffer, result)[:]
+        return data
+
+    def send(self, data: bytes) -> int:
+        if type(data) is not bytes:
+            return self._connection.send(data)
+        result: int = lib.SSL_write(self._ssl, data, len(data))
+        if result <= 0:
+            self._connection._raise_ssl_error(self._ssl, result)
+        return result
+
+    def bio_write(self, data: bytes) -> int:
+        if type(data) is not bytes:
+            return self._connection.bio_write(data)
+        result: int = lib.BIO_write(self._into_ssl, data, len(data))
+        if result <= 0:
+            self._connection._handle_bio_errors(self._into_ssl, result)
+        return result
+
+    def output(self) -> bytes:
+        """What OpenSSL wrote since the last call (one record after the handshake), or b""."""
+        pending = lib.BIO_get_mem_data(self._from_ssl, ffi.NULL)
+        if pending <= 0:
+            return b""
+        result: int = lib.BIO_read(self._from_ssl, self._buffer, min(pending, RECORD_BUFFER))
+        if result <= 0:
+            return b""
+        data: bytes = ffi.buffer(self._buffer, result)[:]
+        return data
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._connection, name)
@@ -261,18 +301,22 @@ _original_receive_chunk = sctp.RTCSctpTransport._receive_chunk
 
 async def _recv_next(self: Any) -> None:
     ssl = self.__dict__.get("_ssl")
-    if ssl is not None and not isinstance(ssl, _LargeRecords):
-        self._ssl = _LargeRecords(ssl)
+    if ssl is not None and not isinstance(ssl, _Records):
+        self._ssl = _Records(ssl)
     await _original_recv_next(self)
 
 
 async def _write_ssl(self: Any) -> None:
     # aiortc reads at most 1500 bytes of what OpenSSL wrote, one datagram per call. During the
     # handshake that stays so; after it every send is one record, read whole.
-    try:
-        data = self._ssl.bio_read(RECORD_BUFFER if self.encrypted else 1500)
-    except SSL.Error:
-        data = b""
+    ssl = self._ssl
+    if self.encrypted and isinstance(ssl, _Records):
+        data = ssl.output()
+    else:
+        try:
+            data = ssl.bio_read(1500)
+        except SSL.Error:
+            data = b""
     if data:
         await self.transport._send(data)
         self._RTCDtlsTransport__tx_bytes += len(data)
