@@ -411,6 +411,32 @@ def config_show(
         typer.echo(f"{key} = {json.dumps(setting.value)}  ({setting.source})")
 
 
-def main() -> None:
+def main() -> NoReturn:
     """Entry point of ``p2pcp`` (parser errors exit 2, as Typer does)."""
-    app()
+    try:
+        app()
+        status: object = 0
+    except SystemExit as exc:
+        status = exc.code
+    _exit(status)
+
+
+def _exit(status: object) -> NoReturn:
+    """End the process at once, once everything is written: by then every received file is
+    closed, synced and renamed, and stdout is written unbuffered. Python's own teardown of the
+    aiortc, OpenSSL and asyncio objects took 90 ms after every transfer (bench/transfer.py), a
+    fifth of a small transfer's time."""
+    if status is None:
+        code = 0
+    elif isinstance(status, int):
+        code = status
+    else:
+        sys.stderr.write(f"{status}\n")
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a reader that went away: nothing left to tell it
+    os._exit(code)
