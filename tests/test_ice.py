@@ -94,3 +94,48 @@ def test_a_check_from_the_peer_retransmits_ours_at_once() -> None:
 def test_without_the_fix_aioice_waits_for_its_backoff() -> None:
     original: Any = ice._check_incoming
     assert len(_requests_seen(original)) == 1
+
+
+def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets() -> None:
+    """A nominated direct pair: DTLS datagrams (first byte 20-63) reach the connection's queue
+    without a STUN parse and go out straight to the socket; a STUN request on the same socket
+    is still answered as aioice answers it."""
+
+    async def scenario() -> tuple[bytes, bytes, bool]:
+        loop = asyncio.get_running_loop()
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        connection = Connection(ice_controlling=True, components=1)
+        connection.remote_username = "peer"
+        connection.remote_password = "peer-password"
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        protocol.local_candidate = _candidate("host", "127.0.0.1", port)
+        pair = CandidatePair(protocol, _candidate("host", "127.0.0.1", peer.getsockname()[1]))
+        connection._nominated[1] = pair
+        record = bytes([23, 0xFE, 0xFD]) + b"\x00" * 10 + b"dtls record"
+        peer.sendto(record, ("127.0.0.1", port))
+        got = await asyncio.wait_for(connection.recv(), 2)
+        await connection.send(b"\x17\xfe\xfd outgoing")
+        sent = await asyncio.wait_for(loop.sock_recv(peer, 2048), 2)
+        # a Binding request from the peer is still a STUN request: aioice answers it
+        request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+        request.attributes["USERNAME"] = f"{connection.local_username}:peer"
+        request.attributes["PRIORITY"] = 1
+        request.attributes["ICE-CONTROLLED"] = 1
+        request.add_message_integrity(connection.local_password.encode())
+        request.add_fingerprint()
+        peer.sendto(bytes(request), ("127.0.0.1", port))
+        answer = stun.parse_message(await asyncio.wait_for(loop.sock_recv(peer, 2048), 2))
+        transport.close()
+        peer.close()
+        return got, sent, answer.transaction_id == request.transaction_id
+
+    assert StunProtocol.datagram_received is ice.datagram_received
+    got, sent, answered = asyncio.run(scenario())
+    assert got.endswith(b"dtls record")
+    assert sent == b"\x17\xfe\xfd outgoing"
+    assert answered
