@@ -34,25 +34,31 @@ def test_a_public_relay_is_never_paired_with_a_private_address() -> None:
     assert not _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "fd00::2"))
 
 
+async def _endpoint() -> tuple[socket.socket, Connection, Any, StunProtocol]:
+    """A peer's UDP socket, and an aioice connection with one host candidate's protocol on a
+    real UDP socket of its own (both on loopback)."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    connection = Connection(ice_controlling=True, components=1)
+    connection.remote_username = "peer"
+    connection.remote_password = "peer-password"
+    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
+    )
+    protocol.local_candidate = _candidate(
+        "host", "127.0.0.1", transport.get_extra_info("sockname")[1]
+    )
+    return peer, connection, transport, protocol
+
+
 def _requests_seen(handle_incoming: Callable[..., None]) -> list[bytes]:
     """Start a check towards a silent peer socket, deliver one check from that peer 0.1 s
     later through ``handle_incoming``, and return the transaction ids of the requests the peer
     received in the first 0.3 s (aioice's own first retransmit is due at 0.5 s)."""
 
     async def scenario() -> list[bytes]:
-        loop = asyncio.get_running_loop()
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        connection = Connection(ice_controlling=True, components=1)
-        connection.remote_username = "peer"
-        connection.remote_password = "peer-password"
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
-        )
-        protocol.local_candidate = _candidate(
-            "host", "127.0.0.1", transport.get_extra_info("sockname")[1]
-        )
+        peer, connection, transport, protocol = await _endpoint()
         remote = _candidate("host", "127.0.0.1", peer.getsockname()[1])
         connection._remote_candidates.append(remote)
         pair = CandidatePair(protocol, remote)
@@ -103,17 +109,8 @@ def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets() -> None:
 
     async def scenario() -> tuple[bytes, bytes, bool]:
         loop = asyncio.get_running_loop()
-        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        peer.bind(("127.0.0.1", 0))
-        peer.setblocking(False)
-        connection = Connection(ice_controlling=True, components=1)
-        connection.remote_username = "peer"
-        connection.remote_password = "peer-password"
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
-        )
-        port = transport.get_extra_info("sockname")[1]
-        protocol.local_candidate = _candidate("host", "127.0.0.1", port)
+        peer, connection, transport, protocol = await _endpoint()
+        port = protocol.local_candidate.port
         pair = CandidatePair(protocol, _candidate("host", "127.0.0.1", peer.getsockname()[1]))
         connection._nominated[1] = pair
         record = bytes([23, 0xFE, 0xFD]) + b"\x00" * 10 + b"dtls record"
