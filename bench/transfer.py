@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,9 +105,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def drain(stream: object, sink: list[bytes]) -> threading.Thread:
+def drain(
+    stream: object, sink: list[bytes], on_line: Callable[[bytes], None] | None = None
+) -> threading.Thread:
+    """Collect a child's output lines in a thread (calling ``on_line`` on each as it comes)."""
+
     def run() -> None:
         for line in stream:  # type: ignore[attr-defined]
+            if on_line is not None:
+                on_line(line)
             sink.append(line)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -160,15 +167,11 @@ def run_p2pcp(src: Path, out_dir: Path, server: str) -> Run:
     first: list[float] = []
     recv_lines: list[bytes] = []
 
-    def watch() -> None:
-        assert receiver.stdout is not None
-        for line in receiver.stdout:
-            if not first and b'"progress"' in line:
-                first.append(time.monotonic() - start)
-            recv_lines.append(line)
+    def first_progress(line: bytes) -> None:
+        if not first and b'"progress"' in line:
+            first.append(time.monotonic() - start)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    watcher = drain(receiver.stdout, recv_lines, first_progress)
     rc_s, rc_r, run = measure(sender, receiver, start)
     watcher.join()
     if rc_s or rc_r:
