@@ -24,11 +24,16 @@ less per packet: on loopback 27.3 -> 31.7 MB/s, 4.0 -> 3.1 CPU seconds for the s
 (bench/transfer.py, 128 MiB, median of 3). It changes only what this side sends, so any peer
 (Chromium, an unmodified aiortc) works with it.
 
-This is the only module that changes aiortc internals. It wraps six methods of
-``RTCSctpTransport`` and is written for aiortc 1.16.0 (pinned in pyproject.toml): with any other
-version it changes nothing and logs why. ``tests/test_sctp.py`` checks the arithmetic, counts
-SACKs on a real transfer, and checks that it is in force; the bad-link tests in
-``tests/test_netlab.py`` and the browser tests run with it.
+Between two p2pcp peers whose route carries them, SCTP packets grow to 64 KB (four DTLS records
+in one datagram; see "large packets" below and docs/protocol.md): aiortc pays per packet, so that
+is where most of the speed on one host comes from.
+
+This is the only module that changes aiortc internals. It wraps seven methods of
+``RTCSctpTransport`` and two of ``RTCDtlsTransport``, and is written for aiortc 1.16.0 (pinned
+in pyproject.toml): with any other version it changes nothing and logs why.
+``tests/test_sctp.py`` checks the arithmetic, counts SACKs on a real transfer, checks the large
+packets against a p2pcp peer, an earlier one and an unmodified aiortc, and checks that it is in
+force; the bad-link tests in ``tests/test_netlab.py`` and the browser tests run with it.
 """
 
 from __future__ import annotations
@@ -228,27 +233,51 @@ async def _receive_forward_tsn_chunk(self: Any, chunk: Any) -> None:
 
 # -- large packets where both peers take them and the path carries them ----------------------
 
-LARGE_DATA = 16000
-"""User data per DATA chunk once large packets are on: the SCTP packet (16028 bytes) still fits
-one DTLS record (16384 bytes of plaintext at most)."""
-PROBE_INFO = 16008
-"""Heartbeat info bytes of the probe: its SCTP packet is as large as a large DATA packet."""
+LARGE_DATA = 64000
+"""User data per DATA chunk once large packets are on. The SCTP packet (64028 bytes) is more
+than one DTLS record holds (16384 bytes of plaintext at most), so it goes out as consecutive
+records in one UDP datagram (RFC 6347 section 4.1.1 allows several records per datagram) and
+the receiver joins the records of a datagram back into one packet."""
+SINGLE_RECORD_DATA = 16000
+"""The large size of earlier p2pcp versions, whose SCTP packet (16028 bytes) fits one record:
+used with a peer that says it takes only that much."""
+MAX_RECORD = 16384
+"""Largest DTLS record plaintext (2^14)."""
+RECORD_HEADER = 13
+"""DTLS 1.2 record header: type, version, epoch, sequence number, length (the last 2 bytes)."""
+RECORD_OVERHEAD = 64
+"""Bytes a record adds to its plaintext, at most (AES-GCM adds 37: header, nonce, tag)."""
+ONE_RECORD = MAX_RECORD + 2048
+"""A datagram longer than this holds several records (RFC 6347 allows 2048 bytes of expansion)."""
+SCTP_OVERHEAD = 28
+"""SCTP common header (12) and DATA chunk header (16)."""
 PROBE_TIMEOUT = 1.0
-RECORD_BUFFER = 65536
+RECORD_BUFFER = 1 << 17
 PROBE_MARK = b"p2pcp-large-packet-probe:"
 IP_MTU = 14  # Linux <linux/in.h>; the socket module does not export it
-NEEDED_MTU = 16200
-"""Path MTU that carries a large packet unfragmented: 16028 bytes of SCTP, DTLS's 29, UDP's 8
-and IP's 20 (or IPv6's 40), rounded up."""
+
+
+def data_size() -> int:
+    """User data per DATA chunk this process sends now (standard, or large after a probe)."""
+    return sctp.USERDATA_MAX_LENGTH
+
+
+def needed_mtu(size: int) -> int:
+    """The path MTU that carries a DATA packet of ``size`` user bytes unfragmented: the SCTP
+    packet, the overhead of each DTLS record it takes, UDP's 8 bytes and IPv6's 40."""
+    packet = size + SCTP_OVERHEAD
+    records = -(-packet // MAX_RECORD)
+    return packet + records * RECORD_OVERHEAD + 8 + 40
 
 
 class _Records:
     """The DTLS connection of one transport, with the calls aiortc makes for every packet going
     straight to OpenSSL (pyOpenSSL's wrappers cost more than the cipher): whole records are
     read (aiortc's buffer is 1500 bytes) into a buffer kept for the connection, and nothing is
-    read, instead of an exception raised, when OpenSSL has nothing to send. Errors go through
-    pyOpenSSL's own checks, so aiortc sees the same exceptions; every other call goes to the
-    pyOpenSSL connection."""
+    read, instead of an exception raised, when OpenSSL has nothing to send. An SCTP packet
+    larger than one record is written as several records, and a datagram of several records
+    is read as one packet. Errors go through pyOpenSSL's own checks, so aiortc sees the same
+    exceptions; every other call goes to the pyOpenSSL connection."""
 
     def __init__(self, connection: SSL.Connection) -> None:
         self._connection = connection
@@ -256,32 +285,78 @@ class _Records:
         self._into_ssl = connection._into_ssl
         self._from_ssl = connection._from_ssl
         self._buffer = ffi.new("char[]", RECORD_BUFFER)
+        self._datagram: bytes | None = None
+        """A datagram of several records, written by ``bio_write`` for ``recv`` to read."""
 
     def recv(self, size: int) -> bytes:
+        datagram = self._datagram
+        if datagram is not None:
+            self._datagram = None
+            return self._read_records(datagram)
         result: int = lib.SSL_read(self._ssl, self._buffer, RECORD_BUFFER)
         if result <= 0:
             self._connection._raise_ssl_error(self._ssl, result)
         data: bytes = ffi.buffer(self._buffer, result)[:]
         return data
 
+    def _read_records(self, datagram: bytes) -> bytes:
+        """The plaintext of the records in ``datagram``, joined. Each record goes to OpenSSL on
+        its own: its DTLS reads at most one record's worth from the memory BIO at a time and
+        would drop the rest of a longer datagram. A record that fails its check is dropped by
+        OpenSSL, which leaves the joined packet short: its SCTP checksum then fails and SCTP
+        retransmits it."""
+        pointer = ffi.from_buffer(datagram)
+        end = len(datagram)
+        offset = total = result = 0
+        while end - offset > RECORD_HEADER:
+            length = RECORD_HEADER + (datagram[offset + 11] << 8 | datagram[offset + 12])
+            length = min(length, end - offset)
+            written: int = lib.BIO_write(self._into_ssl, pointer + offset, length)
+            if written <= 0:
+                self._connection._handle_bio_errors(self._into_ssl, written)
+            offset += length
+            result = lib.SSL_read(self._ssl, self._buffer + total, RECORD_BUFFER - total)
+            if result > 0:
+                total += result
+        if total == 0:
+            self._connection._raise_ssl_error(self._ssl, result)
+        data: bytes = ffi.buffer(self._buffer, total)[:]
+        return data
+
     def send(self, data: bytes) -> int:
         if type(data) is not bytes:
             return self._connection.send(data)
+        if len(data) > MAX_RECORD:
+            return self._send_records(data)
         result: int = lib.SSL_write(self._ssl, data, len(data))
         if result <= 0:
             self._connection._raise_ssl_error(self._ssl, result)
         return result
 
+    def _send_records(self, data: bytes) -> int:
+        """``data`` as consecutive records, which ``output`` then hands on as one datagram."""
+        pointer = ffi.from_buffer(data)
+        for offset in range(0, len(data), MAX_RECORD):
+            size = min(MAX_RECORD, len(data) - offset)
+            result: int = lib.SSL_write(self._ssl, pointer + offset, size)
+            if result <= 0:
+                self._connection._raise_ssl_error(self._ssl, result)
+        return len(data)
+
     def bio_write(self, data: bytes) -> int:
         if type(data) is not bytes:
             return self._connection.bio_write(data)
+        if len(data) > ONE_RECORD:
+            self._datagram = data  # aiortc's recv() right after this reads its records
+            return len(data)
         result: int = lib.BIO_write(self._into_ssl, data, len(data))
         if result <= 0:
             self._connection._handle_bio_errors(self._into_ssl, result)
         return result
 
     def output(self) -> bytes:
-        """What OpenSSL wrote since the last call (one record after the handshake), or b""."""
+        """What OpenSSL wrote since the last call (the records of one packet after the
+        handshake), or b""."""
         pending = lib.BIO_get_mem_data(self._from_ssl, ffi.NULL)
         if pending <= 0:
             return b""
@@ -308,7 +383,7 @@ async def _recv_next(self: Any) -> None:
 
 async def _write_ssl(self: Any) -> None:
     # aiortc reads at most 1500 bytes of what OpenSSL wrote, one datagram per call. During the
-    # handshake that stays so; after it every send is one record, read whole.
+    # handshake that stays so; after it every send is one packet's records, read whole.
     ssl = self._ssl
     if self.encrypted and isinstance(ssl, _Records):
         data = ssl.output()
@@ -335,8 +410,8 @@ async def _receive_chunk(self: Any, chunk: Any) -> None:
 def path_mtu(address: tuple[str, int]) -> int:
     """The MTU of this machine's route to ``address`` (Linux IP_MTU on a connected UDP socket;
     0 where unknown). Large packets are only worth it where they need no IP fragmentation: on
-    the same host (the loopback route, MTU 65536) or on jumbo-frame links. A fragmented 16 KiB
-    packet is lost when any of its 12 fragments is, which multiplies the loss of a lossy path."""
+    the same host (the loopback route, MTU 65536) or on jumbo-frame links. A fragmented 64 KB
+    packet is lost when any of its 44 fragments is, which multiplies the loss of a lossy path."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
@@ -350,17 +425,18 @@ class _Probe(asyncio.Future[bool]):
     info: bytes
 
 
-async def probe_large_packets(transport: Any) -> bool:
-    """Send one HEARTBEAT padded to the size of a large packet; if its echo comes back within
-    PROBE_TIMEOUT, the peer took a large packet (its DTLS and SCTP accept them: only a peer with
-    this module does, an unmodified aiortc's 1500-byte buffer cuts the record) and the path
-    carried one each way. Then this process sends large DATA chunks from now on: aiortc reads
-    the chunk size from a module constant, so the switch holds for every association of the
-    process (the CLI has one). A HEARTBEAT is never retransmitted, so a lost probe costs
-    nothing: the standard size simply stays."""
+async def probe_large_packets(transport: Any, data_size: int = LARGE_DATA) -> bool:
+    """Send one HEARTBEAT padded to the size of a DATA packet of ``data_size`` user bytes; if
+    its echo comes back within PROBE_TIMEOUT, the peer took a packet that large (its DTLS and
+    SCTP accept them: only a peer with this module does, an unmodified aiortc's 1500-byte buffer
+    cuts the record) and the path carried one each way. Then this process sends DATA chunks of
+    that size from now on: aiortc reads the chunk size from a module constant, so the switch
+    holds for every association of the process (the CLI has one). A HEARTBEAT is never
+    retransmitted, so a lost probe costs nothing: the standard size simply stays."""
     if aiortc.__version__ != WRITTEN_FOR or not LARGE_PACKETS:
         return False
-    info = PROBE_MARK + os.urandom(PROBE_INFO - len(PROBE_MARK))
+    # HEARTBEAT: chunk header 4, parameter header 4, info; DATA: chunk header 16, user data.
+    info = PROBE_MARK + os.urandom(data_size + 8 - len(PROBE_MARK))
     waiter = _Probe()
     waiter.info = info
     transport._p2pcp_probe = waiter
@@ -370,12 +446,12 @@ async def probe_large_packets(transport: Any) -> bool:
         await transport._send_chunk(chunk)
         await asyncio.wait_for(waiter, PROBE_TIMEOUT)
     except (TimeoutError, ConnectionError, OSError):
-        log.debug("large packets: no echo of the probe, standard size kept")
+        log.debug("large packets: no echo of the probe, standard size kept (%d bytes)", data_size)
         return False
     finally:
         transport._p2pcp_probe = None
-    sctp.USERDATA_MAX_LENGTH = LARGE_DATA
-    log.debug("large packets: the probe came back, DATA chunks of %d bytes", LARGE_DATA)
+    sctp.USERDATA_MAX_LENGTH = data_size
+    log.debug("large packets: the probe came back, DATA chunks of %d bytes", data_size)
     return True
 
 

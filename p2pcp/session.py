@@ -256,12 +256,12 @@ class FileSender:
 
     async def _send_file(self, index: int, source: Source, progress: _Progress) -> None:
         reader = FileReader(source, self._starts.get(index))
-        chunk = self.channel.max_message - p.DATA_HEADER_SIZE
         path = source.entry.path
         try:
             while True:
                 while self.peer.credit <= 0:
                     await self._recv()
+                chunk = self.channel.max_message - p.DATA_HEADER_SIZE  # grows with large packets
                 data = await _io(reader.may_block, reader.read, min(chunk, self.peer.credit))
                 if not data:
                     break

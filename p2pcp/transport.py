@@ -52,10 +52,29 @@ ice.install()  # connectivity checks that punch holes under loss (see p2pcp/ice.
 sctp.install()  # loss recovery that survives random loss (see p2pcp/sctp.py)
 
 
-LARGE_ATTRIBUTE = f"a=x-p2pcp-large-packets:{sctp.LARGE_DATA}"
-"""Session-level SDP line: this side reads DTLS records up to 64 KiB, so it can take SCTP packets
-of up to LARGE_DATA bytes of user data. Unknown attributes are ignored by other stacks (aiortc,
+LARGE_LINE = "a=x-p2pcp-large-packets:"
+LARGE_ATTRIBUTE = f"{LARGE_LINE}{sctp.LARGE_DATA}"
+"""Session-level SDP line: this side takes SCTP packets of up to LARGE_DATA bytes of user data,
+in DTLS records of up to 16 KiB each, several to a datagram. Earlier p2pcp versions send 16000
+here: they take packets of one record. Unknown attributes are ignored by other stacks (aiortc,
 browsers), which therefore never get a large packet, not even the probe."""
+
+
+def advertised_large_data(sdp: str) -> int:
+    """The user data per DATA chunk the peer's SDP says it takes (0: the standard size)."""
+    for line in sdp.splitlines():
+        if line.startswith(LARGE_LINE) and line[len(LARGE_LINE) :].isdigit():
+            return int(line[len(LARGE_LINE) :])
+    return 0
+
+
+def large_data_size(peer_takes: int, mtu: int) -> int:
+    """The largest of our large sizes that the peer takes and the route carries unfragmented
+    (0: none, the standard size stays)."""
+    for size in (sctp.LARGE_DATA, sctp.SINGLE_RECORD_DATA):
+        if size <= peer_takes and sctp.needed_mtu(size) <= mtu:
+            return size
+    return 0
 
 
 def _with_large_packets(sdp: str) -> str:
@@ -87,8 +106,8 @@ class Transport:
         self.remote_max_message = DEFAULT_REMOTE_MAX_MESSAGE
         self._watchdog: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
-        self.peer_takes_large = False
-        """Whether the peer's SDP says it reads large DTLS records (another p2pcp)."""
+        self.peer_large_data = 0
+        """User data per DATA chunk the peer's SDP says it takes (another p2pcp; 0 otherwise)."""
         self._wire()
 
     def _wire(self) -> None:
@@ -188,7 +207,7 @@ class Transport:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=kind))
         except (ValueError, KeyError, IndexError) as exc:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
-        self.peer_takes_large = LARGE_ATTRIBUTE in sdp.splitlines()
+        self.peer_large_data = advertised_large_data(sdp)
         match = re.search(r"^a=max-message-size:(\d+)", sdp, re.MULTILINE)
         if match:
             self.remote_max_message = int(match.group(1)) or LOCAL_MAX_MESSAGE
@@ -201,7 +220,7 @@ class Transport:
             raise ConnectError(f"{self._stalled()} (gave up after {timeout:.0f} s)") from None
         if self._watchdog is None:
             self._watchdog = asyncio.create_task(self._watch_consent())
-        if self._probe is None and self.peer_takes_large and self._pc.sctp is not None:
+        if self._probe is None and self.peer_large_data and self._pc.sctp is not None:
             self._probe = asyncio.create_task(self._large_packets())
 
     async def _large_packets(self) -> bool:
@@ -213,10 +232,11 @@ class Transport:
             return False
         host, port = peer.rsplit(":", 1)
         mtu = sctp.path_mtu((host.strip("[]"), int(port)))  # a UDP connect: no I/O waits
-        if mtu < sctp.NEEDED_MTU:
+        size = large_data_size(self.peer_large_data, mtu)
+        if not size:
             log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
             return False
-        return await sctp.probe_large_packets(self._pc.sctp)
+        return await sctp.probe_large_packets(self._pc.sctp, size)
 
     async def _watch_consent(self) -> None:
         """Fail as soon as aioice's consent checks (RFC 7675) give up on the path, about 30 s
@@ -240,8 +260,11 @@ class Transport:
 
     @property
     def max_message(self) -> int:
-        """Largest frame both ends accept."""
-        return min(self.remote_max_message, LOCAL_MAX_MESSAGE)
+        """Largest frame both ends accept, rounded down to whole SCTP packets (a 256 KiB frame
+        would take 4 large packets and a fifth of 6 KB)."""
+        limit = min(self.remote_max_message, LOCAL_MAX_MESSAGE)
+        packet = sctp.data_size()
+        return limit - limit % packet if limit > packet else limit
 
     def route(self) -> tuple[str, str | None]:
         """``("direct" | "relay", peer address)`` of the selected ICE candidate pair."""

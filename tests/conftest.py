@@ -140,11 +140,15 @@ def read_line(process: subprocess.Popen[str]) -> str:
 
 
 def start_send(
-    server: SignalServer, *args: str, cwd: Path | None = None, json_mode: bool = True
+    server: SignalServer,
+    *args: str,
+    cwd: Path | None = None,
+    json_mode: bool = True,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
     """Start a sender with --json and return it with the code it printed first."""
     extra = ["--json"] if json_mode else []
-    process = p2pcp("send", "--server", server.url, *extra, *args, cwd=cwd)
+    process = p2pcp("send", "--server", server.url, *extra, *args, cwd=cwd, env=env)
     line = read_line(process)
     if not line:
         result = finish(process)

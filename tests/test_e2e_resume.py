@@ -14,6 +14,9 @@ import pytest
 from conftest import SignalServer, finish, p2pcp, read_line, sha256_file, start_send, tree
 
 MIB = 1024 * 1024
+STANDARD_PACKETS = {"P2PCP_LARGE_PACKETS": "0"}
+"""For the runs a test breaks: standard-size packets (about 35 MB/s on one host instead of
+300) leave the test time to break them before they end."""
 
 
 def _write_random(path: Path, size: int) -> None:
@@ -31,8 +34,18 @@ def _broken_run(
 ) -> None:
     """Start a transfer and SIGKILL ``victim`` once a receiver progress event satisfies
     ``stop_when``; wait for the survivor to give up."""
-    sender, code = start_send(server, *sources)
-    receiver = p2pcp("receive", "--server", server.url, "--json", "--yes", "-o", str(out), code)
+    sender, code = start_send(server, *sources, env=STANDARD_PACKETS)
+    receiver = p2pcp(
+        "receive",
+        "--server",
+        server.url,
+        "--json",
+        "--yes",
+        "-o",
+        str(out),
+        code,
+        env=STANDARD_PACKETS,
+    )
     while True:
         line = read_line(receiver)
         assert line, "the receiver ended before the break"
@@ -91,9 +104,17 @@ def test_directory_broken_in_file_30(signal_server: SignalServer, tmp_path: Path
     # Kill the receiver once file 30 is half written: what is on disk is then exactly what a
     # resume starts from (killing the sender instead lets up to a credit window of data that is
     # already on its way arrive and finish more files).
-    sender, code = start_send(signal_server, str(src))
+    sender, code = start_send(signal_server, str(src), env=STANDARD_PACKETS)
     receiver = p2pcp(
-        "receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code
+        "receive",
+        "--server",
+        signal_server.url,
+        "--json",
+        "--yes",
+        "-o",
+        str(out),
+        code,
+        env=STANDARD_PACKETS,
     )
     partial = out / "album" / ".f29.bin.p2pcp-part"
     deadline = time.monotonic() + 120

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from aioice import stun
@@ -136,3 +137,22 @@ def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets() -> None:
     assert got.endswith(b"dtls record")
     assert sent == b"\x17\xfe\xfd outgoing"
     assert answered
+
+
+def test_ice_sockets_ask_for_a_large_receive_buffer() -> None:
+    """aioice's host sockets get SOCKET_BUFFER (as far as net.core.rmem_max lets them; Linux
+    reports twice what was set), so a burst of 64 KB datagrams is not dropped."""
+    allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+    async def scenario() -> int:
+        connection = Connection(ice_controlling=True, components=1)
+        try:
+            await connection.gather_candidates()
+            protocol = connection._protocols[0]
+            sock = protocol.transport.get_extra_info("socket")
+            return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        finally:
+            await connection.close()
+
+    assert asyncio.run(scenario()) >= 2 * min(ice.SOCKET_BUFFER, allowed)
+    assert ice.SOCKET_BUFFER > 262144  # aioice's own size

@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiortc
 import pytest
+from aioice.ice import Connection
 from aiortc import rtcsctptransport
 
 from p2pcp import sctp, transport  # noqa: F401  (importing transport installs it)
@@ -115,27 +118,61 @@ def test_without_delay_every_packet_is_acknowledged(monkeypatch: pytest.MonkeyPa
     assert receiver["SackChunk"] >= packets * 0.9, receiver
 
 
+def _unchanged(sdp: str) -> str:
+    return sdp
+
+
+async def _pair(
+    offer_edit: Callable[[str], str] = _unchanged, answer_edit: Callable[[str], str] = _unchanged
+) -> tuple[transport.Transport, transport.Transport]:
+    """Two real peers over this machine's address, connected and open (the edits change the
+    SDPs on their way, as another version of the peer would write or read them)."""
+    a, b = transport.Transport(IcePlan([])), transport.Transport(IcePlan([]))
+    offer = offer_edit(await a.create_offer())
+    await a.accept_answer(answer_edit(await b.accept_offer(offer)))
+    await asyncio.gather(a.wait_open(), b.wait_open())
+    return a, b
+
+
+def _record_sends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[int], list[tuple[Connection, int]]]:
+    """Record the user data size of every DATA chunk sent, and every datagram sent: by which
+    ICE connection, and its size."""
+    chunks: list[int] = []
+    datagrams: list[tuple[Connection, int]] = []
+    original_chunk = rtcsctptransport.RTCSctpTransport._send_chunk
+    original_send = Connection.send
+
+    async def chunk_recording(self: Any, chunk: Any) -> None:
+        if isinstance(chunk, rtcsctptransport.DataChunk):
+            chunks.append(len(chunk.user_data))
+        await original_chunk(self, chunk)
+
+    async def datagram_recording(self: Connection, data: bytes) -> None:
+        datagrams.append((self, len(data)))
+        await original_send(self, data)
+
+    monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", chunk_recording)
+    monkeypatch.setattr(Connection, "send", datagram_recording)
+    return chunks, datagrams
+
+
 def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe's echo comes back between two peers with this module; DATA chunks then carry
-    16000 bytes, and the data still arrives intact."""
-    sizes: list[int] = []
-    original = rtcsctptransport.RTCSctpTransport._send_chunk
-
-    async def recording(self: Any, chunk: Any) -> None:
-        if isinstance(chunk, rtcsctptransport.DataChunk):
-            sizes.append(len(chunk.user_data))
-        await original(self, chunk)
-
-    monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", recording)
+    64000 bytes, each packet goes out as several DTLS records in one datagram, frames are whole
+    packets, and the data still arrives intact."""
+    chunks, datagrams = _record_sends(monkeypatch)
+    sender: list[Connection] = []
 
     async def scenario() -> bool:
-        a, b = transport.Transport(IcePlan([])), transport.Transport(IcePlan([]))
+        a, b = await _pair()
+        sender.append(a._ice_connection())
         try:
-            await a.accept_answer(await b.accept_offer(await a.create_offer()))
-            await asyncio.gather(a.wait_open(), b.wait_open())
             assert a._probe is not None
             switched = await a._probe
-            payload = [bytes([i]) * 200_000 for i in range(20)]
+            assert a.max_message % sctp.LARGE_DATA == 0  # 256000: four packets a frame
+            payload = [bytes([i]) * 200_000 for i in range(20)] + [os.urandom(a.max_message)]
             for frame in payload:
                 await a.send(frame)
             for frame in payload:
@@ -145,7 +182,95 @@ def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch
             await asyncio.gather(a.close(), b.close())
 
     assert asyncio.run(scenario()) is True
-    assert max(sizes) == sctp.LARGE_DATA
+    assert max(chunks) == sctp.LARGE_DATA
+    # a 64028-byte SCTP packet takes four records: one datagram, not four
+    largest = max(size for connection, size in datagrams if connection is sender[0])
+    assert 4 * sctp.MAX_RECORD - sctp.MAX_RECORD // 2 < largest < sctp.needed_mtu(sctp.LARGE_DATA)
+
+
+def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer whose SDP says 16000 (p2pcp before multi-record packets: its DTLS reads one record
+    per datagram) is sent 16000-byte chunks, each packet one record in one datagram. (That
+    peer looks for its own line, with 16000, in our SDP: it finds none and probes nothing.)"""
+    chunks, datagrams = _record_sends(monkeypatch)
+    earlier = f"{transport.LARGE_LINE}{sctp.SINGLE_RECORD_DATA}"
+    sender: list[Connection] = []
+
+    async def scenario() -> bool:
+        a, b = await _pair(
+            lambda sdp: sdp.replace(transport.LARGE_ATTRIBUTE, "a=x-unknown"),
+            lambda sdp: sdp.replace(transport.LARGE_ATTRIBUTE, earlier),
+        )
+        sender.append(a._ice_connection())
+        try:
+            assert a.peer_large_data == sctp.SINGLE_RECORD_DATA
+            assert a._probe is not None
+            switched = await a._probe
+            payload = [bytes([i]) * 200_000 for i in range(10)]
+            for frame in payload:
+                await a.send(frame)
+            for frame in payload:
+                assert await b.recv() == frame
+            return switched
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+    assert asyncio.run(scenario()) is True
+    assert sctp.SINGLE_RECORD_DATA in chunks
+    largest = max(size for connection, size in datagrams if connection is sender[0])
+    assert sctp.SINGLE_RECORD_DATA < largest <= sctp.MAX_RECORD + sctp.RECORD_OVERHEAD
+
+
+def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flipped byte in the second record of a four-record datagram: OpenSSL drops that
+    record, the joined packet comes out short, its SCTP checksum fails, and SCTP sends the
+    packet again. Nothing damaged reaches the receiver."""
+    original_send = Connection.send
+    large: list[int] = []
+    armed: list[Connection] = []
+
+    async def damaging(self: Connection, data: bytes) -> None:
+        if self in armed and len(data) > 3 * sctp.MAX_RECORD:
+            large.append(len(data))
+            if len(large) == 3:
+                spoiled = bytearray(data)
+                spoiled[sctp.MAX_RECORD + 100] ^= 0xFF  # inside the second record's ciphertext
+                data = bytes(spoiled)
+        await original_send(self, data)
+
+    monkeypatch.setattr(Connection, "send", damaging)  # aiortc binds it when it connects
+
+    async def scenario() -> None:
+        a, b = await _pair()
+        try:
+            assert a._probe is not None and await a._probe
+            armed.append(a._ice_connection())
+            payload = [os.urandom(a.max_message) for _ in range(12)]
+            for frame in payload:
+                await a.send(frame)
+            for frame in payload:
+                assert await b.recv() == frame
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+    asyncio.run(scenario())
+    assert len(large) > 4 * 12  # 48 packets, and at least one sent again
+
+
+def test_the_large_size_fits_the_peer_and_the_route() -> None:
+    assert transport.large_data_size(sctp.LARGE_DATA, 65536) == sctp.LARGE_DATA  # loopback
+    assert transport.large_data_size(sctp.SINGLE_RECORD_DATA, 65536) == sctp.SINGLE_RECORD_DATA
+    assert transport.large_data_size(sctp.LARGE_DATA, 20000) == sctp.SINGLE_RECORD_DATA  # jumbo
+    assert transport.large_data_size(sctp.LARGE_DATA, 9000) == 0
+    assert transport.large_data_size(0, 65536) == 0  # not a p2pcp peer
+    assert transport.large_data_size(1200, 65536) == 0
+    # a 64 KB packet still fits a UDP datagram and the loopback MTU
+    assert sctp.needed_mtu(sctp.LARGE_DATA) <= 65507
+    sdp = f"v=0\r\n{transport.LARGE_LINE}16000\r\nm=application 9 UDP/DTLS/SCTP\r\n"
+    assert transport.advertised_large_data(sdp) == 16000
+    assert transport.advertised_large_data("v=0\r\na=x-p2pcp-large-packets:lots\r\n") == 0
 
 
 def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
@@ -153,7 +278,7 @@ def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
 ) -> None:
     """Against plain aiortc (bench/plain_aiortc.py, another process, no p2pcp code), whose SDP
     does not say it takes large packets, no probe is sent at all (aiortc's 1500-byte buffer would
-    cut the 16 KiB record, and its DTLS reads would stay misaligned after it). The standard size
+    cut a 16 KiB record, and its DTLS reads would stay misaligned after it). The standard size
     stays and the data arrives intact."""
     out = tmp_path / "received.bin"
     script = Path(__file__).parent.parent / "bench" / "plain_aiortc.py"
@@ -175,7 +300,7 @@ def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
             line = await asyncio.get_running_loop().run_in_executor(None, peer.stdout.readline)
             await ours.accept_answer(json.loads(line)["sdp"])
             await ours.wait_open()
-            probed = ours._probe is not None or ours.peer_takes_large
+            probed = ours._probe is not None or bool(ours.peer_large_data)
             for frame in frames:
                 await ours.send(frame)
             await ours.send(b"")  # the peer's end marker; it answers with one of its own
