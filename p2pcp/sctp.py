@@ -247,8 +247,8 @@ RECORD_HEADER = 13
 """DTLS 1.2 record header: type, version, epoch, sequence number, length (the last 2 bytes)."""
 RECORD_OVERHEAD = 64
 """Bytes a record adds to its plaintext, at most (AES-GCM adds 37: header, nonce, tag)."""
-ONE_RECORD = MAX_RECORD + 2048
-"""A datagram longer than this holds several records (RFC 6347 allows 2048 bytes of expansion)."""
+APPLICATION_DATA = 23
+"""Content type of a DTLS 1.2 record carrying data (the first byte of its header)."""
 SCTP_OVERHEAD = 28
 """SCTP common header (12) and DATA chunk header (16)."""
 PROBE_TIMEOUT = 1.0
@@ -260,6 +260,12 @@ IP_MTU = 14  # Linux <linux/in.h>; the socket module does not export it
 def data_size() -> int:
     """User data per DATA chunk this process sends now (standard, or large after a probe)."""
     return sctp.USERDATA_MAX_LENGTH
+
+
+def several_records(dtls_transport: Any) -> bool:
+    """Whether this DTLS connection may carry packets of several records: DTLS 1.2, by whose
+    13-byte record header the receiver splits a datagram (DTLS 1.3's headers differ)."""
+    return bool(dtls_transport._ssl.get_protocol_version_name() == "DTLSv1.2")
 
 
 def needed_mtu(size: int) -> int:
@@ -301,10 +307,11 @@ class _Records:
 
     def _read_records(self, datagram: bytes) -> bytes:
         """The plaintext of the records in ``datagram``, joined. Each record goes to OpenSSL on
-        its own: its DTLS reads at most one record's worth from the memory BIO at a time and
-        would drop the rest of a longer datagram. A record that fails its check is dropped by
-        OpenSSL, which leaves the joined packet short: its SCTP checksum then fails and SCTP
-        retransmits it."""
+        its own: aiortc reads once per datagram, so a second record would wait for the next
+        datagram's read and every packet after it would come out shifted (and OpenSSL's DTLS
+        reads at most about one record's worth from the memory BIO at a time, dropping the rest
+        of a longer datagram). A record that fails its check is dropped by OpenSSL, which leaves
+        the joined packet short: its SCTP checksum then fails and SCTP retransmits it."""
         pointer = ffi.from_buffer(datagram)
         end = len(datagram)
         offset = total = result = 0
@@ -346,8 +353,12 @@ class _Records:
     def bio_write(self, data: bytes) -> int:
         if type(data) is not bytes:
             return self._connection.bio_write(data)
-        if len(data) > ONE_RECORD:
-            self._datagram = data  # aiortc's recv() right after this reads its records
+        if (
+            data[0] == APPLICATION_DATA
+            and len(data) > RECORD_HEADER
+            and len(data) > RECORD_HEADER + (data[11] << 8 | data[12])
+        ):
+            self._datagram = data  # several records: aiortc's recv() right after reads them
             return len(data)
         result: int = lib.BIO_write(self._into_ssl, data, len(data))
         if result <= 0:

@@ -68,11 +68,13 @@ def advertised_large_data(sdp: str) -> int:
     return 0
 
 
-def large_data_size(peer_takes: int, mtu: int) -> int:
-    """The largest of our large sizes that the peer takes and the route carries unfragmented
-    (0: none, the standard size stays)."""
+def large_data_size(peer_takes: int, mtu: int, several_records: bool = True) -> int:
+    """The largest of our large sizes that the peer takes, the route carries unfragmented and
+    the DTLS connection carries (packets of several records or only of one); 0: none, the
+    standard size stays."""
     for size in (sctp.LARGE_DATA, sctp.SINGLE_RECORD_DATA):
-        if size <= peer_takes and sctp.needed_mtu(size) <= mtu:
+        fits_records = several_records or size + sctp.SCTP_OVERHEAD <= sctp.MAX_RECORD
+        if size <= peer_takes and sctp.needed_mtu(size) <= mtu and fits_records:
             return size
     return 0
 
@@ -232,7 +234,8 @@ class Transport:
             return False
         host, port = peer.rsplit(":", 1)
         mtu = sctp.path_mtu((host.strip("[]"), int(port)))  # a UDP connect: no I/O waits
-        size = large_data_size(self.peer_large_data, mtu)
+        records = sctp.several_records(self._pc.sctp.transport)
+        size = large_data_size(self.peer_large_data, mtu, records)
         if not size:
             log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
             return False

@@ -171,7 +171,7 @@ def test_large_packets_stay_off_where_the_path_does_not_carry_them(
 
     Either way the transfer completes with a matching hash."""
     source = tmp_path / "payload.bin"
-    source.write_bytes(os.urandom(30_000_000))  # outlasts the 1 s probe at the standard size
+    source.write_bytes(os.urandom(100_000_000))  # outlasts the 1 s probe at the standard size
     out = tmp_path / "out"
     out.mkdir()
     with lab(Site("cone", link=Link(drop_fragments=True)), Site("cone")) as the_lab:

@@ -118,6 +118,10 @@ def test_without_delay_every_packet_is_acknowledged(monkeypatch: pytest.MonkeyPa
     assert receiver["SackChunk"] >= packets * 0.9, receiver
 
 
+RECV_TIMEOUT = 20.0
+"""A frame that does not arrive by then never will (a packet SCTP keeps resending is lost)."""
+
+
 def _unchanged(sdp: str) -> str:
     return sdp
 
@@ -173,10 +177,13 @@ def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch
             switched = await a._probe
             assert a.max_message % sctp.LARGE_DATA == 0  # 256000: four packets a frame
             payload = [bytes([i]) * 200_000 for i in range(20)] + [os.urandom(a.max_message)]
+            # packets of one record, of two records (one just over 16384 bytes), of four
+            sizes = [1, 16356, 16357, 16400, 17000, 18400, 18500, 40000, 64000, 64001, 128001]
+            payload += [os.urandom(size) for size in sizes]
             for frame in payload:
                 await a.send(frame)
             for frame in payload:
-                assert await b.recv() == frame
+                assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
             return switched
         finally:
             await asyncio.gather(a.close(), b.close())
@@ -210,7 +217,7 @@ def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.Mo
             for frame in payload:
                 await a.send(frame)
             for frame in payload:
-                assert await b.recv() == frame
+                assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
             return switched
         finally:
             await asyncio.gather(a.close(), b.close())
@@ -251,7 +258,7 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
             for frame in payload:
                 await a.send(frame)
             for frame in payload:
-                assert await b.recv() == frame
+                assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
         finally:
             await asyncio.gather(a.close(), b.close())
 
@@ -266,6 +273,8 @@ def test_the_large_size_fits_the_peer_and_the_route() -> None:
     assert transport.large_data_size(sctp.LARGE_DATA, 9000) == 0
     assert transport.large_data_size(0, 65536) == 0  # not a p2pcp peer
     assert transport.large_data_size(1200, 65536) == 0
+    # a DTLS connection whose records the receiver cannot split (not DTLS 1.2): one record only
+    assert transport.large_data_size(sctp.LARGE_DATA, 65536, False) == sctp.SINGLE_RECORD_DATA
     # a 64 KB packet still fits a UDP datagram and the loopback MTU
     assert sctp.needed_mtu(sctp.LARGE_DATA) <= 65507
     sdp = f"v=0\r\n{transport.LARGE_LINE}16000\r\nm=application 9 UDP/DTLS/SCTP\r\n"
