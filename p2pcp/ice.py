@@ -27,6 +27,11 @@ unchanged):
    candidates, instead of through three coroutines (``send``, ``sendto``, ``send_data``).
    A relayed pair keeps aioice's path (the TURN client wraps the data).
 
+And a quicker end: aioice's ``connect()`` paces its checks with a 20 ms sleep and looks at the
+check list only after each sleep, so it returned up to 20 ms after ICE had completed (measured:
+19 ms on one host, a fifth of the time from both commands started to the data channel open).
+Ours wakes as soon as the check list completes or fails (``connect`` below).
+
 And one setting: every ICE socket asks for a 4 MiB receive buffer instead of aioice's 256 KiB.
 With large packets on loopback, bursts of 64 KB datagrams overflowed 256 KiB: about 2500 of
 the 4200 data packets of a 256 MiB transfer were dropped and sent again (bench/transfer.py,
@@ -35,13 +40,14 @@ counted by ``ss -uam``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import aioice
 from aioice import stun, turn
 from aioice.candidate import Candidate
-from aioice.ice import Connection, StunProtocol
+from aioice.ice import ICE_COMPLETED, ICE_FAILED, Connection, StunProtocol
 
 from .netcheck import is_private
 
@@ -105,6 +111,51 @@ async def send(self: Connection, data: bytes) -> None:
     await _send(self, data)
 
 
+CHECK_PACING = 0.02
+"""Seconds between starting two checks (aioice's Ta, RFC 8445 section 6.1.4.2)."""
+
+
+async def _state_within(self: Connection, timeout: float) -> int | None:
+    """The check list's final state if it arrives within ``timeout``, else None (and the
+    state stays queued: a cancelled ``Queue.get`` takes nothing)."""
+    getter = asyncio.ensure_future(self._check_list_state.get())
+    done, _ = await asyncio.wait({getter}, timeout=timeout)
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    return None
+
+
+async def connect(self: Connection) -> None:
+    """aioice 0.13's ``Connection.connect``, waking as soon as the check list ends instead of
+    at the next 20 ms pacing step."""
+    if not self._local_candidates_end:
+        raise ConnectionError("Local candidates gathering was not performed")
+    if self.remote_username is None or self.remote_password is None:
+        raise ConnectionError("Remote username or password is missing")
+    for remote_candidate in self._remote_candidates:
+        self._pair_remote_candidate(remote_candidate)
+    self.sort_check_list()
+    self._unfreeze_initial()
+    for early_check in self._early_checks:
+        self.check_incoming(*early_check)
+    self._early_checks.clear()
+    self._early_checks_done = True
+
+    result = None
+    while result is None and self._check_periodic():
+        result = await _state_within(self, CHECK_PACING)
+    if result is None:
+        result = await self._check_list_state.get() if self._check_list else ICE_FAILED
+
+    for check in self._check_list:
+        if check.task:
+            check.task.cancel()
+    if result != ICE_COMPLETED:
+        raise ConnectionError("ICE negotiation failed")
+    self._query_consent_task = asyncio.create_task(self.query_consent())
+
+
 def install() -> bool:
     """Put the fixes and shortcuts in force (once); False, changing nothing, on another aioice
     version."""
@@ -117,5 +168,6 @@ def install() -> bool:
     Connection.check_incoming = check_incoming  # type: ignore[method-assign]
     StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]
     Connection.send = send  # type: ignore[method-assign]
+    Connection.connect = connect  # type: ignore[method-assign]
     turn.UDP_SOCKET_BUFFER_SIZE = SOCKET_BUFFER
     return True

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aioice import stun
 from aioice.candidate import Candidate
 from aioice.ice import CandidatePair, Connection, StunProtocol
@@ -156,3 +157,32 @@ def test_ice_sockets_ask_for_a_large_receive_buffer() -> None:
 
     assert asyncio.run(scenario()) >= 2 * min(ice.SOCKET_BUFFER, allowed)
     assert ice.SOCKET_BUFFER > 262144  # aioice's own size
+
+
+def test_connect_returns_when_the_checks_end_not_at_the_next_pacing_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two aioice connections on this machine's addresses, with the pacing step stretched to
+    60 s: the first check succeeds at once, and connect() must then return on both sides
+    instead of sleeping out the step (aioice's own loop looked only after each sleep)."""
+    assert Connection.connect is ice.connect
+    monkeypatch.setattr(ice, "CHECK_PACING", 60.0)
+
+    async def scenario() -> None:
+        a = Connection(ice_controlling=True, components=1)
+        b = Connection(ice_controlling=False, components=1)
+        try:
+            await asyncio.gather(a.gather_candidates(), b.gather_candidates())
+            for one, other in ((a, b), (b, a)):
+                for candidate in other.local_candidates:
+                    await one.add_remote_candidate(candidate)
+                await one.add_remote_candidate(None)
+                one.remote_username = other.local_username
+                one.remote_password = other.local_password
+            await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 20)
+            await a.send(b"over the pair")
+            assert await asyncio.wait_for(b.recv(), 5) == b"over the pair"
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+    asyncio.run(scenario())
