@@ -80,7 +80,7 @@ log = logging.getLogger(__name__)
 CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
 RENDEZVOUS_TIMEOUT = 60.0
-JOIN_RETRY_FIRST = 0.05
+JOIN_RETRY_FIRST = 0.01
 """With ``--wait``, the first pause before asking again for the code's room; it doubles..."""
 JOIN_RETRY_MAX = 0.5
 """...up to this, so a sender that starts a moment later is found within half a second."""

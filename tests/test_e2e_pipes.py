@@ -283,5 +283,5 @@ def test_wait_gives_up_with_the_code_error(signal_server: SignalServer, tmp_path
     assert events[0] == {"event": "waiting", "nameplate": "905", "seconds": 0.3}
     assert events[-1]["event"] == "error" and "no sender is waiting" in events[-1]["message"]
     signal_server.stop()
-    # it asked more than once before giving up (50 ms, then 100 ms, ...)
+    # it asked more than once before giving up (10 ms, then 20 ms, ...)
     assert signal_server.log_text().count("reason=no_such_nameplate") >= 2
