@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer import (  # noqa: E402
     PY,
     Run,
+    compile_p2pcp,
     drain,
     first_byte_line,
     free_port,
@@ -192,6 +193,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_mib * 1024 * 1024
     address = own_address()
+    compile_p2pcp()
     server, url = start_server()
     methods = [
         m for m in ("raw TCP", "plain aiortc", "magic-wormhole", "p2pcp") if m not in args.skip
