@@ -237,7 +237,11 @@ class Transport:
         records = sctp.several_records(self._pc.sctp.transport)
         size = large_data_size(self.peer_large_data, mtu, records)
         if not size:
-            log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
+            log.debug(
+                "large packets: the route's MTU is %d, standard size kept (the peer takes %d)",
+                mtu,
+                self.peer_large_data,
+            )
             return False
         return await sctp.probe_large_packets(self._pc.sctp, size)
 
