@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -241,8 +242,19 @@ def test_receive_without_tty_or_yes_fails_at_once(
     assert "--yes" in got.stderr
 
 
+@pytest.fixture
+def interruptible() -> Iterator[None]:
+    """p2pcp processes started meanwhile take SIGINT, as from a terminal, even when the suite
+    itself runs as a background job: such a job starts with SIGINT ignored, the children
+    inherit that, and p2pcp keeps an inherited ignore (as nohup expects)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # reset by exec
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("victim", ["send", "receive"])
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.usefixtures("interruptible")
 def test_signal_mid_transfer_ends_both_sides_cleanly(
     signal_server: SignalServer, tmp_path: Path, victim: str, sig: signal.Signals, status: int
 ) -> None:
