@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,31 @@ def _write_random(path: Path, size: int) -> None:
             f.write(os.urandom(MIB))
 
 
+def _start(
+    server: SignalServer,
+    sources: list[str],
+    out: Path,
+    *receive_args: str,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+    """A sender of ``sources`` and a receiver (with ``receive_args``) into ``out``, both with
+    --json and ``env``."""
+    sender, code = start_send(server, *sources, env=env)
+    receiver = p2pcp(
+        "receive",
+        "--server",
+        server.url,
+        "--json",
+        "--yes",
+        *receive_args,
+        "-o",
+        str(out),
+        code,
+        env=env,
+    )
+    return sender, receiver
+
+
 def _broken_run(
     server: SignalServer,
     sources: list[str],
@@ -34,18 +60,7 @@ def _broken_run(
 ) -> None:
     """Start a transfer and SIGKILL ``victim`` once a receiver progress event satisfies
     ``stop_when``; wait for the survivor to give up."""
-    sender, code = start_send(server, *sources, env=STANDARD_PACKETS)
-    receiver = p2pcp(
-        "receive",
-        "--server",
-        server.url,
-        "--json",
-        "--yes",
-        "-o",
-        str(out),
-        code,
-        env=STANDARD_PACKETS,
-    )
+    sender, receiver = _start(server, sources, out, env=STANDARD_PACKETS)
     while True:
         line = read_line(receiver)
         assert line, "the receiver ended before the break"
@@ -61,11 +76,8 @@ def _broken_run(
 
 
 def _resume(server: SignalServer, sources: list[str], out: Path) -> dict[str, Any]:
-    sender, code = start_send(server, *sources)
-    got = finish(
-        p2pcp("receive", "--server", server.url, "--json", "--yes", "-o", str(out), code),
-        timeout=300,
-    )
+    sender, receiver = _start(server, sources, out)
+    got = finish(receiver, timeout=300)
     sent = finish(sender, timeout=60)
     assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
     assert sent.events[-1]["bytes_skipped"] == got.events[-1]["bytes_skipped"]
@@ -104,18 +116,7 @@ def test_directory_broken_in_file_30(signal_server: SignalServer, tmp_path: Path
     # Kill the receiver once file 30 is half written: what is on disk is then exactly what a
     # resume starts from (killing the sender instead lets up to a credit window of data that is
     # already on its way arrive and finish more files).
-    sender, code = start_send(signal_server, str(src), env=STANDARD_PACKETS)
-    receiver = p2pcp(
-        "receive",
-        "--server",
-        signal_server.url,
-        "--json",
-        "--yes",
-        "-o",
-        str(out),
-        code,
-        env=STANDARD_PACKETS,
-    )
+    sender, receiver = _start(signal_server, [str(src)], out, env=STANDARD_PACKETS)
     partial = out / "album" / ".f29.bin.p2pcp-part"
     deadline = time.monotonic() + 120
     while not (partial.exists() and partial.stat().st_size >= 2 * MIB):
@@ -146,10 +147,8 @@ def test_a_source_modified_between_runs_is_sent_again_whole(
         f.seek(1000)
         f.write(bytes([f.read(1)[0] ^ 0xFF]))
 
-    sender, code = start_send(signal_server, str(src))
-    got = finish(
-        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
-    )
+    sender, receiver = _start(signal_server, [str(src)], out)
+    got = finish(receiver)
     assert finish(sender).code == 0 and got.code == 0, got.stderr
     done = got.events[-1]
     assert done["bytes_transferred"] == size and done["bytes_skipped"] == 0
@@ -165,24 +164,20 @@ def test_complete_identical_files_are_skipped_and_different_ones_refused(
     out.mkdir()
     (out / "same.txt").write_text("same content")
     (out / "other.txt").write_text("old content!")  # same size, different bytes
-    sender, code = start_send(
-        signal_server, str(tmp_path / "same.txt"), str(tmp_path / "other.txt")
+    sender, receiver = _start(
+        signal_server, [str(tmp_path / "same.txt"), str(tmp_path / "other.txt")], out
     )
-    got = finish(
-        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
-    )
+    got = finish(receiver)
     sent = finish(sender)
     assert got.code == 6 and sent.code == 6, (got.stdout, sent.stdout)
     assert "other.txt already exists and differs" in got.events[-1]["message"]
     assert (out / "other.txt").read_text() == "old content!"
 
     (out / "other.txt").unlink()
-    sender, code = start_send(
-        signal_server, str(tmp_path / "same.txt"), str(tmp_path / "other.txt")
+    sender, receiver = _start(
+        signal_server, [str(tmp_path / "same.txt"), str(tmp_path / "other.txt")], out
     )
-    got = finish(
-        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
-    )
+    got = finish(receiver)
     assert finish(sender).code == 0 and got.code == 0, got.stderr
     assert got.events[-1]["bytes_skipped"] == len("same content")
     assert (out / "other.txt").read_text() == "new content!"
@@ -195,20 +190,8 @@ def test_no_resume_starts_over(signal_server: SignalServer, tmp_path: Path) -> N
     out = tmp_path / "out"
     out.mkdir()
     _broken_run(signal_server, [str(src)], out, "send", lambda e: e["bytes"] >= size // 2)
-    sender, code = start_send(signal_server, str(src))
-    got = finish(
-        p2pcp(
-            "receive",
-            "--server",
-            signal_server.url,
-            "--json",
-            "--yes",
-            "--no-resume",
-            "-o",
-            str(out),
-            code,
-        )
-    )
+    sender, receiver = _start(signal_server, [str(src)], out, "--no-resume")
+    got = finish(receiver)
     assert finish(sender).code == 0 and got.code == 0
     assert got.events[-1]["bytes_transferred"] == size
     assert sha256_file(out / "data.bin") == sha256_file(src)
