@@ -138,6 +138,14 @@ async def _pair(
     return a, b
 
 
+async def _carry(a: transport.Transport, b: transport.Transport, frames: list[bytes]) -> None:
+    """Send ``frames`` from ``a``; each must arrive at ``b`` intact and in order."""
+    for frame in frames:
+        await a.send(frame)
+    for frame in frames:
+        assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
+
+
 def _record_sends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[list[int], list[tuple[Connection, int]]]:
@@ -180,10 +188,7 @@ def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch
             # packets of one record, of two records (one just over 16384 bytes), of four
             sizes = [1, 16356, 16357, 16400, 17000, 18400, 18500, 40000, 64000, 64001, 128001]
             payload += [os.urandom(size) for size in sizes]
-            for frame in payload:
-                await a.send(frame)
-            for frame in payload:
-                assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
+            await _carry(a, b, payload)
             return switched
         finally:
             await asyncio.gather(a.close(), b.close())
@@ -214,10 +219,7 @@ def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.Mo
             assert a._probe is not None
             switched = await a._probe
             payload = [bytes([i]) * 200_000 for i in range(10)]
-            for frame in payload:
-                await a.send(frame)
-            for frame in payload:
-                assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
+            await _carry(a, b, payload)
             return switched
         finally:
             await asyncio.gather(a.close(), b.close())
@@ -255,10 +257,7 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
             assert a._probe is not None and await a._probe
             armed.append(a._ice_connection())
             payload = [os.urandom(a.max_message) for _ in range(12)]
-            for frame in payload:
-                await a.send(frame)
-            for frame in payload:
-                assert await asyncio.wait_for(b.recv(), RECV_TIMEOUT) == frame
+            await _carry(a, b, payload)
         finally:
             await asyncio.gather(a.close(), b.close())
 
