@@ -262,6 +262,12 @@ def data_size() -> int:
     return sctp.USERDATA_MAX_LENGTH
 
 
+def _record_end(datagram: bytes, offset: int) -> int:
+    """Where the DTLS 1.2 record starting at ``offset`` ends (its header's last 2 bytes hold
+    the length of what follows the header)."""
+    return offset + RECORD_HEADER + (datagram[offset + 11] << 8 | datagram[offset + 12])
+
+
 def several_records(dtls_transport: Any) -> bool:
     """Whether this DTLS connection may carry packets of several records: DTLS 1.2, by whose
     13-byte record header the receiver splits a datagram (DTLS 1.3's headers differ)."""
@@ -316,8 +322,7 @@ class _Records:
         end = len(datagram)
         offset = total = result = 0
         while end - offset > RECORD_HEADER:
-            length = RECORD_HEADER + (datagram[offset + 11] << 8 | datagram[offset + 12])
-            length = min(length, end - offset)
+            length = min(_record_end(datagram, offset), end) - offset
             written: int = lib.BIO_write(self._into_ssl, pointer + offset, length)
             if written <= 0:
                 self._connection._handle_bio_errors(self._into_ssl, written)
@@ -356,7 +361,7 @@ class _Records:
         if (
             data[0] == APPLICATION_DATA
             and len(data) > RECORD_HEADER
-            and len(data) > RECORD_HEADER + (data[11] << 8 | data[12])
+            and len(data) > _record_end(data, 0)
         ):
             self._datagram = data  # several records: aiortc's recv() right after reads them
             return len(data)
