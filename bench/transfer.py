@@ -1,10 +1,13 @@
 """Benchmark: one file through the real `p2pcp send` / `p2pcp receive` commands, next to raw TCP.
 
-Usage: python bench/transfer.py [--size-mib 256] [--rounds 3]
+Usage: python bench/transfer.py [--size-mib 256] [--rounds 3] [--data random|text]
+                                [--no-compress-too]
 
 Each round runs a raw TCP copy (a Python sender and receiver process over the machine's own
-address) and a p2pcp transfer (real p2pcp-signal, send and receive processes) of the same random
-file, and checks the received file's SHA-256. It prints, per method, the median end-to-end rate
+address) and a p2pcp transfer (real p2pcp-signal, send and receive processes) of the same file,
+and checks the received file's SHA-256. The file is random bytes, or with ``--data text`` log-like
+text lines (which zstd level 1 shrinks about fourfold); ``--no-compress-too`` adds a p2pcp run with
+``send --no-compress`` to each round. It prints, per method, the median end-to-end rate
 (from starting the sender to both processes exiting), the ratio to raw TCP, and the peak RSS and
 CPU seconds of each side (from wait4).
 """
@@ -144,7 +147,7 @@ def run_tcp(src: Path, out: Path, address: str) -> Run:
 _NAMEPLATES = itertools.count(random.randrange(1000, 9000) * 100)
 
 
-def run_p2pcp(src: Path, out_dir: Path, server: str) -> Run:
+def run_p2pcp(src: Path, out_dir: Path, server: str, *send_args: str) -> Run:
     """Start sender and receiver at once with a chosen code (P2PCP_CODE, receive --wait), as
     scripts do and as the magic-wormhole run does with --code; the run's ``first_byte`` is when
     the receiver reported its first progress event."""
@@ -152,7 +155,7 @@ def run_p2pcp(src: Path, out_dir: Path, server: str) -> Run:
     env = {**installed_env(), "P2PCP_SERVER": server, "P2PCP_CODE": code}
     start = time.monotonic()
     sender = subprocess.Popen(
-        [PY, "-m", "p2pcp", "send", "--json", str(src)],
+        [PY, "-m", "p2pcp", "send", "--json", *send_args, str(src)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -211,11 +214,32 @@ def start_server() -> tuple[subprocess.Popen[str], str]:
     raise SystemExit("p2pcp-signal did not start")
 
 
-def make_file(path: Path, size: int) -> None:
+def make_file(path: Path, size: int, data: str = "random") -> None:
+    """``size`` random bytes, or log-like text lines that zstd level 1 shrinks about fourfold."""
+    rng = random.Random(7)
+    words = [w.encode() for w in "get put delete user item order cache miss hit ok slow".split()]
     with path.open("wb") as f:
         left = size
+        line_no = 0
         while left:
-            block = os.urandom(min(left, 1 << 20))
+            if data == "random":
+                block = os.urandom(min(left, 1 << 20))
+            else:
+                lines = []
+                for _ in range(8192):
+                    line_no += 1
+                    lines.append(
+                        b"2026-11-26T%06d %s /%s/%d status=%d ms=%d\n"
+                        % (
+                            line_no,
+                            rng.choice(words),
+                            rng.choice(words),
+                            rng.randrange(100000),
+                            rng.choice((200, 200, 200, 404, 500)),
+                            rng.randrange(2000),
+                        )
+                    )
+                block = b"".join(lines)[:left]
             f.write(block)
             left -= len(block)
 
@@ -224,17 +248,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", choices=("random", "text"), default="random")
+    parser.add_argument("--no-compress-too", action="store_true")
     args = parser.parse_args()
     size = args.size_mib * 1024 * 1024
     address = own_address()
     compile_p2pcp()
     server, url = start_server()
     results: dict[str, list[Run]] = {"raw TCP": [], "p2pcp": []}
+    if args.no_compress_too:
+        results["p2pcp --no-compress"] = []
     try:
         with tempfile.TemporaryDirectory(prefix="p2pcp-bench-") as tmp:
             root = Path(tmp)
             src = root / "payload.bin"
-            make_file(src, size)
+            make_file(src, size, args.data)
             want = sha256(src)
             for round_no in range(1, args.rounds + 1):
                 tcp_out = root / "tcp.bin"
@@ -243,30 +271,36 @@ def main() -> None:
                 tcp_out.unlink()
                 out_dir = root / f"out{round_no}"
                 out_dir.mkdir()
-                results["p2pcp"].append(run_p2pcp(src, out_dir, url))
-                assert sha256(out_dir / src.name) == want, "hash mismatch"
-                (out_dir / src.name).unlink()
-                print(
-                    f"round {round_no}: tcp {size / results['raw TCP'][-1].seconds / 1e6:.0f} "
-                    f"MB/s, p2pcp {size / results['p2pcp'][-1].seconds / 1e6:.1f} MB/s",
-                    file=sys.stderr,
+                variants = [("p2pcp", ())]
+                if args.no_compress_too:
+                    variants.append(("p2pcp --no-compress", ("--no-compress",)))
+                if round_no % 2 == 0:
+                    variants.reverse()  # alternate which p2pcp variant goes first
+                for name, send_args in variants:
+                    results[name].append(run_p2pcp(src, out_dir, url, *send_args))
+                    assert sha256(out_dir / src.name) == want, "hash mismatch"
+                    (out_dir / src.name).unlink()
+                rates = ", ".join(
+                    f"{name} {size / runs[-1].seconds / 1e6:.1f} MB/s"
+                    for name, runs in results.items()
                 )
+                print(f"round {round_no}: {rates}", file=sys.stderr)
     finally:
         server.terminate()
     tcp_rate = statistics.median(size / r.seconds / 1e6 for r in results["raw TCP"])
     print(
-        f"\n{args.size_mib} MiB random file, {args.rounds} rounds, median; "
+        f"\n{args.size_mib} MiB {args.data} file, {args.rounds} rounds, median; "
         f"end to end (sender start to both exited)"
     )
     print(
-        f"{'method':<10} {'MB/s':>8} {'vs TCP':>8} {'RSS send':>9} {'RSS recv':>9} "
+        f"{'method':<20} {'MB/s':>8} {'vs TCP':>8} {'RSS send':>9} {'RSS recv':>9} "
         f"{'CPU send':>9} {'CPU recv':>9}"
     )
     for name, runs in results.items():
         rate = statistics.median(size / r.seconds / 1e6 for r in runs)
         rss_s, rss_r = max(r.rss_send_mib for r in runs), max(r.rss_recv_mib for r in runs)
         print(
-            f"{name:<10} {rate:>8.1f} {rate / tcp_rate:>8.3f} "
+            f"{name:<20} {rate:>8.1f} {rate / tcp_rate:>8.3f} "
             f"{rss_s:>7.0f}Mi {rss_r:>7.0f}Mi "
             f"{statistics.median(r.cpu_send for r in runs):>8.1f}s "
             f"{statistics.median(r.cpu_recv for r in runs):>8.1f}s"

@@ -203,6 +203,11 @@ def send(
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Send everything again, even what the receiver holds."
     ),
+    no_compress: bool = typer.Option(
+        False,
+        "--no-compress",
+        help="Send data as it is; by default frames that zstd shrinks go compressed.",
+    ),
     code: str | None = typer.Option(
         None,
         "--code",
@@ -238,6 +243,7 @@ def send(
             text=_text_argument(text) if text is not None else None,
             stdin_name=name,
             resume=not no_resume,
+            compress=not no_compress,
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)

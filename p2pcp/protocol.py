@@ -8,7 +8,8 @@ sender never exceeds the receiver's credit, and a receiver rejects more (or fewe
 the offer declared. ``docs/protocol.md`` describes the same format for humans.
 
 Frame layout: one kind byte, then the payload. ``0x00``: a control message, a UTF-8 JSON object
-with a ``type`` field. ``0x01``: raw bytes of the file currently being sent.
+with a ``type`` field. ``0x01``: raw bytes of the file currently being sent. ``0x02``: the same,
+as one zstd frame, only between peers whose ``hello`` both listed ``zstd``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from .compress import ZSTD, Packer, unpack
 from .errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,12 @@ PROTOCOL_NAME = "p2pcp"
 PROTOCOL_VERSION = 1
 KIND_CONTROL = 0x00
 KIND_DATA = 0x01
+KIND_ZSTD = 0x02
 DATA_HEADER_SIZE = 1
 MAX_OFFER_ENTRIES = 1_000_000
 MAX_CONTROL_SIZE = 256 * 1024
+MAX_DATA_SIZE = 256 * 1024
+"""The most file bytes a compressed data frame may unpack to (no frame is larger)."""
 MAX_FILE_SIZE = 1 << 62
 MAX_TEXT_SIZE = 1 << 20
 DATA_KINDS = frozenset({"file", "text"})
@@ -91,6 +96,8 @@ class Hello:
 
     version: int = PROTOCOL_VERSION
     """Protocol version the sender of this message speaks."""
+    compress: tuple[str, ...] = ()
+    """Compressed data frames this side takes and sends (``zstd``); empty for none."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +228,8 @@ def encode(message: Message) -> bytes:
     body: dict[str, Any] = {"type": _TYPE_NAMES[type(message)]}
     if isinstance(message, Hello):
         body.update(protocol=PROTOCOL_NAME, version=message.version)
+        if message.compress:
+            body.update(compress=list(message.compress))
     elif isinstance(message, Offer):
         body.update(entries=[_entry_json(e) for e in message.entries], more=message.more)
     elif isinstance(message, Accept):
@@ -251,13 +260,18 @@ def _entry_json(entry: Entry) -> dict[str, Any]:
     return out
 
 
-def decode(frame: bytes) -> Message:
-    """Parse one frame from the peer; raise :class:`ProtocolError` on anything malformed."""
+def decode(frame: bytes, zstd: bool = False) -> Message:
+    """Parse one frame from the peer; raise :class:`ProtocolError` on anything malformed.
+    ``zstd``: this side said it takes compressed data frames."""
     if not frame:
         raise ProtocolError("peer sent an empty frame")
     kind = frame[0]
     if kind == KIND_DATA:
         return Data(bytes(frame[1:]))
+    if kind == KIND_ZSTD:
+        if not zstd:
+            raise ProtocolError("peer sent a compressed frame, which this side did not offer")
+        return Data(unpack(bytes(frame[1:]), MAX_DATA_SIZE))
     if kind != KIND_CONTROL:
         raise ProtocolError(f"peer sent a frame of unknown kind {kind}")
     if len(frame) > MAX_CONTROL_SIZE:
@@ -276,7 +290,10 @@ def _from_json(body: dict[str, Any]) -> Message:
     if kind == "hello":
         if body.get("protocol") != PROTOCOL_NAME:
             raise ProtocolError("peer does not speak the p2pcp protocol")
-        return Hello(_int(body, "version"))
+        compress = body.get("compress", [])
+        if not isinstance(compress, list) or not all(isinstance(c, str) for c in compress):
+            raise ProtocolError("peer sent a malformed 'compress' list")
+        return Hello(_int(body, "version"), tuple(compress))
     if kind == "offer":
         entries = body.get("entries")
         if not isinstance(entries, list):
@@ -429,8 +446,12 @@ class Peer:
     message. Both raise :class:`ProtocolError` when the message is not allowed now.
     """
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Role, compress: bool = False) -> None:
         self.role = role
+        self.compress: tuple[str, ...] = (ZSTD,) if compress else ()
+        """What this side offers in its ``hello``: compressed data frames it takes and sends."""
+        self.packer: Packer | None = None
+        """The sender's per-frame choice, once both hellos listed ``zstd``."""
         self.state = State.START
         self.entries: list[Entry] = []
         self.credit = 0
@@ -455,14 +476,22 @@ class Peer:
         """True once the conversation has ended, well or badly."""
         return self.state in TERMINAL_STATES
 
+    def hello(self) -> Hello:
+        """This side's first message."""
+        return Hello(compress=self.compress)
+
     def send(self, message: Message) -> bytes:
         """Check ``message`` against the state and return its frame."""
         self._advance(SEND, message)
+        if isinstance(message, Data) and self.packer is not None:
+            packed = self.packer.pack(message.data)
+            if packed is not None:
+                return bytes((KIND_ZSTD,)) + packed
         return encode(message)
 
     def receive(self, frame: bytes) -> Message:
         """Parse and check one frame from the peer."""
-        message = decode(frame)
+        message = decode(frame, zstd=ZSTD in self.compress)
         self._advance(RECV, message)
         return message
 
@@ -492,6 +521,8 @@ class Peer:
                     f"version {PROTOCOL_VERSION}: update the older side"
                 )
             self.peer_version = message.version
+            if self.role is Role.SENDER and ZSTD in self.compress and ZSTD in message.compress:
+                self.packer = Packer()
         elif isinstance(message, Offer):
             if len(self.entries) + len(message.entries) > MAX_OFFER_ENTRIES:
                 raise ProtocolError(f"{who} an offer with too many entries")

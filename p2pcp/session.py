@@ -177,12 +177,13 @@ class FileSender:
         sources: Sequence[Source],
         sink: EventSink,
         resume: bool = True,
+        compress: bool = True,
     ) -> None:
         self.channel = channel
         self.sources = list(sources)
         self.sink = sink
         self.resume = resume
-        self.peer = p.Peer(p.Role.SENDER)
+        self.peer = p.Peer(p.Role.SENDER, compress)
         self.bytes_sent = 0
         self.bytes_skipped = 0
         self.started = time.monotonic()
@@ -201,7 +202,7 @@ class FileSender:
 
     async def run(self) -> None:
         """The whole conversation; returns once the receiver verified every file."""
-        await self._send(p.Hello())
+        await self._send(self.peer.hello())
         await self._recv()
         await self._offer()
         answer = await self._recv()
@@ -218,6 +219,9 @@ class FileSender:
         for index, source in enumerate(self._data_sources):
             await self._send_file(index, source, progress)
         await self._send(p.Done())
+        if self.peer.packer is not None:
+            packer = self.peer.packer
+            log.debug("zstd: %d of %d bytes sent compressed", packer.packed, packer.raw)
         self.sink.emit(AllSent())
         while not self.peer.finished:
             await self._recv()
@@ -308,7 +312,7 @@ class FileReceiver:
         self.sink = sink
         self.decide = decide
         self.resume = resume
-        self.peer = p.Peer(p.Role.RECEIVER)
+        self.peer = p.Peer(p.Role.RECEIVER, compress=True)
         self.bytes_received = 0
         self.bytes_skipped = 0
         self.started = time.monotonic()
@@ -339,7 +343,7 @@ class FileReceiver:
             raise
 
     async def _run(self) -> None:
-        await self._send(p.Hello())
+        await self._send(self.peer.hello())
         await self._recv()
         while self.peer.state is not p.State.DECIDING:
             await self._recv()
@@ -673,6 +677,8 @@ class SendOptions:
     """Skip what the receiver already holds, when it matches."""
     stdin_name: str = "stdin"
     """The name the receiver gets for data read from stdin (``-``)."""
+    compress: bool = True
+    """Send data frames zstd-compressed where that saves bytes and the receiver takes them."""
 
 
 @dataclass(frozen=True)
@@ -758,7 +764,10 @@ async def _send(
             await transport.accept_answer(answer["sdp"])
         await _connected(transport, signaling, sink)
         await _verified(confirm, verification)
-        run.worker = sender = FileSender(transport, sources, sink, options.resume)
+        compress = options.compress and not transport.peer_on_this_host()
+        if options.compress and not compress:
+            log.debug("zstd: off, the peer is on this host (no network to save bytes on)")
+        run.worker = sender = FileSender(transport, sources, sink, options.resume, compress)
         await sender.run()
         files = sum(1 for s in sources if s.entry.carries_data)
         seconds = round(time.monotonic() - sender.started, 3)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -282,6 +283,22 @@ class Transport:
         local, remote = pair.local_candidate, pair.remote_candidate
         kind = "relay" if "relay" in (local.type, remote.type) else "direct"
         return kind, f"{remote.host}:{remote.port}"
+
+    def peer_on_this_host(self) -> bool:
+        """Whether the selected pair leads straight to one of this machine's own addresses:
+        then no network lies between the peers, and nothing is gained by sending fewer bytes.
+        (A relayed pair always crosses the network to the relay and back.)"""
+        route, peer = self.route()
+        if route != "direct" or peer is None:
+            return False
+        host = peer.rsplit(":", 1)[0].strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as own:
+            try:
+                own.bind((host, 0))  # succeeds only for an address of this machine
+            except OSError:
+                return False
+        return True
 
     # -- frames ---------------------------------------------------------------------------
 

@@ -62,8 +62,8 @@ class Wire:
     async def recv(self) -> p.Message:
         return p.decode(await self.transport.recv())
 
-    async def hello(self) -> None:
-        await self.send(p.encode(p.Hello()))
+    async def hello(self, message: p.Hello | None = None) -> None:
+        await self.send(p.encode(message or p.Hello()))
         assert isinstance(await self.recv(), p.Hello)
 
     async def offer(self, entries: list[dict[str, Any]]) -> p.Message | None:

@@ -142,6 +142,28 @@ def test_200_mib_random_file(signal_server: SignalServer, tmp_path: Path) -> Non
     assert got.events[-1]["bytes"] == 200 * 1024 * 1024
 
 
+@pytest.mark.parametrize("flag", [None, "--no-compress"])
+def test_no_compression_when_the_peer_is_on_this_host(
+    signal_server: SignalServer, tmp_path: Path, flag: str | None
+) -> None:
+    # Text that zstd shrinks a hundredfold still goes raw: between two processes of one host
+    # there is no network to save bytes on, and compressing only costs the sender CPU
+    # (tests/test_netlab.py checks that it is compressed across a network).
+    text = b"".join(b"line %d: the quick brown fox\n" % i for i in range(200_000))
+    src = tmp_path / "text.log"
+    src.write_bytes(text)
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, "--debug", *([flag] if flag else []), str(src))
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert (out / "text.log").read_bytes() == text
+    assert "bytes sent compressed" not in sent.stderr
+    said_why = "zstd: off, the peer is on this host" in sent.stderr
+    assert said_why == (flag is None), sent.stderr[-2000:]
+
+
 def test_refuses_to_overwrite(signal_server: SignalServer, tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("new content")
     out = tmp_path / "out"

@@ -15,6 +15,7 @@ import pytest
 from conftest import SignalServer
 
 from p2pcp import protocol as p
+from p2pcp.compress import zstd
 
 
 def _file(path: str, size: int = 3) -> dict[str, Any]:
@@ -34,9 +35,11 @@ def offer_only(entries: list[dict[str, Any]]) -> hostile.Scenario:
     return scenario
 
 
-def after_accept(entries: list[dict[str, Any]], *frames: bytes) -> hostile.Scenario:
+def after_accept(
+    entries: list[dict[str, Any]], *frames: bytes, hello: p.Hello | None = None
+) -> hostile.Scenario:
     async def scenario(wire: hostile.Wire) -> None:
-        await wire.hello()
+        await wire.hello(hello)
         answer = await wire.offer(entries)
         assert isinstance(answer, p.Accept), answer
         await wire.send(p.encode(p.Resume()))
@@ -70,6 +73,17 @@ def _raw(body: str) -> bytes:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _zstd(packed: bytes) -> hostile.Scenario:
+    """A sender that offered compression sends one compressed data frame holding ``packed``."""
+    frame = bytes((p.KIND_ZSTD,)) + packed
+    return after_accept([_file("f", 1 << 30)], frame, hello=p.Hello(compress=("zstd",)))
+
+
+def _streamed(data: bytes) -> bytes:
+    compressor = zstd.ZstdCompressor()
+    return compressor.compress(data) + compressor.flush()
 
 
 NAME_CASES: list[tuple[str, list[dict[str, Any]], str]] = [
@@ -134,6 +148,20 @@ CASES: list[tuple[str, hostile.Scenario, list[str], str]] = [
         after_accept([_file("a", 0), _file("b", 0)], p.encode(p.FileEnd(1, _sha(b"")))),
         [],
         "out of order",
+    ),
+    (
+        "zstd-bomb",
+        _zstd(zstd.compress(b"\0" * (1 << 26))),  # 64 MiB of zeros in 2 KB
+        [],
+        "compressed frame larger than a data frame",
+    ),
+    ("zstd-no-size", _zstd(_streamed(b"x" * 1000)), [], "does not say its size"),
+    ("zstd-garbage", _zstd(b"\x28\xb5\x2f\xfd garbage"), [], "malformed compressed frame"),
+    (
+        "zstd-two-frames",
+        _zstd(zstd.compress(b"x" * 1000) * 2),
+        [],
+        "does not match its size",
     ),
     ("done-too-early", after_accept([_file("a", 0)], p.encode(p.Done())), [], "before every file"),
     ("truncated-control", after_hello(_raw('{"type":"off')), [], "malformed control message"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -103,6 +104,37 @@ def test_connectivity_matrix(sites: tuple[Site, Site], route: str, tmp_path: Pat
         services = start_services(the_lab, tmp_path)
         sent_route, received_route = transfer(the_lab, services, tmp_path)[:2]
     assert (sent_route, received_route) == (route, route)
+
+
+def _text(size: int) -> bytes:
+    return b"".join(
+        b"line %d: the quick brown fox jumps over the lazy dog\n" % i for i in range(size // 40)
+    )[:size]
+
+
+@pytest.mark.parametrize("route", ["direct", "relay"])
+def test_across_a_network_text_goes_compressed_and_noise_raw(route: str, tmp_path: Path) -> None:
+    # Text, then noise, then text: the noise goes raw, and compression takes up again after it
+    # (within the 4 MB the sender may skip while backing off after incompressible frames).
+    text = _text(4_000_000)
+    source = tmp_path / "mixed.log"
+    source.write_bytes(text + os.urandom(4_000_000) + text + text)
+    out = tmp_path / "out"
+    out.mkdir()
+    sites = (Site(), Site()) if route == "direct" else (Site("cone"), Site("symmetric"))
+    with lab(*sites) as the_lab:
+        services = start_services(the_lab, tmp_path, turn=route == "relay")
+        sender, code = _send(the_lab, services, source, "--debug")
+        code_received, stdout, stderr = _receive(the_lab, services, code, out)
+        sent_out, sent_err = sender.communicate(timeout=60)
+    assert code_received == 0 and sender.returncode == 0, (stderr[-2000:], sent_err[-2000:])
+    assert (out / "mixed.log").read_bytes() == source.read_bytes()
+    connected = next(e for e in _events(sent_out) if e["event"] == "connected")
+    assert connected["route"] == route
+    counts = re.findall(r"zstd: (\d+) of (\d+) bytes sent compressed", sent_err)
+    ((packed, raw),) = [(int(a), int(b)) for a, b in counts]
+    assert 8_000_000 <= raw <= 12_000_000, raw
+    assert packed < raw // 4, (packed, raw)
 
 
 def test_relay_survives_a_turn_server_without_a_route_to_private_addresses(
