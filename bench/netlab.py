@@ -5,7 +5,10 @@ the profile, and a receiver with a public address; p2pcp sends a random file fro
 other (end to end, as the receiver's ``done`` event counts it: from acceptance to the last
 byte verified), and iperf3 sends TCP the same way for the same namespaces and link.
 
-    python bench/netlab.py [--size-mb 32] [--rounds 1] [--profile NAME ...]
+    python bench/netlab.py [--size-mb 32] [--rounds 1] [--profile NAME ...] [--data random|text]
+
+``--data text`` sends log-like text lines instead (``bench/transfer.py``'s, which zstd shrinks
+about fourfold): the rate is then file bytes per second, compressed on the wire.
 
 Needs root, iproute2, iptables, ethtool, coturn and iperf3 (.ci/run installs them).
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -26,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from netlab import Lab, Link, Site, env_without_config, lab, start_services  # noqa: E402
+from transfer import make_file  # noqa: E402
 
 PROFILES = {
     "lan": Link(),
@@ -36,12 +39,11 @@ PROFILES = {
 }
 
 
-def p2pcp_rate(the_lab: Lab, work: Path, size: int) -> float:
+def p2pcp_rate(the_lab: Lab, work: Path, size: int, data: str = "random") -> float:
     """MB/s of one p2pcp transfer from site 0 to site 1 (the receiver's own figure)."""
     services = start_services(the_lab, work)
     source = work / "payload.bin"
-    with source.open("wb") as f:
-        f.write(os.urandom(size))
+    make_file(source, size, data)
     out = work / "out"
     out.mkdir(exist_ok=True)
     env = env_without_config()
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--profile", action="append", choices=sorted(PROFILES))
+    parser.add_argument("--data", choices=("random", "text"), default="random")
     args = parser.parse_args()
     rows = []
     for name in args.profile or list(PROFILES):
@@ -94,7 +97,7 @@ def main() -> None:
         p2p, tcp = [], []
         for _ in range(args.rounds):
             with tempfile.TemporaryDirectory() as work, lab(Site("cone", link=link), Site()) as it:
-                p2p.append(p2pcp_rate(it, Path(work), args.size_mb * 1_000_000))
+                p2p.append(p2pcp_rate(it, Path(work), args.size_mb * 1_000_000, args.data))
                 tcp.append(tcp_rate(it))
         rows.append((name, statistics.median(p2p), statistics.median(tcp)))
         print(f"{name}: p2pcp {rows[-1][1]:.1f} MB/s, TCP {rows[-1][2]:.1f} MB/s", flush=True)
