@@ -203,10 +203,10 @@ def send(
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Send everything again, even what the receiver holds."
     ),
-    no_compress: bool = typer.Option(
-        False,
-        "--no-compress",
-        help="Send data as it is; by default frames that zstd shrinks go compressed.",
+    compress: bool | None = typer.Option(
+        None,
+        "--compress/--no-compress",
+        help="Send pieces that zstd shrinks compressed, across a network (default: yes).",
     ),
     code: str | None = typer.Option(
         None,
@@ -233,7 +233,9 @@ def send(
         if bool(paths) == (text is not None):
             raise UsageError("give either files to send or --text, not both and not neither")
         chosen = code or os.environ.get("P2PCP_CODE")
-        settings = _settings(server=server, ice_servers=ice_server, ca_file=ca_file)
+        settings = _settings(
+            server=server, ice_servers=ice_server, ca_file=ca_file, compress=compress
+        )
         options = session.SendOptions(
             paths=paths or [],
             server=settings["server"].value,
@@ -243,7 +245,7 @@ def send(
             text=_text_argument(text) if text is not None else None,
             stdin_name=name,
             resume=not no_resume,
-            compress=not no_compress,
+            compress=settings["compress"].value,
         )
     except P2pcpError as exc:
         _fail(sink, exc, debug)

@@ -37,6 +37,7 @@ ENV = {
     "output": "P2PCP_OUTPUT",
     "overwrite": "P2PCP_OVERWRITE",
     "ca_file": "P2PCP_CA_FILE",
+    "compress": "P2PCP_COMPRESS",
 }
 DEFAULTS: dict[str, Any] = {
     "server": None,
@@ -44,7 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "output": ".",
     "overwrite": False,
     "ca_file": None,
+    "compress": True,
 }
+BOOLEANS = ("overwrite", "compress")
 
 
 def config_path() -> Path:
@@ -74,6 +77,7 @@ def load_file(path: Path) -> dict[str, Any]:
         ("overwrite", bool),
         ("ice_servers", list),
         ("ca_file", str),
+        ("compress", bool),
     ):
         if key in data and not isinstance(data[key], kind):
             raise UsageError(f"config file {path}: {key!r} must be a {kind.__name__}")
@@ -81,7 +85,7 @@ def load_file(path: Path) -> dict[str, Any]:
 
 
 def _from_env(key: str, text: str) -> Any:
-    if key == "overwrite":
+    if key in BOOLEANS:
         return text.strip().lower() in ("1", "true", "yes", "on")
     if key == "ice_servers":
         return [part.strip() for part in text.split(",") if part.strip()]

@@ -33,6 +33,13 @@ def test_defaults_and_env_parsing() -> None:
     assert settings["server"] == config.Setting(None, "default")
     assert settings["output"] == config.Setting(".", "default")
     assert settings["overwrite"].value is True
+    assert settings["compress"] == config.Setting(True, "default")
+    off = config.resolve({}, {"P2PCP_COMPRESS": "0"}, {"compress": True}, FILE)
+    assert off["compress"] == config.Setting(False, "env P2PCP_COMPRESS")
+    from_file = config.resolve({"compress": None}, {}, {"compress": False}, FILE)
+    assert from_file["compress"] == config.Setting(False, f"file {FILE}")
+    flag = config.resolve({"compress": True}, {"P2PCP_COMPRESS": "0"}, {}, FILE)
+    assert flag["compress"] == config.Setting(True, "flag")
     assert settings["ice_servers"].value == ["stun:a:3478", "turn:b:3478"]
 
 

@@ -28,12 +28,12 @@ def _events(text: str) -> list[dict[str, Any]]:
 
 
 def _send(
-    the_lab: Lab, services: Services, path: Path, *extra: str
+    the_lab: Lab, services: Services, path: Path, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[str], str]:
     sender = the_lab.start(
         the_lab.hosts[0],
         PYTHON, "-m", "p2pcp", "send", "--json", "--server", services.url, *extra, str(path),
-        env=ENV,
+        env={**ENV, **(env or {})},
     )  # fmt: skip
     assert sender.stdout is not None
     line = sender.stdout.readline()
@@ -112,8 +112,20 @@ def _text(size: int) -> bytes:
     )[:size]
 
 
-@pytest.mark.parametrize("route", ["direct", "relay"])
-def test_across_a_network_text_goes_compressed_and_noise_raw(route: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("route", "flags", "env"),
+    [
+        ("direct", (), {}),
+        ("relay", (), {}),
+        ("direct", ("--no-compress",), {}),
+        ("direct", (), {"P2PCP_COMPRESS": "0"}),
+        ("direct", ("--compress",), {"P2PCP_COMPRESS": "0"}),  # the flag beats the environment
+    ],
+    ids=["direct", "relay", "flag-off", "env-off", "flag-beats-env"],
+)
+def test_across_a_network_text_goes_compressed_and_noise_raw(
+    route: str, flags: tuple[str, ...], env: dict[str, str], tmp_path: Path
+) -> None:
     # Text, then noise, then text: the noise goes raw, and compression takes up again after it
     # (within the 4 MB the sender may skip while backing off after incompressible frames).
     text = _text(4_000_000)
@@ -124,7 +136,7 @@ def test_across_a_network_text_goes_compressed_and_noise_raw(route: str, tmp_pat
     sites = (Site(), Site()) if route == "direct" else (Site("cone"), Site("symmetric"))
     with lab(*sites) as the_lab:
         services = start_services(the_lab, tmp_path, turn=route == "relay")
-        sender, code = _send(the_lab, services, source, "--debug")
+        sender, code = _send(the_lab, services, source, "--debug", *flags, env=env)
         code_received, stdout, stderr = _receive(the_lab, services, code, out)
         sent_out, sent_err = sender.communicate(timeout=60)
     assert code_received == 0 and sender.returncode == 0, (stderr[-2000:], sent_err[-2000:])
@@ -132,6 +144,9 @@ def test_across_a_network_text_goes_compressed_and_noise_raw(route: str, tmp_pat
     connected = next(e for e in _events(sent_out) if e["event"] == "connected")
     assert connected["route"] == route
     counts = re.findall(r"zstd: (\d+) of (\d+) bytes sent compressed", sent_err)
+    if "--no-compress" in flags or (env and not flags):
+        assert counts == []
+        return
     ((packed, raw),) = [(int(a), int(b)) for a, b in counts]
     assert 8_000_000 <= raw <= 12_000_000, raw
     assert packed < raw // 4, (packed, raw)
