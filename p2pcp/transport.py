@@ -230,11 +230,10 @@ class Transport:
         """Larger SCTP packets where the peer said it takes them (its SDP), the route to it
         needs no IP fragmentation, and a probe crosses both ways (p2pcp/sctp.py). A relayed
         path keeps the standard size."""
-        route, peer = self.route()
-        if route != "direct" or peer is None or self._pc.sctp is None:
+        peer = self._direct_peer()
+        if peer is None or self._pc.sctp is None:
             return False
-        host, port = peer.rsplit(":", 1)
-        mtu = sctp.path_mtu((host.strip("[]"), int(port)))  # a UDP connect: no I/O waits
+        mtu = sctp.path_mtu(peer)  # a UDP connect: no I/O waits
         records = sctp.several_records(self._pc.sctp.transport)
         size = large_data_size(self.peer_large_data, mtu, records)
         if not size:
@@ -284,14 +283,23 @@ class Transport:
         kind = "relay" if "relay" in (local.type, remote.type) else "direct"
         return kind, f"{remote.host}:{remote.port}"
 
+    def _direct_peer(self) -> tuple[str, int] | None:
+        """The peer's host and port on the selected pair; None when the pair is relayed (or
+        none is selected yet)."""
+        route, peer = self.route()
+        if route != "direct" or peer is None:
+            return None
+        host, port = peer.rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
     def peer_on_this_host(self) -> bool:
         """Whether the selected pair leads straight to one of this machine's own addresses:
         then no network lies between the peers, and nothing is gained by sending fewer bytes.
         (A relayed pair always crosses the network to the relay and back.)"""
-        route, peer = self.route()
-        if route != "direct" or peer is None:
+        peer = self._direct_peer()
+        if peer is None:
             return False
-        host = peer.rsplit(":", 1)[0].strip("[]")
+        host = peer[0]
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as own:
             try:
