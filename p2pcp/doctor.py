@@ -5,7 +5,8 @@ locally) for this host's reflexive address from one UDP socket, tries a TURN all
 TURN server, and turns the answers into a verdict: whether this host sits behind a NAT, which
 kind (two STUN servers on different addresses that see the same port mean endpoint-independent
 mapping, "cone"; different ports, "symmetric"), whether UDP gets out at all, and so whether direct
-connections and the relay will work.
+connections and the relay will work. It also says whether our changes to aiortc and aioice
+(p2pcp/webrtc/) are in force: without them transfers work, but slower.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from aioice.ice import get_host_addresses
 
+from . import webrtc
 from .netcheck import Allocation, IceServer, parse_url, reflexive_addresses, try_turn
 from .signaling import Signaling, Tls
 
@@ -56,6 +58,8 @@ class Report:
     """``yes``, ``limited`` (only with peers on the same LAN or without NAT), ``no``."""
     turn: list[TurnAnswer] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
+    stack: list[webrtc.Change] = field(default_factory=list)
+    """Our changes to aiortc and aioice, and whether each is in force."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +114,18 @@ def _advice(report: Report) -> list[str]:
         )
     if report.nat == "udp-blocked" and "tcp" not in relays:
         advice.append("Without UDP and without TURN over TCP, no transfer can work from here.")
+    missing = [c.name for c in report.stack if not c.in_force]
+    if missing:
+        advice.append(
+            f"Not in force: {', '.join(missing)}. Transfers work, but slower; reinstall p2pcp "
+            f"so that pip installs the versions it pins ({pinned()})."
+        )
     return advice
+
+
+def pinned() -> str:
+    """The pinned versions, as ``aiortc==1.16.0, ...``."""
+    return ", ".join(f"{name}=={version}" for name, version in webrtc.pins.PINNED.items())
 
 
 async def diagnose(server: str, tls: Tls, ice_servers: Sequence[IceServer]) -> Report:
@@ -137,6 +152,8 @@ async def diagnose(server: str, tls: Tls, ice_servers: Sequence[IceServer]) -> R
         report.nat = classify(local[1], get_host_addresses(True, False), seen)
         report.direct = VERDICT.get(report.nat, "unknown")
     report.turn = [_turn_answer(a) for a in allocations]
+    webrtc.install()
+    report.stack = webrtc.changes(deep=True)
     report.advice = _advice(report)
     return report
 

@@ -1,5 +1,5 @@
-"""The WebRTC transport: the only user of aiortc's API (``sctp`` and ``ice`` alone change the
-internals of aiortc and aioice).
+"""The WebRTC transport: the only user of aiortc's API (the ``webrtc`` package alone changes
+the internals of aiortc and aioice).
 
 It builds the one ICE configuration (explicit server list, empty unless configured, so aiortc
 never falls back to a public STUN server), negotiates one reliable, ordered, pre-negotiated data
@@ -19,9 +19,12 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from . import ice, sctp
+from . import webrtc
 from .errors import ConnectError, PeerError, ProtocolError
 from .netcheck import IcePlan, IceServer
+from .webrtc import dtls, large
+from .webrtc.association import STANDARD_DATA
+from .webrtc.sctp import SctpTransport
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +52,8 @@ def ice_configuration(servers: list[IceServer]) -> RTCConfiguration:
     )
 
 
-ice.install()  # connectivity checks that punch holes under loss (see p2pcp/ice.py)
-sctp.install()  # loss recovery that survives random loss (see p2pcp/sctp.py)
-
-
 LARGE_LINE = "a=x-p2pcp-large-packets:"
-LARGE_ATTRIBUTE = f"{LARGE_LINE}{sctp.LARGE_DATA}"
+LARGE_ATTRIBUTE = f"{LARGE_LINE}{large.LARGE_DATA}"
 """Session-level SDP line: this side takes SCTP packets of up to LARGE_DATA bytes of user data,
 in DTLS records of up to 16 KiB each, several to a datagram. Earlier p2pcp versions send 16000
 here: they take packets of one record. Unknown attributes are ignored by other stacks (aiortc,
@@ -73,16 +72,16 @@ def large_data_size(peer_takes: int, mtu: int, several_records: bool = True) -> 
     """The largest of our large sizes that the peer takes, the route carries unfragmented and
     the DTLS connection carries (packets of several records or only of one); 0: none, the
     standard size stays."""
-    for size in (sctp.LARGE_DATA, sctp.SINGLE_RECORD_DATA):
-        fits_records = several_records or size + sctp.SCTP_OVERHEAD <= sctp.MAX_RECORD
-        if size <= peer_takes and sctp.needed_mtu(size) <= mtu and fits_records:
+    for size in (large.LARGE_DATA, large.SINGLE_RECORD_DATA):
+        fits_records = several_records or size + large.SCTP_OVERHEAD <= large.MAX_RECORD
+        if size <= peer_takes and large.needed_mtu(size) <= mtu and fits_records:
             return size
     return 0
 
 
 def _with_large_packets(sdp: str) -> str:
     """``sdp`` with LARGE_ATTRIBUTE before its first media section (where the probe is on)."""
-    if not sctp.LARGE_PACKETS or "\nm=" not in sdp:
+    if not webrtc.in_force("large packets") or "\nm=" not in sdp:
         return sdp
     head, media = sdp.split("\nm=", 1)
     return f"{head}\n{LARGE_ATTRIBUTE}\r\nm={media}"
@@ -93,6 +92,7 @@ class Transport:
 
     def __init__(self, plan: IcePlan) -> None:
         self._plan = plan
+        webrtc.install()  # our subclasses where aiortc builds its transports (p2pcp/webrtc/)
         self._pc = RTCPeerConnection(ice_configuration(plan.servers))
         self._channel = self._pc.createDataChannel(
             CHANNEL_LABEL, negotiated=True, id=CHANNEL_ID, ordered=True
@@ -228,13 +228,19 @@ class Transport:
 
     async def _large_packets(self) -> bool:
         """Larger SCTP packets where the peer said it takes them (its SDP), the route to it
-        needs no IP fragmentation, and a probe crosses both ways (p2pcp/sctp.py). A relayed
+        needs no IP fragmentation, and a probe crosses both ways (p2pcp/webrtc/large.py). A relayed
         path keeps the standard size."""
         peer = self._direct_peer()
         if peer is None or self._pc.sctp is None:
             return False
-        mtu = sctp.path_mtu(peer)  # a UDP connect: no I/O waits
-        records = sctp.several_records(self._pc.sctp.transport)
+        mtu = large.path_mtu(peer)  # a UDP connect: no I/O waits
+        association = self._pc.sctp
+        if not isinstance(association, SctpTransport) or not isinstance(
+            association.transport, dtls.DtlsTransport
+        ):
+            log.debug("large packets: our SCTP and DTLS transports are not in force")
+            return False
+        records = dtls.several_records(association.transport)
         size = large_data_size(self.peer_large_data, mtu, records)
         if not size:
             log.debug(
@@ -243,7 +249,7 @@ class Transport:
                 self.peer_large_data,
             )
             return False
-        return await sctp.probe_large_packets(self._pc.sctp, size)
+        return await association.probe_large_packets(size)
 
     async def _watch_consent(self) -> None:
         """Fail as soon as aioice's consent checks (RFC 7675) give up on the path, about 30 s
@@ -270,7 +276,8 @@ class Transport:
         """Largest frame both ends accept, rounded down to whole SCTP packets (a 256 KiB frame
         would take 4 large packets and a fifth of 6 KB)."""
         limit = min(self.remote_max_message, LOCAL_MAX_MESSAGE)
-        packet = sctp.data_size()
+        association = self._pc.sctp
+        packet = association.data_size if isinstance(association, SctpTransport) else STANDARD_DATA
         return limit - limit % packet if limit > packet else limit
 
     def route(self) -> tuple[str, str | None]:

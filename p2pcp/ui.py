@@ -288,6 +288,9 @@ def show_report(report: Report, console: Console) -> None:
             else f"[red]{escape(turn.error or '')}[/]"
         )
         table.add_row(f"TURN ({turn.transport})", escape(turn.url), result)
+    for change in report.stack:
+        state = "[green]in force[/]" if change.in_force else f"[red]{escape(change.why_not)}[/]"
+        table.add_row("aiortc change", change.name, state)
     console.print(table)
     console.print(f"NAT: [bold]{report.nat}[/]   direct connections: [bold]{report.direct}[/]")
     for line in report.advice:

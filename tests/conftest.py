@@ -60,20 +60,6 @@ def start_signal_server(log: Path, *args: str, module: list[str] | None = None) 
     raise RuntimeError(f"signal server did not start:\n{log.read_text()}")
 
 
-@pytest.fixture(autouse=True)
-def _standard_sctp_packets() -> Iterator[None]:
-    """Large packets (p2pcp/sctp.py) switch aiortc's chunk size for the whole process, which
-    is right for the CLI (one transfer per process) but would leak from one in-process test
-    peer to the next: every test starts and ends with the standard size."""
-    from aiortc import rtcsctptransport
-
-    from p2pcp import sctp
-
-    rtcsctptransport.USERDATA_MAX_LENGTH = sctp.PACKET
-    yield
-    rtcsctptransport.USERDATA_MAX_LENGTH = sctp.PACKET
-
-
 @pytest.fixture
 def signal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignalServer]:
     server = start_signal_server(tmp_path_factory.mktemp("server") / "server.log")

@@ -1,5 +1,6 @@
-"""p2pcp/ice.py against real aioice objects: the pairing rule, and the immediate retransmit
-of a check when the peer's check arrives (RFC 8445 section 7.3.1.4), over real UDP sockets."""
+"""p2pcp/webrtc/ice.py against real aioice objects: the pairing rule, and the immediate
+retransmit of a check when the peer's check arrives (RFC 8445 section 7.3.1.4), over real UDP
+sockets."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from aioice import stun
 from aioice.candidate import Candidate
 from aioice.ice import CandidatePair, Connection, StunProtocol
 
-from p2pcp import ice
-
-ice.install()
+from p2pcp.webrtc import ice
+from p2pcp.webrtc.ice import IceConnection, IceProtocol
 
 
 def _candidate(kind: str, host: str, port: int = 5000) -> Candidate:
@@ -24,16 +24,34 @@ def _candidate(kind: str, host: str, port: int = 5000) -> Candidate:
 
 
 def test_a_public_relay_is_never_paired_with_a_private_address() -> None:
-    assert Candidate.can_pair_with is ice.routable_pair  # the workaround is in force
+    pairs = ice.routable_pair
     relay = _candidate("relay", "203.0.113.1")
-    assert not relay.can_pair_with(_candidate("host", "10.2.0.2"))
-    assert relay.can_pair_with(_candidate("srflx", "203.0.113.11"))
-    assert relay.can_pair_with(_candidate("host", "203.0.113.12"))  # a host without NAT
+    assert relay.can_pair_with(_candidate("host", "10.2.0.2"))  # aioice's own rule pairs them
+    assert not pairs(relay, _candidate("host", "10.2.0.2"))
+    assert pairs(relay, _candidate("srflx", "203.0.113.11"))
+    assert pairs(relay, _candidate("host", "203.0.113.12"))  # a host without NAT
     # A relay inside a private network may reach private peers.
-    assert _candidate("relay", "10.9.0.1").can_pair_with(_candidate("host", "10.2.0.2"))
+    assert pairs(_candidate("relay", "10.9.0.1"), _candidate("host", "10.2.0.2"))
     # Host candidates pair as before; IPv4 never with IPv6.
-    assert _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "10.2.0.2"))
-    assert not _candidate("host", "10.1.0.2").can_pair_with(_candidate("host", "fd00::2"))
+    assert pairs(_candidate("host", "10.1.0.2"), _candidate("host", "10.2.0.2"))
+    assert not pairs(_candidate("host", "10.1.0.2"), _candidate("host", "fd00::2"))
+
+
+def test_the_connection_pairs_by_that_rule() -> None:
+    """Our connection's check list gets the relay -> public pair, not relay -> private; aioice's
+    own gets both."""
+
+    def pairs_made(kind: type[Connection]) -> list[str]:
+        connection = kind(ice_controlling=True, components=1)
+        relay = StunProtocol(connection)
+        relay.local_candidate = _candidate("relay", "203.0.113.1")
+        connection._protocols.append(relay)
+        for host in ("10.2.0.2", "203.0.113.11"):
+            connection._pair_remote_candidate(_candidate("srflx", host))
+        return [pair.remote_candidate.host for pair in connection._check_list]
+
+    assert pairs_made(IceConnection) == ["203.0.113.11"]
+    assert pairs_made(Connection) == ["10.2.0.2", "203.0.113.11"]
 
 
 async def _endpoint() -> tuple[socket.socket, Connection, Any, StunProtocol]:
@@ -42,11 +60,11 @@ async def _endpoint() -> tuple[socket.socket, Connection, Any, StunProtocol]:
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     peer.bind(("127.0.0.1", 0))
     peer.setblocking(False)
-    connection = Connection(ice_controlling=True, components=1)
+    connection = IceConnection(ice_controlling=True, components=1)
     connection.remote_username = "peer"
     connection.remote_password = "peer-password"
     transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: StunProtocol(connection), local_addr=("127.0.0.1", 0)
+        lambda: IceProtocol(connection), local_addr=("127.0.0.1", 0)
     )
     protocol.local_candidate = _candidate(
         "host", "127.0.0.1", transport.get_extra_info("sockname")[1]
@@ -94,20 +112,35 @@ def _requests_seen(handle_incoming: Callable[..., None]) -> list[bytes]:
 
 
 def test_a_check_from_the_peer_retransmits_ours_at_once() -> None:
-    assert Connection.check_incoming is ice.check_incoming
-    seen = _requests_seen(ice.check_incoming)
+    seen = _requests_seen(IceConnection.check_incoming)
     assert len(seen) == 2 and seen[0] == seen[1], seen  # the same transaction, sent again
 
 
 def test_without_the_fix_aioice_waits_for_its_backoff() -> None:
-    original: Any = ice._check_incoming
+    original: Any = Connection.check_incoming
     assert len(_requests_seen(original)) == 1
 
 
-def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets() -> None:
+def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A nominated direct pair: DTLS datagrams (first byte 20-63) reach the connection's queue
-    without a STUN parse and go out straight to the socket; a STUN request on the same socket
-    is still answered as aioice answers it."""
+    without a STUN parse and go out straight to the socket, not through aioice's
+    ``send_data``; a STUN request on the same socket is still answered as aioice answers it."""
+    parsed: list[bytes] = []
+    through_aioice: list[bytes] = []
+    parse = stun.parse_message
+
+    def counting_parse(data: bytes, *args: Any) -> stun.Message:
+        parsed.append(data)
+        return parse(data, *args)
+
+    async def counting_send(self: StunProtocol, data: bytes, addr: tuple[str, int]) -> None:
+        through_aioice.append(data)
+        self.transport.sendto(data, addr)
+
+    monkeypatch.setattr(stun, "parse_message", counting_parse)
+    monkeypatch.setattr(StunProtocol, "send_data", counting_send)
 
     async def scenario() -> tuple[bytes, bytes, bool]:
         loop = asyncio.get_running_loop()
@@ -120,6 +153,7 @@ def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets() -> None:
         got = await asyncio.wait_for(connection.recv(), 2)
         await connection.send(b"\x17\xfe\xfd outgoing")
         sent = await asyncio.wait_for(loop.sock_recv(peer, 2048), 2)
+        assert parsed == [] and through_aioice == []  # neither went through aioice's paths
         # a Binding request from the peer is still a STUN request: aioice answers it
         request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
         request.attributes["USERNAME"] = f"{connection.local_username}:peer"
@@ -133,8 +167,8 @@ def test_data_shortcuts_keep_stun_and_carry_dtls_over_real_sockets() -> None:
         peer.close()
         return got, sent, answer.transaction_id == request.transaction_id
 
-    assert StunProtocol.datagram_received is ice.datagram_received
     got, sent, answered = asyncio.run(scenario())
+    assert parsed and all(data[0] < 4 for data in parsed)  # STUN parsed, DTLS never
     assert got.endswith(b"dtls record")
     assert sent == b"\x17\xfe\xfd outgoing"
     assert answered
@@ -146,7 +180,7 @@ def test_ice_sockets_ask_for_a_large_receive_buffer() -> None:
     allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
 
     async def scenario() -> int:
-        connection = Connection(ice_controlling=True, components=1)
+        connection = IceConnection(ice_controlling=True, components=1)
         try:
             await connection.gather_candidates()
             protocol = connection._protocols[0]
@@ -165,12 +199,11 @@ def test_connect_returns_when_the_checks_end_not_at_the_next_pacing_step(
     """Two aioice connections on this machine's addresses, with the pacing step stretched to
     60 s: the first check succeeds at once, and connect() must then return on both sides
     instead of sleeping out the step (aioice's own loop looked only after each sleep)."""
-    assert Connection.connect is ice.connect
     monkeypatch.setattr(ice, "CHECK_PACING", 60.0)
 
     async def scenario() -> None:
-        a = Connection(ice_controlling=True, components=1)
-        b = Connection(ice_controlling=False, components=1)
+        a = IceConnection(ice_controlling=True, components=1)
+        b = IceConnection(ice_controlling=False, components=1)
         try:
             await asyncio.gather(a.gather_candidates(), b.gather_candidates())
             for one, other in ((a, b), (b, a)):

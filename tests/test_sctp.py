@@ -1,6 +1,6 @@
-"""The changes to aiortc's SCTP (p2pcp/sctp.py): the loss-recovery arithmetic, delayed SACKs
-counted on a real transfer between two peers, and that they are in force for the aiortc version
-they were written for."""
+"""The changes to aiortc's SCTP (p2pcp/webrtc/): the loss-recovery arithmetic, delayed SACKs
+counted on a real transfer between two peers, and large packets between p2pcp peers, an earlier
+p2pcp and an unmodified aiortc, each with its own packet size."""
 
 from __future__ import annotations
 
@@ -15,27 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiortc
 import pytest
 from aioice.ice import Connection
 from aiortc import rtcsctptransport
 
-from p2pcp import sctp, transport  # noqa: F401  (importing transport installs it)
+from p2pcp import transport  # importing transport installs the subclasses
 from p2pcp.netcheck import IcePlan
+from p2pcp.webrtc import delayed_sack, large
+from p2pcp.webrtc.association import STANDARD_DATA
+from p2pcp.webrtc.congestion import RTT_SAMPLES, Westwood
+from p2pcp.webrtc.ice import IceConnection
+from p2pcp.webrtc.sctp import SctpTransport
 
 
-def test_it_is_in_force_for_the_pinned_aiortc() -> None:
-    assert aiortc.__version__ == sctp.WRITTEN_FOR
-    assert rtcsctptransport.RTCSctpTransport._receive_sack_chunk is sctp._receive_sack_chunk
-    assert rtcsctptransport.RTCSctpTransport._t3_expired is sctp._t3_expired
-    assert rtcsctptransport.RTCSctpTransport._send_sack is sctp._send_sack
-    assert rtcsctptransport.SCTP_RTO_MIN == sctp.RTO_MIN
-    assert sctp.install() is True  # idempotent
+def _association(peer: transport.Transport) -> SctpTransport:
+    association = peer._pc.sctp
+    assert isinstance(association, SctpTransport)
+    return association
 
 
 def test_bandwidth_estimate_follows_the_acknowledged_rate() -> None:
-    state = sctp.Westwood()
-    assert state.window() is None
+    state = Westwood()
+    assert state.window(STANDARD_DATA) is None
     state.on_rtt(0.1)
     state.on_rtt(0.12)
     assert state.rtt_min == 0.1 and list(state.recent) == [0.1, 0.12]
@@ -45,7 +46,7 @@ def test_bandwidth_estimate_follows_the_acknowledged_rate() -> None:
         now += 0.1
         state.on_acked(1_000_000, now)
     assert abs(state.bandwidth - 10e6) < 1e3
-    assert abs((state.window() or 0) - 1_000_000) <= 1  # bandwidth * minimum RTT
+    assert abs((state.window(STANDARD_DATA) or 0) - 1_000_000) <= 1  # bandwidth * minimum RTT
     for _ in range(40):  # the rate halves; the filter follows within a few dozen samples
         now += 0.1
         state.on_acked(500_000, now)
@@ -53,21 +54,21 @@ def test_bandwidth_estimate_follows_the_acknowledged_rate() -> None:
 
 
 def test_window_is_at_least_four_packets() -> None:
-    state = sctp.Westwood()
+    state = Westwood()
     state.on_rtt(0.001)
     state.on_acked(0, 0.0)
     state.on_acked(100, 1.0)
-    assert state.window() == 4 * sctp.PACKET
+    assert state.window(STANDARD_DATA) == 4 * STANDARD_DATA
 
 
 def test_queueing_is_a_round_trip_well_over_the_minimum() -> None:
-    state = sctp.Westwood()
+    state = Westwood()
     assert not state.queueing()
     state.on_rtt(0.100)
-    for _ in range(sctp.RTT_SAMPLES):
+    for _ in range(RTT_SAMPLES):
         state.on_rtt(0.129)
     assert not state.queueing()  # within 25% + 4 ms
-    for _ in range(sctp.RTT_SAMPLES - 1):
+    for _ in range(RTT_SAMPLES - 1):
         state.on_rtt(0.200)
     assert not state.queueing()  # one quick sample among the last few: no queue
     state.on_rtt(0.135)
@@ -85,7 +86,7 @@ def _count_chunks(monkeypatch: pytest.MonkeyPatch, messages: int) -> Counter[tup
         await original(self, chunk)
 
     monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", counting)
-    monkeypatch.setattr(sctp, "LARGE_PACKETS", False)  # standard 1200-byte packets here
+    monkeypatch.setattr(large, "LARGE_PACKETS", False)  # standard 1200-byte packets here
 
     async def scenario() -> Counter[tuple[int, str]]:
         a, b = transport.Transport(IcePlan([])), transport.Transport(IcePlan([]))
@@ -105,15 +106,15 @@ def _count_chunks(monkeypatch: pytest.MonkeyPatch, messages: int) -> Counter[tup
 
 
 def test_the_receiver_acknowledges_every_second_packet(monkeypatch: pytest.MonkeyPatch) -> None:
-    packets = 200 * 16384 // sctp.PACKET  # data packets the transfer takes, at least
+    packets = 200 * 16384 // STANDARD_DATA  # data packets the transfer takes, at least
     receiver = _count_chunks(monkeypatch, 200)
     assert receiver["SackChunk"] <= packets * 0.7, receiver  # aiortc alone: one per packet
 
 
 def test_without_delay_every_packet_is_acknowledged(monkeypatch: pytest.MonkeyPatch) -> None:
     """The counting above can tell: with SACK_EVERY = 1 it sees aiortc's one SACK a packet."""
-    monkeypatch.setattr(sctp, "SACK_EVERY", 1)
-    packets = 200 * 16384 // sctp.PACKET
+    monkeypatch.setattr(delayed_sack, "SACK_EVERY", 1)
+    packets = 200 * 16384 // STANDARD_DATA
     receiver = _count_chunks(monkeypatch, 200)
     assert receiver["SackChunk"] >= packets * 0.9, receiver
 
@@ -154,7 +155,7 @@ def _record_sends(
     chunks: list[int] = []
     datagrams: list[tuple[Connection, int]] = []
     original_chunk = rtcsctptransport.RTCSctpTransport._send_chunk
-    original_send = Connection.send
+    original_send = IceConnection.send
 
     async def chunk_recording(self: Any, chunk: Any) -> None:
         if isinstance(chunk, rtcsctptransport.DataChunk):
@@ -166,7 +167,7 @@ def _record_sends(
         await original_send(self, data)
 
     monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", chunk_recording)
-    monkeypatch.setattr(Connection, "send", datagram_recording)
+    monkeypatch.setattr(IceConnection, "send", datagram_recording)
     return chunks, datagrams
 
 
@@ -183,7 +184,13 @@ def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch
         try:
             assert a._probe is not None
             switched = await a._probe
-            assert a.max_message % sctp.LARGE_DATA == 0  # 256000: four packets a frame
+            assert a.max_message % large.LARGE_DATA == 0  # 256000: four packets a frame
+            # the size belongs to that association: another one in this process starts
+            # standard, and the peer's own sends are unchanged until its probe comes back
+            other = transport.Transport(IcePlan([]))
+            assert _association(other).data_size == STANDARD_DATA
+            await other.close()
+            assert _association(a).data_size == large.LARGE_DATA
             payload = [bytes([i]) * 200_000 for i in range(20)] + [os.urandom(a.max_message)]
             # packets of one record, of two records (one just over 16384 bytes), of four
             sizes = [1, 16356, 16357, 16400, 17000, 18400, 18500, 40000, 64000, 64001, 128001]
@@ -194,10 +201,12 @@ def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch
             await asyncio.gather(a.close(), b.close())
 
     assert asyncio.run(scenario()) is True
-    assert max(chunks) == sctp.LARGE_DATA
+    assert max(chunks) == large.LARGE_DATA
     # a 64028-byte SCTP packet takes four records: one datagram, not four
     largest = max(size for connection, size in datagrams if connection is sender[0])
-    assert 4 * sctp.MAX_RECORD - sctp.MAX_RECORD // 2 < largest < sctp.needed_mtu(sctp.LARGE_DATA)
+    assert (
+        4 * large.MAX_RECORD - large.MAX_RECORD // 2 < largest < large.needed_mtu(large.LARGE_DATA)
+    )
 
 
 def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,7 +214,7 @@ def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.Mo
     per datagram) is sent 16000-byte chunks, each packet one record in one datagram. (That
     peer looks for its own line, with 16000, in our SDP: it finds none and probes nothing.)"""
     chunks, datagrams = _record_sends(monkeypatch)
-    earlier = f"{transport.LARGE_LINE}{sctp.SINGLE_RECORD_DATA}"
+    earlier = f"{transport.LARGE_LINE}{large.SINGLE_RECORD_DATA}"
     sender: list[Connection] = []
 
     async def scenario() -> bool:
@@ -215,7 +224,7 @@ def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.Mo
         )
         sender.append(a._ice_connection())
         try:
-            assert a.peer_large_data == sctp.SINGLE_RECORD_DATA
+            assert a.peer_large_data == large.SINGLE_RECORD_DATA
             assert a._probe is not None
             switched = await a._probe
             payload = [bytes([i]) * 200_000 for i in range(10)]
@@ -225,9 +234,9 @@ def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.Mo
             await asyncio.gather(a.close(), b.close())
 
     assert asyncio.run(scenario()) is True
-    assert sctp.SINGLE_RECORD_DATA in chunks
+    assert large.SINGLE_RECORD_DATA in chunks
     largest = max(size for connection, size in datagrams if connection is sender[0])
-    assert sctp.SINGLE_RECORD_DATA < largest <= sctp.MAX_RECORD + sctp.RECORD_OVERHEAD
+    assert large.SINGLE_RECORD_DATA < largest <= large.MAX_RECORD + large.RECORD_OVERHEAD
 
 
 def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
@@ -236,20 +245,20 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
     """A flipped byte in the second record of a four-record datagram: OpenSSL drops that
     record, the joined packet comes out short, its SCTP checksum fails, and SCTP sends the
     packet again. Nothing damaged reaches the receiver."""
-    original_send = Connection.send
-    large: list[int] = []
+    original_send = IceConnection.send
+    sent_large: list[int] = []
     armed: list[Connection] = []
 
     async def damaging(self: Connection, data: bytes) -> None:
-        if self in armed and len(data) > 3 * sctp.MAX_RECORD:
-            large.append(len(data))
-            if len(large) == 3:
+        if self in armed and len(data) > 3 * large.MAX_RECORD:
+            sent_large.append(len(data))
+            if len(sent_large) == 3:
                 spoiled = bytearray(data)
-                spoiled[sctp.MAX_RECORD + 100] ^= 0xFF  # inside the second record's ciphertext
+                spoiled[large.MAX_RECORD + 100] ^= 0xFF  # inside the second record's ciphertext
                 data = bytes(spoiled)
         await original_send(self, data)
 
-    monkeypatch.setattr(Connection, "send", damaging)  # aiortc binds it when it connects
+    monkeypatch.setattr(IceConnection, "send", damaging)  # aiortc binds it when it connects
 
     async def scenario() -> None:
         a, b = await _pair()
@@ -262,20 +271,20 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
             await asyncio.gather(a.close(), b.close())
 
     asyncio.run(scenario())
-    assert len(large) > 4 * 12  # 48 packets, and at least one sent again
+    assert len(sent_large) > 4 * 12  # 48 packets, and at least one sent again
 
 
 def test_the_large_size_fits_the_peer_and_the_route() -> None:
-    assert transport.large_data_size(sctp.LARGE_DATA, 65536) == sctp.LARGE_DATA  # loopback
-    assert transport.large_data_size(sctp.SINGLE_RECORD_DATA, 65536) == sctp.SINGLE_RECORD_DATA
-    assert transport.large_data_size(sctp.LARGE_DATA, 20000) == sctp.SINGLE_RECORD_DATA  # jumbo
-    assert transport.large_data_size(sctp.LARGE_DATA, 9000) == 0
+    assert transport.large_data_size(large.LARGE_DATA, 65536) == large.LARGE_DATA  # loopback
+    assert transport.large_data_size(large.SINGLE_RECORD_DATA, 65536) == large.SINGLE_RECORD_DATA
+    assert transport.large_data_size(large.LARGE_DATA, 20000) == large.SINGLE_RECORD_DATA  # jumbo
+    assert transport.large_data_size(large.LARGE_DATA, 9000) == 0
     assert transport.large_data_size(0, 65536) == 0  # not a p2pcp peer
     assert transport.large_data_size(1200, 65536) == 0
     # a DTLS connection whose records the receiver cannot split (not DTLS 1.2): one record only
-    assert transport.large_data_size(sctp.LARGE_DATA, 65536, False) == sctp.SINGLE_RECORD_DATA
+    assert transport.large_data_size(large.LARGE_DATA, 65536, False) == large.SINGLE_RECORD_DATA
     # a 64 KB packet still fits a UDP datagram and the loopback MTU
-    assert sctp.needed_mtu(sctp.LARGE_DATA) <= 65507
+    assert large.needed_mtu(large.LARGE_DATA) <= 65507
     sdp = f"v=0\r\n{transport.LARGE_LINE}16000\r\nm=application 9 UDP/DTLS/SCTP\r\n"
     assert transport.advertised_large_data(sdp) == 16000
     assert transport.advertised_large_data("v=0\r\na=x-p2pcp-large-packets:lots\r\n") == 0
@@ -297,6 +306,7 @@ def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
         text=True,
     )
     frames = [bytes([i]) * 65536 for i in range(64)]
+    sizes: list[int] = []
 
     async def scenario() -> bool:
         assert peer.stdin is not None and peer.stdout is not None
@@ -313,6 +323,7 @@ def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
                 await ours.send(frame)
             await ours.send(b"")  # the peer's end marker; it answers with one of its own
             assert await ours.recv() == b""
+            sizes.append(_association(ours).data_size)
             return probed
         finally:
             await ours.close()
@@ -322,6 +333,6 @@ def test_an_unmodified_aiortc_peer_keeps_the_standard_size(
         assert peer.wait(30) == 0
     finally:
         peer.kill()
-    assert rtcsctptransport.USERDATA_MAX_LENGTH == sctp.PACKET
+    assert sizes == [STANDARD_DATA]
     digest = hashlib.sha256(b"".join(frames)).hexdigest()
     assert hashlib.sha256(out.read_bytes()).hexdigest() == digest

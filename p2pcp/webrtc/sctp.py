@@ -1,0 +1,16 @@
+"""Our SCTP transport: aiortc's, with each of our changes as one base class.
+
+``install()`` in ``__init__.py`` substitutes it where aiortc's ``RTCPeerConnection`` builds its
+SCTP transport, so every association of a peer connection gets all of them, each with its own
+state and packet size.
+"""
+
+from __future__ import annotations
+
+from .congestion import LossRecovery
+from .delayed_sack import DelayedSack
+from .large import LargePackets
+
+
+class SctpTransport(LargePackets, DelayedSack, LossRecovery):
+    """aiortc's SCTP with large packets, delayed SACKs and Westwood+ loss recovery."""
