@@ -19,9 +19,9 @@ import sys
 from .errors import ProtocolError
 
 if sys.version_info >= (3, 14):
-    from compression import zstd
+    from compression import zstd as zstd
 else:
-    from backports import zstd
+    from backports import zstd as zstd
 
 ZSTD = "zstd"
 LEVEL = 1

@@ -1,63 +1,56 @@
-"""Shared fixtures: a real ``p2pcp-signal`` process and helpers that run real ``p2pcp``."""
+"""Fixtures, and the tier of every test module (pytest markers: unit, session, e2e, netlab,
+browser; ``scripts/test --fast`` runs the first two)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import SignalServer, start_signal_server
 
-PYTHON = sys.executable
-TIMEOUT = 120
+TIERS = {
+    # pure logic: no sockets, no processes
+    "test_code": "unit",
+    "test_compress": "unit",
+    "test_files": "unit",
+    "test_pake": "unit",
+    "test_protocol": "unit",
+    "test_rooms": "unit",
+    "test_netcheck": "unit",
+    # real aiortc peers or sessions inside the test process, real rendezvous processes
+    "test_session": "session",
+    "test_hostile_sender": "session",
+    "test_sctp": "session",
+    "test_ice": "session",
+    "test_webrtc": "session",
+    "test_config": "session",
+    # real p2pcp and p2pcp-signal processes, with tmux, coturn, redis-server
+    "test_e2e_pipes": "e2e",
+    "test_e2e_resume": "e2e",
+    "test_e2e_security": "e2e",
+    "test_e2e_transfer": "e2e",
+    "test_hostile_server": "e2e",
+    "test_readme": "e2e",
+    "test_redis": "e2e",
+    "test_signal_server": "e2e",
+    "test_terminal": "e2e",
+    "test_tls": "e2e",
+    "test_turn": "e2e",
+    # network namespaces, NAT routers, emulated links (root)
+    "test_doctor": "netlab",
+    "test_lan": "netlab",
+    "test_netlab": "netlab",
+    # Chromium and node
+    "test_browser": "browser",
+    "test_web": "browser",
+}
 
 
-@dataclass
-class SignalServer:
-    """A running rendezvous server process, logging to ``log``."""
-
-    process: subprocess.Popen[str]
-    url: str
-    port: int
-    log: Path
-
-    def log_text(self) -> str:
-        return self.log.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-def start_signal_server(log: Path, *args: str, module: list[str] | None = None) -> SignalServer:
-    """Start ``p2pcp-signal`` (or ``module``) on a free loopback port; wait until it listens."""
-    command = module or ["-m", "signal_server"]
-    with log.open("w") as sink:
-        process = subprocess.Popen(
-            [PYTHON, *command, "--host", "127.0.0.1", "--port", "0", *args],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            text=True,
-        )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (wss?://127\.0\.0\.1:(\d+))", log.read_text())
-        if match:
-            return SignalServer(process, match.group(1), int(match.group(2)), log)
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"signal server did not start:\n{log.read_text()}")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        assert module in TIERS, f"{module}: give it a tier in tests/conftest.py"
+        item.add_marker(getattr(pytest.mark, TIERS[module]))
 
 
 @pytest.fixture
@@ -65,109 +58,3 @@ def signal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignalSe
     server = start_signal_server(tmp_path_factory.mktemp("server") / "server.log")
     yield server
     server.stop()
-
-
-def p2pcp(
-    *args: str,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-    stdin: Any = subprocess.DEVNULL,
-) -> subprocess.Popen[str]:
-    """Start ``python -m p2pcp ARGS`` with stdout and stderr captured."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")}
-    full_env["P2PCP_CONFIG"] = os.devnull  # never the developer's own config file
-    full_env.update(env or {})
-    return subprocess.Popen(
-        [PYTHON, "-m", "p2pcp", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=stdin,
-        text=True,
-        env=full_env,
-        cwd=cwd,
-    )
-
-
-@dataclass
-class Result:
-    """A finished p2pcp process."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """The NDJSON events of a --json run (every stdout line must parse)."""
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
-
-
-def finish(process: subprocess.Popen[str], timeout: float = TIMEOUT) -> Result:
-    """Wait for a process and collect its output."""
-    try:
-        out, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
-        raise AssertionError(f"p2pcp did not finish in {timeout}s; stderr:\n{err}") from None
-    return Result(process.returncode, out, err)
-
-
-def read_line(process: subprocess.Popen[str]) -> str:
-    """One line of stdout, read without buffering so ``communicate`` later sees the rest."""
-    assert process.stdout is not None
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        byte = os.read(process.stdout.fileno(), 1)
-        if not byte:
-            break
-        data += byte
-    return data.decode()
-
-
-def start_send(
-    server: SignalServer,
-    *args: str,
-    cwd: Path | None = None,
-    json_mode: bool = True,
-    env: dict[str, str] | None = None,
-) -> tuple[subprocess.Popen[str], str]:
-    """Start a sender with --json and return it with the code it printed first."""
-    extra = ["--json"] if json_mode else []
-    process = p2pcp("send", "--server", server.url, *extra, *args, cwd=cwd, env=env)
-    line = read_line(process)
-    if not line:
-        result = finish(process)
-        raise AssertionError(f"sender exited {result.code} before a code: {result.stderr}")
-    event = json.loads(line)
-    assert event["event"] == "code", event
-    return process, event["code"]
-
-
-def receive(
-    server: SignalServer, code: str, *args: str, cwd: Path | None = None, timeout: float = TIMEOUT
-) -> Result:
-    """Run a receiver with --json to completion."""
-    return finish(p2pcp("receive", "--server", server.url, "--json", *args, code, cwd=cwd), timeout)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tree(root: Path) -> dict[str, Any]:
-    """Every path below ``root`` mapped to its content hash and executable bit (or 'dir')."""
-    out: dict[str, Any] = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if path.is_symlink():
-            out[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            out[rel] = "dir"
-        else:
-            out[rel] = (sha256_file(path), bool(path.stat().st_mode & 0o100))
-    return out

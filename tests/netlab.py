@@ -25,7 +25,6 @@ running in a lab namespace, also when a test fails.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from helpers import require
 
 PUBLIC = "203.0.113"
 SERVER_ADDRESSES = (f"{PUBLIC}.1", f"{PUBLIC}.2")
@@ -231,8 +232,7 @@ def lab(*sites: Site, server_default_route: bool = True) -> Iterator[Lab]:
     """Build the topology for ``sites`` (see the module docstring) and tear it all down after.
     ``server_default_route=False`` leaves the server without a route to private networks, so
     that relaying to a peer's private address fails with ENETUNREACH on the server."""
-    for tool in ("ip", "iptables", "ethtool", "tc"):
-        assert shutil.which(tool), f"{tool} is needed for the network lab (.ci/run installs it)"
+    require("ip", "iptables", "ethtool", "tc", root=True)
     tag = uuid.uuid4().hex[:6]
     the_lab = Lab(tag, f"p2pcp-sw-{tag}", Node(f"p2pcp-srv-{tag}", SERVER_ADDRESSES[0]))
     try:

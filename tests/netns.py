@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from helpers import require
 from netlab import Node, ip
 
 Host = Node
@@ -20,6 +21,7 @@ Host = Node
 
 @contextmanager
 def lan(count: int) -> Iterator[list[Host]]:
+    require("ip", root=True)
     tag = uuid.uuid4().hex[:6]
     subnet = int(tag[:2], 16) % 200 + 20
     switch = f"p2pcp-sw-{tag}"

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SignalServer, finish, p2pcp, sha256_file, start_send
+from helpers import SignalServer, finish, p2pcp, require, sha256_file, start_send
 from playwright.sync_api import Download, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,7 +40,7 @@ MIB = 1 << 20
 
 @pytest.fixture
 def page(signal_server: SignalServer) -> Iterator[Page]:
-    assert os.path.exists(CHROMIUM), "Debian's chromium is needed (.ci/run installs it)"
+    require(CHROMIUM)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         context = browser.new_context(accept_downloads=True)

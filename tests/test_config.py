@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import finish, p2pcp
+from helpers import finish, p2pcp
 
 from p2pcp import config
 from p2pcp.errors import UsageError

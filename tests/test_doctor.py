@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PYTHON
+from helpers import PYTHON
 from netlab import Node, Services, Site, env_without_config, lab, start_services
 
 ENV = env_without_config()

@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import PYTHON, SignalServer, finish, p2pcp, read_line, receive, start_send, tree
+from helpers import PYTHON, SignalServer, finish, p2pcp, read_line, receive, start_send, tree
 
 from p2pcp.code import make_code
 

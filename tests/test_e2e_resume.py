@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SignalServer, finish, p2pcp, read_line, sha256_file, start_send, tree
+from helpers import SignalServer, finish, p2pcp, read_line, sha256_file, start_send, tree
 
 MIB = 1024 * 1024
 STANDARD_PACKETS = {"P2PCP_LARGE_PACKETS": "0"}

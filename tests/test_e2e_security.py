@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import (
+from helpers import (
     SignalServer,
     finish,
     p2pcp,

@@ -12,7 +12,7 @@ from typing import Any
 
 import hostile
 import pytest
-from conftest import SignalServer
+from helpers import SignalServer
 
 from p2pcp import protocol as p
 from p2pcp.compress import zstd

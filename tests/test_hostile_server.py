@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import finish, receive, start_send, start_signal_server
+from helpers import finish, receive, start_send, start_signal_server
 
 HERE = Path(__file__).parent
 

@@ -42,13 +42,16 @@ def test_the_connection_pairs_by_that_rule() -> None:
     own gets both."""
 
     def pairs_made(kind: type[Connection]) -> list[str]:
-        connection = kind(ice_controlling=True, components=1)
-        relay = StunProtocol(connection)
-        relay.local_candidate = _candidate("relay", "203.0.113.1")
-        connection._protocols.append(relay)
-        for host in ("10.2.0.2", "203.0.113.11"):
-            connection._pair_remote_candidate(_candidate("srflx", host))
-        return [pair.remote_candidate.host for pair in connection._check_list]
+        async def scenario() -> list[str]:  # aioice's objects need a running loop
+            connection = kind(ice_controlling=True, components=1)
+            relay = StunProtocol(connection)
+            relay.local_candidate = _candidate("relay", "203.0.113.1")
+            connection._protocols.append(relay)
+            for host in ("10.2.0.2", "203.0.113.11"):
+                connection._pair_remote_candidate(_candidate("srflx", host))
+            return [pair.remote_candidate.host for pair in connection._check_list]
+
+        return asyncio.run(scenario())
 
     assert pairs_made(IceConnection) == ["203.0.113.11"]
     assert pairs_made(Connection) == ["10.2.0.2", "203.0.113.11"]

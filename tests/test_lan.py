@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import PYTHON, sha256_file
+from helpers import PYTHON, sha256_file
 from netns import Host, lan
 
 ENV = {

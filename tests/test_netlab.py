@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PYTHON, sha256_file
+from helpers import PYTHON, sha256_file
 from netlab import Lab, Link, Services, Site, env_without_config, lab, start_services
 
 ENV = env_without_config()

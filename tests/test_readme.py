@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, SignalServer
+from helpers import PYTHON, SignalServer
 
 from p2pcp.code import make_code
 

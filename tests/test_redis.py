@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import finish, p2pcp, sha256_file, start_send, start_signal_server
+from helpers import finish, p2pcp, require, sha256_file, start_send, start_signal_server
 from websockets.asyncio.client import ClientConnection, connect
 
-assert shutil.which("redis-server"), "redis-server is needed for these tests (.ci/run installs it)"
+require("redis-server")
 
 
 def _free_port() -> int:

@@ -75,7 +75,7 @@ def test_queueing_is_a_round_trip_well_over_the_minimum() -> None:
     assert state.queueing()
 
 
-def _count_chunks(monkeypatch: pytest.MonkeyPatch, messages: int) -> Counter[tuple[int, str]]:
+def _count_chunks(monkeypatch: pytest.MonkeyPatch, messages: int) -> Counter[str]:
     """Send ``messages`` 16 KiB messages between two real peers over this machine's address;
     count the chunks each side's SCTP sent, by side and chunk type."""
     sent: Counter[tuple[int, str]] = Counter()
@@ -88,7 +88,7 @@ def _count_chunks(monkeypatch: pytest.MonkeyPatch, messages: int) -> Counter[tup
     monkeypatch.setattr(rtcsctptransport.RTCSctpTransport, "_send_chunk", counting)
     monkeypatch.setattr(large, "LARGE_PACKETS", False)  # standard 1200-byte packets here
 
-    async def scenario() -> Counter[tuple[int, str]]:
+    async def scenario() -> Counter[str]:
         a, b = transport.Transport(IcePlan([])), transport.Transport(IcePlan([]))
         try:
             await a.accept_answer(await b.accept_offer(await a.create_offer()))
@@ -162,7 +162,7 @@ def _record_sends(
             chunks.append(len(chunk.user_data))
         await original_chunk(self, chunk)
 
-    async def datagram_recording(self: Connection, data: bytes) -> None:
+    async def datagram_recording(self: IceConnection, data: bytes) -> None:
         datagrams.append((self, len(data)))
         await original_send(self, data)
 
@@ -249,7 +249,7 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
     sent_large: list[int] = []
     armed: list[Connection] = []
 
-    async def damaging(self: Connection, data: bytes) -> None:
+    async def damaging(self: IceConnection, data: bytes) -> None:
         if self in armed and len(data) > 3 * large.MAX_RECORD:
             sent_large.append(len(data))
             if len(sent_large) == 3:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import time
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import segno
-from conftest import PYTHON, SignalServer, finish, p2pcp
+from helpers import PYTHON, SignalServer, finish, p2pcp, require
 
 from p2pcp.code import make_code
 from p2pcp.wordlist import WORDS
@@ -26,7 +25,7 @@ from p2pcp.wordlist import WORDS
 SCREENS = Path(__file__).parent.parent / "docs" / "screens.md"
 SPINNER = re.compile("[\u2800-\u28ff]")  # rich's braille spinner frames
 
-assert shutil.which("tmux"), "tmux is needed for these tests (.ci/run installs it)"
+require("tmux")
 
 
 class Terminal:

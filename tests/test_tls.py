@@ -7,11 +7,11 @@ import ipaddress
 import json
 from pathlib import Path
 
-from conftest import finish, p2pcp, sha256_file, start_signal_server
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers import finish, p2pcp, sha256_file, start_signal_server
 
 
 def _name(common: str) -> x509.Name:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -14,11 +13,11 @@ from pathlib import Path
 import pytest
 from aioice import turn
 from aioice.stun import TransactionFailed
-from conftest import start_signal_server
+from helpers import require, start_signal_server
 from websockets.asyncio.client import connect
 
 SECRET = "correct horse battery staple"
-assert shutil.which("turnserver"), "coturn is needed for these tests (.ci/run installs it)"
+require("turnserver")
 
 
 def _free_udp_port() -> int:

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import SignalServer, start_signal_server
+from helpers import SignalServer, require, start_signal_server
 
 from p2pcp.wordlist import WORDS
 
@@ -28,8 +28,9 @@ def test_the_shared_vectors_are_what_the_python_side_computes() -> None:
 
 
 def test_the_page_code_matches_the_vectors_under_node() -> None:
+    require("node")
     node = shutil.which("node")
-    assert node, "node is needed for the JavaScript suite (.ci/run installs nodejs)"
+    assert node
     done = subprocess.run(
         [node, "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 from aiortc import rtcicetransport, rtcpeerconnection, rtcsctptransport
-from conftest import SignalServer
+from helpers import SignalServer
 
 from p2pcp import transport, webrtc
 from p2pcp.netcheck import IcePlan
