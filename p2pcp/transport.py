@@ -58,6 +58,14 @@ LARGE_ATTRIBUTE = f"{LARGE_LINE}{large.LARGE_DATA}"
 in DTLS records of up to 16 KiB each, several to a datagram. Earlier p2pcp versions send 16000
 here: they take packets of one record. Unknown attributes are ignored by other stacks (aiortc,
 browsers), which therefore never get a large packet, not even the probe."""
+PIECES_LINE = "a=x-p2pcp-pieces:1"
+"""Session-level SDP line: this side cuts every SCTP packet into pieces, one DTLS record each
+behind a 4-byte header, and joins the peer's (p2pcp/webrtc/pieces.py). Where both sides say
+so, a large packet crosses an Ethernet path as datagrams that fit its MTU."""
+MIN_MTU = 1280
+"""IPv6's minimum MTU: assumed where the route's is unknown."""
+IP_UDP_OVERHEAD = 48
+"""IPv6 and UDP headers: what a datagram may carry is the path's MTU less this."""
 
 
 def advertised_large_data(sdp: str) -> int:
@@ -68,15 +76,15 @@ def advertised_large_data(sdp: str) -> int:
     return 0
 
 
-def large_data_size(peer_takes: int, mtu: int, several_records: bool = True) -> int:
-    """The largest of our large sizes that the peer takes, the route carries unfragmented and
-    the DTLS connection carries (packets of several records or only of one); 0: none, the
-    standard size stays."""
-    for size in (large.LARGE_DATA, large.SINGLE_RECORD_DATA):
-        fits_records = several_records or size + large.SCTP_OVERHEAD <= large.MAX_RECORD
-        if size <= peer_takes and large.needed_mtu(size) <= mtu and fits_records:
-            return size
-    return 0
+def large_sizes(peer_takes: int, several_records: bool = True) -> list[int]:
+    """Our large sizes that the peer takes and the DTLS connection carries (packets of several
+    records, or only of one), largest first; empty: the standard size stays."""
+    return [
+        size
+        for size in (large.LARGE_DATA, large.SINGLE_RECORD_DATA)
+        if size <= peer_takes
+        and (several_records or size + large.SCTP_OVERHEAD <= large.MAX_RECORD)
+    ]
 
 
 def _with_large_packets(sdp: str) -> str:
@@ -84,7 +92,7 @@ def _with_large_packets(sdp: str) -> str:
     if not webrtc.in_force("large packets") or "\nm=" not in sdp:
         return sdp
     head, media = sdp.split("\nm=", 1)
-    return f"{head}\n{LARGE_ATTRIBUTE}\r\nm={media}"
+    return f"{head}\n{LARGE_ATTRIBUTE}\r\n{PIECES_LINE}\r\nm={media}"
 
 
 class Transport:
@@ -110,6 +118,8 @@ class Transport:
         self._watchdog: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
         self.peer_large_data = 0
+        self.peer_takes_pieces = False
+        """Whether both sides cut packets into pieces (the peer's SDP says it takes them)."""
         """User data per DATA chunk the peer's SDP says it takes (another p2pcp; 0 otherwise)."""
         self._wire()
 
@@ -211,6 +221,14 @@ class Transport:
         except (ValueError, KeyError, IndexError) as exc:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
         self.peer_large_data = advertised_large_data(sdp)
+        self.peer_takes_pieces = PIECES_LINE in sdp.splitlines() and webrtc.in_force(
+            "large packets"
+        )
+        association = self._pc.sctp
+        if self.peer_takes_pieces and association is not None:
+            dtls_transport = association.transport
+            if isinstance(dtls_transport, dtls.DtlsTransport):
+                dtls_transport.take_pieces(dtls.MAX_DATAGRAM)
         match = re.search(r"^a=max-message-size:(\d+)", sdp, re.MULTILINE)
         if match:
             self.remote_max_message = int(match.group(1)) or LOCAL_MAX_MESSAGE
@@ -227,29 +245,41 @@ class Transport:
             self._probe = asyncio.create_task(self._large_packets())
 
     async def _large_packets(self) -> bool:
-        """Larger SCTP packets where the peer said it takes them (its SDP), the route to it
-        needs no IP fragmentation, and a probe crosses both ways (p2pcp/webrtc/large.py). A relayed
-        path keeps the standard size."""
+        """Larger SCTP packets where the peer said it takes them (its SDP) and a probe of that
+        size crosses the path both ways (p2pcp/webrtc/large.py): the largest size whose probe
+        comes back. Where both sides take pieces (p2pcp/webrtc/pieces.py), a large packet
+        crosses a route of a smaller MTU as datagrams that fit it; with an earlier p2pcp, only
+        sizes the route carries whole are tried. A relayed path keeps the standard size."""
         peer = self._direct_peer()
         if peer is None or self._pc.sctp is None:
             return False
-        mtu = large.path_mtu(peer)  # a UDP connect: no I/O waits
         association = self._pc.sctp
         if not isinstance(association, SctpTransport) or not isinstance(
             association.transport, dtls.DtlsTransport
         ):
             log.debug("large packets: our SCTP and DTLS transports are not in force")
             return False
-        records = dtls.several_records(association.transport)
-        size = large_data_size(self.peer_large_data, mtu, records)
-        if not size:
-            log.debug(
-                "large packets: the route's MTU is %d, standard size kept (the peer takes %d)",
-                mtu,
-                self.peer_large_data,
-            )
+        sizes = large_sizes(self.peer_large_data, dtls.several_records(association.transport))
+        if not sizes:
+            log.debug("large packets: the peer takes %d, standard size kept", self.peer_large_data)
             return False
-        return await association.probe_large_packets(size)
+        mtu = large.path_mtu(peer) or MIN_MTU  # a UDP connect: no I/O waits
+        if self.peer_takes_pieces:
+            association.transport.take_pieces(mtu - IP_UDP_OVERHEAD)
+        else:  # an earlier p2pcp: only what the route carries whole
+            sizes = [size for size in sizes if large.needed_mtu(size) <= mtu]
+            if not sizes:
+                log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
+        for size in sizes:
+            log.debug(
+                "large packets: probing %d bytes; the route's MTU is %d (%d datagrams)",
+                size,
+                mtu,
+                large.fragments(size, mtu) if self.peer_takes_pieces else 1,
+            )
+            if await association.probe_large_packets(size):
+                return True
+        return False
 
     async def _watch_consent(self) -> None:
         """Fail as soon as aioice's consent checks (RFC 7675) give up on the path, about 30 s

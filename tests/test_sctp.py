@@ -274,17 +274,21 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
     assert len(sent_large) > 4 * 12  # 48 packets, and at least one sent again
 
 
-def test_the_large_size_fits_the_peer_and_the_route() -> None:
-    assert transport.large_data_size(large.LARGE_DATA, 65536) == large.LARGE_DATA  # loopback
-    assert transport.large_data_size(large.SINGLE_RECORD_DATA, 65536) == large.SINGLE_RECORD_DATA
-    assert transport.large_data_size(large.LARGE_DATA, 20000) == large.SINGLE_RECORD_DATA  # jumbo
-    assert transport.large_data_size(large.LARGE_DATA, 9000) == 0
-    assert transport.large_data_size(0, 65536) == 0  # not a p2pcp peer
-    assert transport.large_data_size(1200, 65536) == 0
+def test_the_large_sizes_fit_the_peer_and_the_dtls_connection() -> None:
+    both = [large.LARGE_DATA, large.SINGLE_RECORD_DATA]
+    assert transport.large_sizes(large.LARGE_DATA) == both
+    assert transport.large_sizes(large.SINGLE_RECORD_DATA) == [large.SINGLE_RECORD_DATA]
+    assert transport.large_sizes(0) == []  # not a p2pcp peer
+    assert transport.large_sizes(1200) == []
     # a DTLS connection whose records the receiver cannot split (not DTLS 1.2): one record only
-    assert transport.large_data_size(large.LARGE_DATA, 65536, False) == large.SINGLE_RECORD_DATA
-    # a 64 KB packet still fits a UDP datagram and the loopback MTU
+    assert transport.large_sizes(large.LARGE_DATA, False) == [large.SINGLE_RECORD_DATA]
+    # a 64 KB packet still fits a UDP datagram and the loopback MTU; across Ethernet it takes
+    # 44 IPv4 fragments, a 16 KB one 11
     assert large.needed_mtu(large.LARGE_DATA) <= 65507
+    assert large.fragments(large.LARGE_DATA, 65536) == 1
+    assert large.fragments(large.LARGE_DATA, 1500) == 44
+    assert large.fragments(large.SINGLE_RECORD_DATA, 1500) == 11
+    assert large.fragments(STANDARD_DATA, 1500) == 1
     sdp = f"v=0\r\n{transport.LARGE_LINE}16000\r\nm=application 9 UDP/DTLS/SCTP\r\n"
     assert transport.advertised_large_data(sdp) == 16000
     assert transport.advertised_large_data("v=0\r\na=x-p2pcp-large-packets:lots\r\n") == 0

@@ -26,6 +26,10 @@ class SizedAssociation(sctp.RTCSctpTransport):
         super().__init__(transport, port)
         self.data_size: int = STANDARD_DATA
         """User data per DATA chunk this association sends (large after a probe)."""
+        self.packets_sent = 0
+        """DATA chunks sent for the first time (counted by ``congestion``)."""
+        self.packets_lost = 0
+        """DATA chunks taken as lost (fast retransmit), and retransmission timeouts."""
 
     async def _send(
         self,

@@ -186,6 +186,7 @@ class LossRecovery(SizedAssociation):
                     schunk._misses += 1
                     if schunk._misses == 3:
                         schunk._misses = 0
+                        self.packets_lost += 1
                         if not self._maybe_abandon(schunk):
                             schunk._retransmit = True
 
@@ -231,6 +232,7 @@ class LossRecovery(SizedAssociation):
         """aiortc 1.16.0's retransmission timeout; slow start then aims for the path's
         window instead of half the last one."""
         self._t3_handle = None
+        self.packets_lost += 1
 
         # mark retransmit or abandoned chunks
         for chunk in self._sent_queue:
@@ -311,6 +313,7 @@ class LossRecovery(SizedAssociation):
             # update counters
             chunk._sent_count += 1
             chunk._sent_time = time.time()
+            self.packets_sent += 1
 
             await self._send_chunk(chunk)
             if not self._t3_handle:

@@ -37,7 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
+import struct
+from collections.abc import Callable
 from typing import Any
 
 from aioice import mdns, stun
@@ -55,6 +58,12 @@ from aioice.ice import (
 
 from ..netcheck import is_private
 
+APPLICATION_DATA = 23
+"""First byte of a DTLS record carrying data."""
+UDP_SEGMENT = 103
+"""Linux <linux/udp.h>: a send of several datagrams of one size in one call (UDP GSO)."""
+SEGMENTS_BYTES = 65000
+"""Most bytes in one segmented send (the kernel takes up to 64 KiB)."""
 SOCKET_BUFFER = 4 * 1024 * 1024
 """Receive buffer asked for each host socket (the kernel caps it at net.core.rmem_max)."""
 CHECK_PACING = 0.02
@@ -83,7 +92,56 @@ def _pending_checks(protocol: Any, addr: tuple[str, int]) -> list[stun.Message]:
 
 
 class IceProtocol(StunProtocol):
-    """aioice's socket protocol, handing DTLS datagrams on without a failed STUN parse."""
+    """aioice's socket protocol, handing DTLS datagrams on without a failed STUN parse, and
+    sending the datagrams of one packet in one call where the kernel can (UDP GSO)."""
+
+    _segments: socket.socket | None = None
+    """A second descriptor of this protocol's UDP socket, for ``sendmsg`` (asyncio's socket
+    object does not offer it)."""
+    _no_segments = False
+
+    def send_segments(self, datagrams: list[bytes], addr: tuple[str, int]) -> bool:
+        """Send ``datagrams`` (all of one size but the last) to ``addr`` in as few calls as
+        the kernel takes, each cut into datagrams again by the kernel or the network card;
+        False, sending nothing, where that cannot be done (no socket of ours, a kernel without
+        UDP GSO, asyncio still holding earlier datagrams back)."""
+        sock = self._segment_socket()
+        transport: Any = self.transport  # asyncio's datagram transports all have this
+        if sock is None or transport.get_write_buffer_size():
+            return False
+        size = len(datagrams[0])
+        per_call = max(1, SEGMENTS_BYTES // size)
+        option = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        for start in range(0, len(datagrams), per_call):
+            group = datagrams[start : start + per_call]
+            try:
+                sock.sendmsg([b"".join(group)], option, 0, addr)
+            except BlockingIOError:
+                for datagram in datagrams[start:]:  # asyncio queues them in order
+                    self.transport.sendto(datagram, addr)
+                return True
+            except OSError:
+                if start == 0:
+                    self._no_segments = True  # this kernel or route has no UDP GSO
+                    return False
+                for datagram in datagrams[start:]:
+                    self.transport.sendto(datagram, addr)
+                return True
+        return True
+
+    def _segment_socket(self) -> socket.socket | None:
+        if self._segments is None and not self._no_segments:
+            own = self.transport.get_extra_info("socket")
+            if own is None:  # a relayed candidate: aioice's TURN transport
+                self._no_segments = True
+                return None
+            self._segments = socket.socket(own.family, socket.SOCK_DGRAM, 0, os.dup(own.fileno()))
+        return self._segments
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._segments is not None:
+            self._segments.close()
+        super().connection_lost(exc)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         if data and 19 < data[0] < 64:  # type: ignore[operator]
@@ -94,6 +152,26 @@ class IceProtocol(StunProtocol):
 
 class IceConnection(Connection):
     """aioice's ICE connection with the fixes and shortcuts of the module doc."""
+
+    take_datagram: Callable[[bytes], bytes | None] | None = None
+    """Set by the DTLS transport once packets travel as pieces (dtls.py): decrypts and joins
+    a data datagram as it arrives, and returns what it completes for the receive queue."""
+
+    def send_datagrams(self, datagrams: list[bytes]) -> bool:
+        """Send the datagrams of one packet on the selected pair in as few calls as can be
+        (``IceProtocol.send_segments``); False, sending nothing, where that cannot be done."""
+        pair = self._nominated.get(1)
+        if pair is None or not isinstance(pair.protocol, IceProtocol):
+            return False
+        return pair.protocol.send_segments(datagrams, pair.remote_addr)
+
+    def data_received(self, data: bytes, component: int) -> None:
+        take = self.take_datagram
+        if take is not None and data[0] == APPLICATION_DATA:
+            data = take(data)  # type: ignore[assignment]
+            if data is None:
+                return
+        self._queue.put_nowait((data, component))
 
     def check_incoming(
         self, message: stun.Message, addr: tuple[str, int], protocol: StunProtocol

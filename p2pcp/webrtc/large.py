@@ -19,7 +19,7 @@ import socket
 from aiortc import rtcsctptransport as sctp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-from .association import SizedAssociation
+from .association import STANDARD_DATA, SizedAssociation
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ RECORD_OVERHEAD = 64
 """Bytes a record adds to its plaintext, at most (AES-GCM adds 37: header, nonce, tag)."""
 SCTP_OVERHEAD = 28
 """SCTP common header (12) and DATA chunk header (16)."""
+LOSS_WINDOW = 256
+"""DATA chunks sent between two looks at the loss rate."""
+STEP_DOWN_LOSS = float(os.environ.get("P2PCP_STEP_DOWN_LOSS", "0.1"))
+"""Fraction of packets lost over one LOSS_WINDOW above which the association steps down to the
+next smaller size: a large packet crossing an MTU-limited path as IP fragments is lost with
+any one of them, so a lossy path loses large packets many times more often than small ones."""
 PROBE_TIMEOUT = 1.0
 PROBE_MARK = b"p2pcp-large-packet-probe:"
 IP_MTU = 14  # Linux <linux/in.h>; the socket module does not export it
@@ -50,11 +56,20 @@ def needed_mtu(size: int) -> int:
     return packet + records * RECORD_OVERHEAD + 8 + 40
 
 
+def fragments(size: int, mtu: int) -> int:
+    """The IPv4 fragments a DATA packet of ``size`` user bytes takes on a route of ``mtu``
+    (1: it fits; 0 where the MTU is unknown)."""
+    if mtu <= 0:
+        return 0
+    payload = needed_mtu(size) - 40  # the UDP datagram: UDP header and its DTLS records
+    per_fragment = (mtu - 20) // 8 * 8
+    return -(-payload // per_fragment)
+
+
 def path_mtu(address: tuple[str, int]) -> int:
     """The MTU of this machine's route to ``address`` (Linux IP_MTU on a connected UDP socket;
-    0 where unknown). Large packets are only worth it where they need no IP fragmentation: on
-    the same host (the loopback route, MTU 65536) or on jumbo-frame links. A fragmented 64 KB
-    packet is lost when any of its 44 fragments is, which multiplies the loss of a lossy path."""
+    0 where unknown): the loopback route's is 65536, Ethernet's 1500. A packet larger than
+    that crosses as IP fragments, and is lost when any of them is (hence STEP_DOWN_LOSS)."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_DGRAM) as probe:
@@ -71,6 +86,11 @@ class LargePackets(SizedAssociation):
         super().__init__(transport, port)
         self._probe_info: bytes | None = None
         self._probe_echo: asyncio.Future[None] | None = None
+        self.sizes: list[int] = [STANDARD_DATA]
+        """The sizes this association may send, largest first (those the probes passed, then
+        the standard size); it steps down along them when too many packets are lost."""
+        self._window = (0, 0)
+        """``packets_sent`` and ``packets_lost`` when the loss rate was last looked at."""
 
     async def probe_large_packets(self, data_size: int = LARGE_DATA) -> bool:
         """Send one HEARTBEAT padded to the size of a DATA packet of ``data_size`` user bytes;
@@ -95,8 +115,36 @@ class LargePackets(SizedAssociation):
         finally:
             self._probe_info = self._probe_echo = None
         self.data_size = data_size
+        self.sizes = sorted({data_size, SINGLE_RECORD_DATA, STANDARD_DATA}, reverse=True)
+        self.sizes = [size for size in self.sizes if size <= data_size]
+        self._window = (self.packets_sent, self.packets_lost)
         log.debug("large packets: the probe came back, DATA chunks of %d bytes", data_size)
         return True
+
+    def _adapt_size(self) -> None:
+        """Step down to the next smaller size when more than STEP_DOWN_LOSS of the packets
+        sent since the last look were lost (a look every LOSS_WINDOW packets). Never up: a
+        path that lost that many once will again."""
+        sent = self.packets_sent - self._window[0]
+        if sent < LOSS_WINDOW or self.data_size == STANDARD_DATA:
+            return
+        lost = self.packets_lost - self._window[1]
+        self._window = (self.packets_sent, self.packets_lost)
+        if lost / sent <= STEP_DOWN_LOSS:
+            return
+        smaller = [size for size in self.sizes if size < self.data_size]
+        log.debug(
+            "large packets: %d of the last %d lost, down from %d to %d bytes",
+            lost,
+            sent,
+            self.data_size,
+            smaller[0],
+        )
+        self.data_size = smaller[0]
+
+    async def _transmit(self) -> None:
+        self._adapt_size()
+        await super()._transmit()
 
     async def _receive_chunk(self, chunk: sctp.Chunk) -> None:
         if isinstance(chunk, sctp.HeartbeatAckChunk) and self._probe_echo is not None:
