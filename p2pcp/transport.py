@@ -270,6 +270,9 @@ class Transport:
             sizes = [size for size in sizes if large.needed_mtu(size) <= mtu]
             if not sizes:
                 log.debug("large packets: the route's MTU is %d, standard size kept", mtu)
+        association.datagrams = {
+            size: large.fragments(size, mtu) if self.peer_takes_pieces else 1 for size in sizes
+        }
         for size in sizes:
             log.debug(
                 "large packets: probing %d bytes; the route's MTU is %d (%d datagrams)",

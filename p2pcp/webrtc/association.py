@@ -29,7 +29,9 @@ class SizedAssociation(sctp.RTCSctpTransport):
         self.packets_sent = 0
         """DATA chunks sent for the first time (counted by ``congestion``)."""
         self.packets_lost = 0
-        """DATA chunks taken as lost (fast retransmit), and retransmission timeouts."""
+        """DATA chunks whose first transmission was taken as lost (counted by ``congestion``)."""
+        self.timeouts = 0
+        """Retransmission timeouts (counted by ``congestion``)."""
 
     async def _send(
         self,

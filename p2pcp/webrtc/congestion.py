@@ -186,7 +186,8 @@ class LossRecovery(SizedAssociation):
                     schunk._misses += 1
                     if schunk._misses == 3:
                         schunk._misses = 0
-                        self.packets_lost += 1
+                        if schunk._sent_count == 1:  # a resent chunk is struck again early
+                            self.packets_lost += 1
                         if not self._maybe_abandon(schunk):
                             schunk._retransmit = True
 
@@ -232,7 +233,9 @@ class LossRecovery(SizedAssociation):
         """aiortc 1.16.0's retransmission timeout; slow start then aims for the path's
         window instead of half the last one."""
         self._t3_handle = None
-        self.packets_lost += 1
+        self.timeouts += 1
+        if self._sent_queue and self._sent_queue[0]._sent_count == 1:
+            self.packets_lost += 1  # the earliest outstanding chunk, at least, is lost
 
         # mark retransmit or abandoned chunks
         for chunk in self._sent_queue:
