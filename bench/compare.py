@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transfer import (  # noqa: E402
     PY,
+    WORMHOLE_PACKAGES,
     Run,
     compile_p2pcp,
     drain,
@@ -47,11 +48,6 @@ from transfer import (  # noqa: E402
 )
 
 HERE = Path(__file__).resolve().parent
-WORMHOLE_PACKAGES = [
-    "magic-wormhole==0.24.0",
-    "magic-wormhole-mailbox-server==0.8.0",
-    "magic-wormhole-transit-relay==0.5.0",
-]
 
 
 def run_plain_aiortc(src: Path, out: Path) -> Run:

@@ -59,6 +59,14 @@ s.close()
 """
 
 
+WORMHOLE_PACKAGES = [
+    "magic-wormhole==0.24.0",
+    "magic-wormhole-mailbox-server==0.8.0",
+    "magic-wormhole-transit-relay==0.5.0",
+]
+"""What bench/compare.py and bench/lab.py install into their magic-wormhole venv."""
+
+
 @dataclass
 class Run:
     """One measured transfer."""

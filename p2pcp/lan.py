@@ -21,7 +21,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from signal_server.server import Settings, SignalServer
 
-from .errors import CodeError, ConnectError
+from .errors import ConnectError
 from .protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,16 @@ def _local_ipv4() -> list[str]:
     return addresses
 
 
-async def _browse(seconds: float, wanted: str | None) -> dict[str, str]:
-    """Nameplates announced on the network -> rendezvous URL (stops early at ``wanted``)."""
+async def _browse(seconds: float, wanted: str | None, own: str = "") -> dict[str, str]:
+    """Nameplates announced on the network -> rendezvous URL (stops early at ``wanted``), but
+    for the service named ``own`` (this process's announcement)."""
     aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
     names: asyncio.Queue[str] = asyncio.Queue()
 
     def on_change(
         zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
     ) -> None:
-        if state_change is ServiceStateChange.Added:
+        if state_change is ServiceStateChange.Added and name != own:
             names.put_nowait(name)
 
     browser = AsyncServiceBrowser(aiozc.zeroconf, [SERVICE], handlers=[on_change])
@@ -94,6 +95,7 @@ class LanHost:
         self._info: AsyncServiceInfo | None = None
         self.nameplate = ""
         self.url = ""
+        self._survey: asyncio.Task[None] | None = None
 
     async def start(self, nameplate: str | None = None) -> None:
         """Serve and announce ``nameplate`` (that of a code the user chose), or one picked at
@@ -103,32 +105,51 @@ class LanHost:
         except OSError as exc:
             raise ConnectError(f"cannot start the local rendezvous server: {exc}") from None
         self.url = f"ws://127.0.0.1:{self._server.port}"
-        taken = await _browse(SURVEY_SECONDS, None)
-        if nameplate is not None:
-            if nameplate in taken:
-                raise CodeError(
-                    f"another sender on this network announces number {nameplate}: "
-                    "choose another code"
-                )
-            self.nameplate = nameplate
-        else:
+        if nameplate is None:  # one nobody announces: look first (the code is printed after)
+            taken = await _browse(SURVEY_SECONDS, None)
             free = [n for n in range(1, MAX_NAMEPLATE + 1) if str(n) not in taken]
             self.nameplate = str(free[secrets.randbelow(len(free))])
+            await self._announce(self._service_name())
+            return
+        # A chosen code (a script, or both sides started at once): announce at once, so the
+        # receiver finds it a second sooner, and look for another sender with it meanwhile: a
+        # receiver that reaches the other one fails the PAKE ("wrong code"), so say why.
+        self.nameplate = nameplate
+        own = self._service_name()
+        await self._announce(own)
+        self._survey = asyncio.create_task(self._warn_of_twin(own))
+
+    async def _warn_of_twin(self, own: str) -> None:
+        if self.nameplate in await _browse(SURVEY_SECONDS, None, own):
+            log.warning(
+                "another sender on this network announces number %s: its receiver may reach "
+                "the wrong sender and fail with a wrong code",
+                self.nameplate,
+            )
+
+    def _service_name(self) -> str:
+        return f"p2pcp-{self.nameplate}-{secrets.token_hex(4)}.{SERVICE}"
+
+    async def _announce(self, name: str) -> None:
         addresses = _local_ipv4()
         if not addresses:
             raise ConnectError("no network interface to announce the transfer on")
         self._info = AsyncServiceInfo(
             SERVICE,
-            f"p2pcp-{self.nameplate}-{secrets.token_hex(4)}.{SERVICE}",
+            name,
             addresses=[socket.inet_aton(a) for a in addresses],
             port=self._server.port,
             properties={"nameplate": self.nameplate, "version": str(PROTOCOL_VERSION)},
         )
         self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
-        await self._zeroconf.async_register_service(self._info)
+        # No probing for a name conflict (RFC 6762 8.1, three queries 250 ms apart): the
+        # instance name carries 32 random bits, so no other host has it.
+        await self._zeroconf.async_register_service(self._info, cooperating_responders=True)
 
     async def close(self) -> None:
         """Withdraw the announcement and stop the server."""
+        if self._survey is not None:
+            self._survey.cancel()
         if self._zeroconf is not None:
             with contextlib.suppress(Exception):
                 if self._info is not None:

@@ -92,7 +92,8 @@ def _with_large_packets(sdp: str) -> str:
     if not webrtc.in_force("large packets") or "\nm=" not in sdp:
         return sdp
     head, media = sdp.split("\nm=", 1)
-    return f"{head}\n{LARGE_ATTRIBUTE}\r\n{PIECES_LINE}\r\nm={media}"
+    pieces = f"{PIECES_LINE}\r\n" if large.PIECES else ""
+    return f"{head}\n{LARGE_ATTRIBUTE}\r\n{pieces}m={media}"
 
 
 class Transport:

@@ -44,13 +44,18 @@ def _send(
 
 
 def _start_receive(
-    the_lab: Lab, services: Services, code: str, out: Path, *extra: str
+    the_lab: Lab,
+    services: Services,
+    code: str,
+    out: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     return the_lab.start(
         the_lab.hosts[1],
         PYTHON, "-m", "p2pcp", "receive", "--json", "--yes", "--server", services.url,
         "-o", str(out), *extra, code,
-        env=ENV,
+        env={**ENV, **(env or {})},
     )  # fmt: skip
 
 
@@ -203,13 +208,36 @@ def test_a_path_that_carries_ice_but_not_dtls_is_named_in_the_error(tmp_path: Pa
         assert "DTLS" in message, message
 
 
+def test_large_packets_cross_an_mtu_1500_path_that_drops_fragments_as_pieces(
+    tmp_path: Path,
+) -> None:
+    """Two p2pcp peers behind cone NATs, MTU 1500 everywhere, and the sender's uplink drops every
+    IP fragment: the 64000-byte probe goes out as datagrams that fit the MTU (pieces), comes
+    back, and the transfer runs on large packets with a matching hash."""
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(50_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    with lab(Site("cone", link=Link(drop_fragments=True)), Site("cone")) as the_lab:
+        services = start_services(the_lab, tmp_path, turn=False)
+        sender, code = _send(the_lab, services, source, "--debug")
+        receiver = _start_receive(the_lab, services, code, out, "--debug")
+        got_out, got_err = receiver.communicate(timeout=120)
+        sent_out, sent_err = sender.communicate(timeout=60)
+    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
+    assert sha256_file(out / "payload.bin") == sha256_file(source)
+    assert "the route's MTU is 1500 (44 datagrams)" in sent_err, sent_err[-3000:]
+    assert "the probe came back, DATA chunks of 64000 bytes" in sent_err, sent_err[-3000:]
+
+
 @pytest.mark.parametrize(
     "jumbo_lan", [False, True], ids=["mtu-1500", "jumbo-lan-fragments-dropped"]
 )
-def test_large_packets_stay_off_where_the_path_does_not_carry_them(
+def test_an_earlier_peer_keeps_large_packets_off_where_the_path_does_not_carry_them(
     jumbo_lan: bool, tmp_path: Path
 ) -> None:
-    """Two p2pcp peers (both offer large packets in their SDP) behind cone NATs.
+    """Two p2pcp peers that take large packets but not pieces (P2PCP_PIECES=0, as p2pcp before
+    pieces), behind cone NATs.
 
     - MTU 1500 everywhere: a large packet would be fragmented, so none is even probed.
     - The sender on a jumbo-frame LAN (MTU 20000) whose uplink drops every IP fragment: the
@@ -218,9 +246,10 @@ def test_large_packets_stay_off_where_the_path_does_not_carry_them(
 
     Either way the transfer completes with a matching hash."""
     source = tmp_path / "payload.bin"
-    source.write_bytes(os.urandom(100_000_000))  # outlasts the 1 s probe at the standard size
+    source.write_bytes(os.urandom(100_000_000))  # outlasts the probes at the standard size
     out = tmp_path / "out"
     out.mkdir()
+    earlier = {"P2PCP_PIECES": "0"}
     with lab(Site("cone", link=Link(drop_fragments=True)), Site("cone")) as the_lab:
         if jumbo_lan:
             router = the_lab.routers[0]
@@ -228,8 +257,8 @@ def test_large_packets_stay_off_where_the_path_does_not_carry_them(
             the_lab.hosts[0].run("ip", "link", "set", "dev", "eth0", "mtu", "20000")
             router.run("ip", "link", "set", "dev", "lan", "mtu", "20000")
         services = start_services(the_lab, tmp_path, turn=False)
-        sender, code = _send(the_lab, services, source, "--debug")
-        receiver = _start_receive(the_lab, services, code, out, "--debug")
+        sender, code = _send(the_lab, services, source, "--debug", env=earlier)
+        receiver = _start_receive(the_lab, services, code, out, "--debug", env=earlier)
         got_out, got_err = receiver.communicate(timeout=120)
         sent_out, sent_err = sender.communicate(timeout=60)
     assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 LARGE_PACKETS = os.environ.get("P2PCP_LARGE_PACKETS", "1") != "0"
 """Whether to probe for large packets at all (P2PCP_LARGE_PACKETS=0 turns it off, for tests
 and for comparison)."""
+PIECES = os.environ.get("P2PCP_PIECES", "1") != "0"
+"""Whether to offer pieces (pieces.py) in the SDP (P2PCP_PIECES=0 plays an earlier p2pcp, for
+tests)."""
 LARGE_DATA = 64000
 """User data per DATA chunk once large packets are on: four DTLS records in one datagram."""
 SINGLE_RECORD_DATA = 16000
