@@ -17,6 +17,7 @@ TIERS = {
     "test_protocol": "unit",
     "test_rooms": "unit",
     "test_netcheck": "unit",
+    "test_pieces": "unit",
     # real aiortc peers or sessions inside the test process, real rendezvous processes
     "test_session": "session",
     "test_hostile_sender": "session",

@@ -79,6 +79,9 @@ class Records:
         """Largest datagram ``datagrams`` makes of the records of one packet (the path's MTU
         less the IP and UDP headers, where the peer takes pieces)."""
         self._number = 0
+        self.parity = False
+        """Whether packets of several pieces carry a parity piece (pieces.py): from the start
+        on a path of a small MTU (``take_pieces``), and then while the association sees loss."""
         self._joiner = pieces.Joiner()
         self._joined: bytes | None = None
         """A packet joined on arrival, for ``recv`` to return."""
@@ -87,7 +90,11 @@ class Records:
         """Cut every packet from now on into pieces that fit datagrams of ``max_datagram``
         bytes, one record or more each (the peer said it joins them)."""
         self.max_datagram = min(max_datagram, MAX_DATAGRAM)
-        self.piece_size = min(MAX_RECORD, self.max_datagram - RECORD_OVERHEAD) - pieces.HEADER.size
+        room = min(MAX_RECORD, self.max_datagram - RECORD_OVERHEAD)
+        self.piece_size = room - pieces.HEADER.size - pieces.LENGTH.size  # a parity piece fits
+        # Parity from the start where a packet takes many datagrams (a path of a small MTU,
+        # likely lossy until shown otherwise); never within one host.
+        self.parity = self.max_datagram < MAX_RECORD
 
     def recv(self, size: int) -> bytes:
         if self._joined is not None:
@@ -161,7 +168,7 @@ class Records:
             return self._connection.send(data)
         if self.piece_size:
             self._number += 1
-            for piece in pieces.cut(data, self._number, self.piece_size):
+            for piece in pieces.cut(data, self._number, self.piece_size, self.parity):
                 self._write(piece)
             return len(data)
         if len(data) > MAX_RECORD:
@@ -253,6 +260,11 @@ class DtlsTransport(RTCDtlsTransport):
 
     pieces_datagram = 0
     """Largest datagram of pieces (``Records.take_pieces``); 0: the peer takes no pieces."""
+
+    def send_parity(self, on: bool) -> None:
+        """Add a parity piece to packets of several pieces, or stop (pieces.py)."""
+        if isinstance(self._ssl, Records):
+            self._ssl.parity = on
 
     def take_pieces(self, max_datagram: int) -> None:
         """From now on, cut packets into pieces for datagrams of ``max_datagram`` bytes (and

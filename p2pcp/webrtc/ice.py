@@ -91,6 +91,25 @@ def _pending_checks(protocol: Any, addr: tuple[str, int]) -> list[stun.Message]:
     return pending
 
 
+def _segment_groups(datagrams: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """``datagrams`` in runs that one segmented send takes: all of the first one's size but
+    the last, which may be shorter, and at most SEGMENTS_BYTES in all; with where each starts."""
+    groups: list[tuple[int, list[bytes]]] = []
+    for index, datagram in enumerate(datagrams):
+        if groups:
+            group = groups[-1][1]
+            size = len(group[0])
+            if (
+                len(group[-1]) == size
+                and len(datagram) <= size
+                and (len(group) + 1) * size <= SEGMENTS_BYTES
+            ):
+                group.append(datagram)
+                continue
+        groups.append((index, [datagram]))
+    return groups
+
+
 class IceProtocol(StunProtocol):
     """aioice's socket protocol, handing DTLS datagrams on without a failed STUN parse, and
     sending the datagrams of one packet in one call where the kernel can (UDP GSO)."""
@@ -109,11 +128,8 @@ class IceProtocol(StunProtocol):
         transport: Any = self.transport  # asyncio's datagram transports all have this
         if sock is None or transport.get_write_buffer_size():
             return False
-        size = len(datagrams[0])
-        per_call = max(1, SEGMENTS_BYTES // size)
-        option = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
-        for start in range(0, len(datagrams), per_call):
-            group = datagrams[start : start + per_call]
+        for start, group in _segment_groups(datagrams):
+            option = [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(group[0])))]
             try:
                 sock.sendmsg([b"".join(group)], option, 0, addr)
             except BlockingIOError:

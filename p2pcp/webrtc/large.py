@@ -170,6 +170,16 @@ class LargePackets(SizedAssociation):
         self._start_window()
         packet_loss = min(lost / sent, 0.99)
         frame_loss = 1 - (1 - packet_loss) ** (1 / self.datagrams.get(self.data_size, 1))
+        log.debug(
+            "large packets: %d sent, %d lost, %d timeouts at %d bytes",
+            sent,
+            lost,
+            timeouts,
+            self.data_size,
+        )
+        send_parity = getattr(self.transport, "send_parity", None)  # dtls.py's transport
+        if send_parity is not None:
+            send_parity(lost > 0)  # on a lossy path one lost piece per packet is rebuilt
         if frame_loss <= limit and (timeouts < 2 or timeouts / sent <= TIMEOUTS_PER_PACKET):
             return
         smaller = [size for size in self.sizes if size < self.data_size]
