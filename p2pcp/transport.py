@@ -64,6 +64,9 @@ behind a 4-byte header, and joins the peer's (p2pcp/webrtc/pieces.py). Where bot
 so, a large packet crosses an Ethernet path as datagrams that fit its MTU."""
 MIN_MTU = 1280
 """IPv6's minimum MTU: assumed where the route's is unknown."""
+TURN_OVERHEAD = 36
+"""What a TURN relay's framing adds to a datagram at most (a Send or Data indication; a
+ChannelData message adds 4)."""
 IP_UDP_OVERHEAD = 48
 """IPv6 and UDP headers: what a datagram may carry is the path's MTU less this."""
 
@@ -249,10 +252,14 @@ class Transport:
         """Larger SCTP packets where the peer said it takes them (its SDP) and a probe of that
         size crosses the path both ways (p2pcp/webrtc/large.py): the largest size whose probe
         comes back. Where both sides take pieces (p2pcp/webrtc/pieces.py), a large packet
-        crosses a route of a smaller MTU as datagrams that fit it; with an earlier p2pcp, only
-        sizes the route carries whole are tried. A relayed path keeps the standard size."""
-        peer = self._direct_peer()
-        if peer is None or self._pc.sctp is None:
+        crosses a route of a smaller MTU as datagrams that fit it, also through a TURN relay
+        (whose framing takes up to TURN_OVERHEAD bytes of each); with an earlier p2pcp, only
+        sizes a direct route carries whole are tried."""
+        first_hop = self._first_hop()
+        if first_hop is None or self._pc.sctp is None:
+            return False
+        relayed = self.route()[0] == "relay"
+        if relayed and not self.peer_takes_pieces:
             return False
         association = self._pc.sctp
         if not isinstance(association, SctpTransport) or not isinstance(
@@ -264,7 +271,9 @@ class Transport:
         if not sizes:
             log.debug("large packets: the peer takes %d, standard size kept", self.peer_large_data)
             return False
-        mtu = large.path_mtu(peer) or MIN_MTU  # a UDP connect: no I/O waits
+        mtu = large.path_mtu(first_hop) or MIN_MTU  # a UDP connect: no I/O waits
+        if relayed:
+            mtu -= TURN_OVERHEAD
         if self.peer_takes_pieces:
             association.transport.take_pieces(mtu - IP_UDP_OVERHEAD)
         else:  # an earlier p2pcp: only what the route carries whole
@@ -323,6 +332,17 @@ class Transport:
         local, remote = pair.local_candidate, pair.remote_candidate
         kind = "relay" if "relay" in (local.type, remote.type) else "direct"
         return kind, f"{remote.host}:{remote.port}"
+
+    def _first_hop(self) -> tuple[str, int] | None:
+        """Where this side's datagrams go first on the selected pair: the TURN server for a
+        relayed local candidate, else the peer's candidate (None before a pair is selected)."""
+        connection = self._ice_connection()
+        pair = connection._nominated.get(1) if connection else None
+        if pair is None:
+            return None
+        if pair.local_candidate.type == "relay" and connection.turn_server:
+            return tuple(connection.turn_server)
+        return tuple(pair.remote_addr)
 
     def _direct_peer(self) -> tuple[str, int] | None:
         """The peer's host and port on the selected pair; None when the pair is relayed (or

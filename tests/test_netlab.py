@@ -231,6 +231,45 @@ def test_large_packets_cross_an_mtu_1500_path_that_drops_fragments_as_pieces(
 
 
 @pytest.mark.parametrize(
+    ("sites", "expected"),
+    [
+        pytest.param(
+            (Site("symmetric"), Site("symmetric")),
+            "the probe came back, DATA chunks of 64000 bytes",
+            id="turn-udp",
+        ),
+        # coturn drops some of a burst it relays onto TCP: the sizes step down as they must
+        pytest.param(
+            (Site("cone"), Site("cone", block_udp=True)),
+            "large packets: probing 64000 bytes",
+            id="turn-tcp",
+        ),
+    ],
+)
+def test_large_packets_cross_the_turn_relay_as_pieces(
+    sites: tuple[Site, Site], expected: str, tmp_path: Path
+) -> None:
+    """Both peers behind symmetric NATs: the transfer goes through coturn, and its packets are
+    64000 bytes cut into pieces that fit the relay's framing. With one peer without UDP (TURN
+    over TCP) the large sizes are tried. Either way the hash matches."""
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(30_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+    with lab(*sites) as the_lab:
+        services = start_services(the_lab, tmp_path)
+        sender, code = _send(the_lab, services, source, "--debug")
+        receiver = _start_receive(the_lab, services, code, out, "--debug")
+        got_out, got_err = receiver.communicate(timeout=120)
+        sent_out, sent_err = sender.communicate(timeout=60)
+    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
+    assert sha256_file(out / "payload.bin") == sha256_file(source)
+    for text in (got_out, sent_out):
+        assert next(e for e in _events(text) if e["event"] == "connected")["route"] == "relay"
+    assert expected in sent_err, sent_err[-3000:]
+
+
+@pytest.mark.parametrize(
     "jumbo_lan", [False, True], ids=["mtu-1500", "jumbo-lan-fragments-dropped"]
 )
 def test_an_earlier_peer_keeps_large_packets_off_where_the_path_does_not_carry_them(

@@ -18,6 +18,7 @@ from typing import Any
 
 from aioice import ice as aioice_ice
 from aioice import stun
+from aioice import turn as aioice_turn
 from aiortc import rtcdtlstransport, rtcicetransport, rtcpeerconnection, rtcsctptransport
 
 from . import large, pins
@@ -54,6 +55,9 @@ _WRITTEN_AGAINST: list[tuple[type, str, str]] = [
     (_ice, "get_component_candidates", "118597a9fcb703f9"),
     (aioice_ice.StunProtocol, "datagram_received", "ff4c8b910d45fb3a"),
     (stun.Transaction, "__init__", "be1622dc921927d6"),
+    (aioice_turn.TurnClientMixin, "send_data", "c25f67f43c7dcdb5"),
+    (aioice_turn.TurnTransport, "sendto", "cee46ff3776d1c37"),
+    (_ice, "data_received", "5631b17fab717d6b"),
 ]
 ORIGINALS: dict[str, tuple[Any, str]] = {
     f"{owner.__name__}.{name}": (getattr(owner, name), digest)

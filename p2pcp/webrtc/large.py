@@ -59,7 +59,7 @@ PROBE_TRIES = 3
 """Probes of one size before the next smaller is tried: on a lossy path one probe of 47
 datagrams each way may well be lost while most packets get through."""
 PROBE_TIMEOUT = 1.0
-"""Seconds to wait for a probe's echo (less, 4 round trips and at least 0.1 s, once SCTP has
+"""Seconds to wait for a probe's echo (less, 8 round trips and at least 0.3 s, once SCTP has
 measured one)."""
 PROBE_MARK = b"p2pcp-large-packet-probe:"
 IP_MTU = 14  # Linux <linux/in.h>; the socket module does not export it
@@ -141,7 +141,7 @@ class LargePackets(SizedAssociation):
         try:
             await self._send_chunk(chunk)
             srtt = self._srtt  # none yet right after the handshake
-            timeout = PROBE_TIMEOUT if srtt is None else min(PROBE_TIMEOUT, max(0.1, 4 * srtt))
+            timeout = PROBE_TIMEOUT if srtt is None else min(PROBE_TIMEOUT, max(0.3, 8 * srtt))
             await asyncio.wait_for(self._probe_echo, timeout)
         except (TimeoutError, ConnectionError, OSError):
             return False
