@@ -83,7 +83,12 @@ RENDEZVOUS_TIMEOUT = 60.0
 JOIN_RETRY_FIRST = 0.01
 """With ``--wait``, the first pause before asking again for the code's room; it doubles..."""
 JOIN_RETRY_MAX = 0.5
-"""...up to this, so a sender that starts a moment later is found within half a second."""
+"""...up to this, so a sender that starts a moment later is found within half a second..."""
+JOIN_RETRY_SOON = 0.1
+"""...and up to this for the first JOIN_SOON_SECONDS: a script that starts both sides at once
+finds the sender within 0.1 s of its room opening (a sender behind a 20 ms link opens it about
+half a second after start, when a doubling pause had grown to 0.3 s)."""
+JOIN_SOON_SECONDS = 3.0
 PEER_LEFT_GRACE = 5.0
 """Seconds the data channel may still take to open after the peer left the room."""
 CLOSE_WAIT = 5.0
@@ -825,7 +830,8 @@ async def _receive(
             sink.emit(WaitingForSender(options.code.nameplate, options.wait))
         await signaling.close()
         await asyncio.sleep(delay)
-        delay = min(delay * 2, JOIN_RETRY_MAX)
+        soon = time.monotonic() + options.wait - deadline < JOIN_SOON_SECONDS
+        delay = min(delay * 2, JOIN_RETRY_SOON if soon else JOIN_RETRY_MAX)
         run.signaling = signaling = await Signaling.connect(url, options.tls)
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
         box, verification = await _handshake(signaling, options.code, RECEIVER, sink)
