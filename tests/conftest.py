@@ -18,6 +18,7 @@ TIERS = {
     "test_rooms": "unit",
     "test_netcheck": "unit",
     "test_pieces": "unit",
+    "test_reassembly": "unit",
     # real aiortc peers or sessions inside the test process, real rendezvous processes
     "test_session": "session",
     "test_hostile_sender": "session",

@@ -21,7 +21,7 @@ from p2pcp.webrtc.dtls import DtlsTransport
 from p2pcp.webrtc.ice import IceConnection
 from p2pcp.webrtc.sctp import SctpTransport
 
-NAMES = ["loss recovery", "delayed SACK", "large packets", "ICE fixes"]
+NAMES = ["loss recovery", "delayed SACK", "reassembly", "large packets", "ICE fixes"]
 
 
 def test_every_change_is_in_force_with_the_pinned_versions() -> None:
@@ -67,7 +67,7 @@ def test_another_version_substitutes_nothing_and_says_why(monkeypatch: pytest.Mo
     monkeypatch.setattr(rtcpeerconnection, "RTCSctpTransport", original)
     changes = {c.name: c for c in webrtc.install()}
     assert vars(rtcpeerconnection)["RTCSctpTransport"] is original  # aiortc's own stays
-    for name in ("loss recovery", "delayed SACK", "large packets"):
+    for name in ("loss recovery", "delayed SACK", "reassembly", "large packets"):
         assert not changes[name].in_force
         assert "aiortc 1.16.0 installed, written for 1.16.1" in changes[name].why_not
     assert changes["ICE fixes"].in_force  # aioice is the pinned one

@@ -2,8 +2,9 @@
 transports, pinned to the exact versions they were written for.
 
 One module per concern: ``congestion`` (Westwood+ loss recovery), ``delayed_sack`` (RFC 4960
-section 6.2), ``large`` and ``dtls`` (large packets between p2pcp peers), ``ice`` (aioice's
-connectivity checks and data path), on ``association`` (a packet size per association).
+section 6.2), ``reassembly`` (messages looked for only when one can be complete), ``large``,
+``pieces`` and ``dtls`` (large packets between p2pcp peers), ``ice`` (aioice's connectivity
+checks and data path), on ``association`` (a packet size per association).
 ``install()`` puts the subclasses where ``RTCPeerConnection`` and ``RTCIceGatherer`` construct
 aiortc's own, once the installed versions are the pinned ones (``pins.py``); ``changes()`` says
 which change is in force and, for one that is not, why: ``p2pcp --debug`` logs it, ``p2pcp
@@ -58,6 +59,11 @@ _WRITTEN_AGAINST: list[tuple[type, str, str]] = [
     (aioice_turn.TurnClientMixin, "send_data", "c25f67f43c7dcdb5"),
     (aioice_turn.TurnTransport, "sendto", "cee46ff3776d1c37"),
     (_ice, "data_received", "5631b17fab717d6b"),
+    (_sctp, "_receive_data_chunk", "790c2bb8cd0f5dd7"),
+    (_sctp, "_get_inbound_stream", "7bb5d6a0225afa1c"),
+    (rtcsctptransport.InboundStream, "add_chunk", "de934faf324b1b4b"),
+    (rtcsctptransport.InboundStream, "pop_messages", "bd29de9aa7c4f8fd"),
+    (rtcsctptransport.InboundStream, "prune_chunks", "ff5a6cd9b68a26fb"),
 ]
 ORIGINALS: dict[str, tuple[Any, str]] = {
     f"{owner.__name__}.{name}": (getattr(owner, name), digest)
@@ -69,6 +75,7 @@ the source they were written against (``pins.fingerprint``)."""
 NEEDS = {
     "loss recovery": ("aiortc",),
     "delayed SACK": ("aiortc",),
+    "reassembly": ("aiortc",),
     "large packets": ("aiortc", "pyOpenSSL"),
     "ICE fixes": ("aioice",),
 }
@@ -80,7 +87,7 @@ class Change:
     """One of our changes to aiortc and aioice, and whether it is in force."""
 
     name: str
-    """What it is for ("loss recovery", "delayed SACK", "large packets", "ICE fixes")."""
+    """What it is for (a key of NEEDS)."""
     in_force: bool
     """Whether this process runs it."""
     why_not: str = ""

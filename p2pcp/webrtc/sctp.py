@@ -10,7 +10,9 @@ from __future__ import annotations
 from .congestion import LossRecovery
 from .delayed_sack import DelayedSack
 from .large import LargePackets
+from .reassembly import Reassembly
 
 
-class SctpTransport(LargePackets, DelayedSack, LossRecovery):
-    """aiortc's SCTP with large packets, delayed SACKs and Westwood+ loss recovery."""
+class SctpTransport(LargePackets, DelayedSack, LossRecovery, Reassembly):
+    """aiortc's SCTP with large packets, delayed SACKs, Westwood+ loss recovery and a cheaper
+    reassembly."""
