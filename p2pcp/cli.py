@@ -24,6 +24,7 @@ from .code import Code, parse_code
 from .doctor import diagnose
 from .errors import ExitCode, Interrupted, P2pcpError, UsageError
 from .events import OfferReceived
+from .protocol import MAX_TEXT_SIZE
 from .ui import HumanSink, JsonSink, show_report
 from .wordlist import WORDS
 
@@ -36,7 +37,7 @@ app = typer.Typer(
 )
 
 SERVER_HELP = (
-    "Rendezvous server URL, ws:// or wss:// [env: P2PCP_SERVER]; none: find each other on this "
+    "Rendezvous server URL, ws:// or wss:// (env P2PCP_SERVER); none: find each other on this "
     "network (mDNS)"
 )
 Sink = HumanSink | JsonSink
@@ -57,9 +58,9 @@ def _main(
     """Copy files directly between two machines."""
 
 
-CA_HELP = "Trust this PEM CA bundle for a wss:// server [env: P2PCP_CA_FILE]."
+CA_HELP = "Trust this PEM CA bundle for a wss:// server (env P2PCP_CA_FILE)."
 INSECURE_HELP = "Do not verify a wss:// server's certificate (for testing only)."
-ICE_HELP = "A STUN or TURN server URL (repeatable) [env: P2PCP_ICE_SERVERS, comma-separated]."
+ICE_HELP = "A STUN or TURN server URL (repeatable) (env P2PCP_ICE_SERVERS, comma-separated)."
 
 
 def _settings(**flags: Any) -> dict[str, config.Setting]:
@@ -179,14 +180,12 @@ RECEIVE_EPILOG = """Examples:
   P2PCP_CODE=7-guitar-ocean p2pcp receive --yes -o - | tar x
 """
 
-MAX_TEXT = 1 << 20
-
 
 def _text_argument(text: str) -> bytes:
     if text != "-":
         return text.encode("utf-8")
-    data = sys.stdin.buffer.read(MAX_TEXT + 1)
-    if len(data) > MAX_TEXT:
+    data = sys.stdin.buffer.read(MAX_TEXT_SIZE + 1)
+    if len(data) > MAX_TEXT_SIZE:
         raise UsageError("a text message is at most 1 MiB: send a file instead (p2pcp send -)")
     return data
 
@@ -288,7 +287,7 @@ def _read_code(code: str | None, console: Console) -> Code:
 
 @app.command(epilog=RECEIVE_EPILOG)
 def receive(
-    code: str | None = typer.Argument(None, help="The code from the sender [env: P2PCP_CODE]."),
+    code: str | None = typer.Argument(None, help="The code from the sender (env P2PCP_CODE)."),
     output: str | None = typer.Option(
         None,
         "-o",

@@ -192,8 +192,27 @@ class Finished(Event):
     """File bytes already present at the receiver and verified (resumed)."""
 
 
+AnyEvent = (
+    CodeReady
+    | Searching
+    | WaitingForSender
+    | Connected
+    | Verification
+    | AllSent
+    | OfferReceived
+    | Accepted
+    | Progress
+    | FileDone
+    | TextReceived
+    | Notice
+    | Resuming
+    | Finished
+)
+"""Every event a session emits: a renderer that leaves one out is a type error."""
+
+
 class EventSink(Protocol):
     """Receives session events."""
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: AnyEvent) -> None:
         """Handle one event."""

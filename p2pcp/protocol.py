@@ -146,7 +146,8 @@ class Decline:
     """The receiver refuses the offer."""
 
     reason: str
-    """``declined`` (by the user) or ``exists`` (a target exists and overwrite is off)."""
+    """``declined`` (by the user), ``refused`` (a file in place differs and overwrite is off),
+    ``space`` (the output directory cannot take it) or ``unsafe`` (the offer breaks a rule)."""
     message: str = ""
     """Human-readable detail."""
 
@@ -195,7 +196,8 @@ class Abort:
     """Either side gives up; the other reports ``message``."""
 
     reason: str
-    """``cancelled`` (by the user) or ``error``."""
+    """``cancelled`` (by the user), ``refused`` (the receiver found a file in place that differs
+    from the sender's) or ``error``."""
     message: str = ""
     """Human-readable detail."""
 
@@ -459,7 +461,6 @@ class Peer:
         self.files = _FileCursor()
         self.have: dict[int, Held] = {}
         """What the receiver said it holds, by file index."""
-        self.peer_version: int | None = None
         self.ended_by: str | None = None
         """SEND if this side said the last word (it should wait for the peer to close), RECV
         if the peer did (this side may close at once), None while the conversation goes on."""
@@ -520,7 +521,6 @@ class Peer:
                     f"peer speaks protocol version {message.version}, this p2pcp speaks "
                     f"version {PROTOCOL_VERSION}: update the older side"
                 )
-            self.peer_version = message.version
             if self.role is Role.SENDER and ZSTD in self.compress and ZSTD in message.compress:
                 self.packer = Packer()
         elif isinstance(message, Offer):

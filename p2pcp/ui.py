@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO, Any, TextIO, cast
+from typing import IO, Any, TextIO, assert_never, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -60,7 +60,7 @@ class JsonSink:
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def emit(self, event: ev.Event) -> None:
+    def emit(self, event: ev.AnyEvent) -> None:
         """Write one event."""
         self._write(event.to_json())
 
@@ -103,13 +103,41 @@ class HumanSink:
         self._file: TaskID | None = None
         self._status: Status | None = None
 
-    def emit(self, event: ev.Event) -> None:
+    def emit(self, event: ev.AnyEvent) -> None:
         """Render one event (with ``quiet``, only the code and a received text)."""
         if self.quiet and not isinstance(event, ev.CodeReady | ev.TextReceived):
             return
-        handler = getattr(self, f"_on_{event.name}", None)
-        if handler is not None:
-            handler(event)
+        match event:
+            case ev.CodeReady():
+                self._on_code(event)
+            case ev.Searching():
+                self._on_searching(event)
+            case ev.WaitingForSender():
+                self._on_waiting(event)
+            case ev.Connected():
+                self._on_connected(event)
+            case ev.Verification():
+                self._on_verification(event)
+            case ev.AllSent():
+                self._on_sent(event)
+            case ev.OfferReceived():
+                self._on_offer(event)
+            case ev.Accepted():
+                self._on_accepted(event)
+            case ev.Progress():
+                self._on_progress(event)
+            case ev.FileDone():
+                self._on_file_done(event)
+            case ev.TextReceived():
+                self._on_text(event)
+            case ev.Notice():
+                self._on_warning(event)
+            case ev.Resuming():
+                self._on_resuming(event)
+            case ev.Finished():
+                self._on_done(event)
+            case _:
+                assert_never(event)
 
     def error(self, exit_code: int, message: str) -> None:
         """Print the final error line."""
