@@ -21,7 +21,6 @@ TIERS = {
     "test_reassembly": "unit",
     # real aiortc peers or sessions inside the test process, real rendezvous processes
     "test_session": "session",
-    "test_hostile_sender": "session",
     "test_sctp": "session",
     "test_ice": "session",
     "test_webrtc": "session",
@@ -32,6 +31,7 @@ TIERS = {
     "test_e2e_security": "e2e",
     "test_e2e_transfer": "e2e",
     "test_hostile_server": "e2e",
+    "test_hostile_sender": "e2e",
     "test_readme": "e2e",
     "test_redis": "e2e",
     "test_signal_server": "e2e",
