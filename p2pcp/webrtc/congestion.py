@@ -32,7 +32,7 @@ from aiortc import rtcsctptransport as sctp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.utils import uint32_gt, uint32_gte
 
-from .association import SizedAssociation
+from .association import STANDARD_DATA, SizedAssociation
 
 FILTER = 1 / 8
 """Weight of a new bandwidth sample (Westwood+ uses 1/8, once per round trip)."""
@@ -44,6 +44,10 @@ QUEUE_SLACK = 0.004
 (HyStart++, RFC 9406, uses the same kind of threshold to leave slow start)."""
 RTT_SAMPLES = 8
 UNBOUNDED = 1 << 31
+BURST_BYTES = 16 * STANDARD_DATA
+"""New data let out at once after a SACK, at least (aiortc: 4 packets, RFC 4960's Max.Burst):
+a SACK may acknowledge 8 standard packets (delayed_sack.SACK_BYTES), and the window must be able
+to grow past that."""
 RTO_MIN = 0.2
 """Shortest retransmission timeout (s). RFC 4960 says 1 s, which on a lossy link stalls the
 transfer a full second for each lost retransmission; Linux TCP uses 200 ms."""
@@ -200,8 +204,9 @@ class LossRecovery(SizedAssociation):
         if self._fast_recovery_exit is None:
             if done and cwnd_fully_utilized:
                 if self._cwnd <= self._ssthresh:
-                    # slow start
-                    self._cwnd += min(done_bytes, size)
+                    # slow start, by what the SACK acknowledged (RFC 3465): a SACK may stand
+                    # for several standard packets (delayed_sack.SACK_BYTES)
+                    self._cwnd += min(done_bytes, max(size, BURST_BYTES // 2))
                 else:
                     # congestion avoidance
                     self._partial_bytes_acked += done_bytes
@@ -285,7 +290,7 @@ class LossRecovery(SizedAssociation):
         if self._fast_recovery_exit is not None:
             burst_size = 2 * self.data_size
         else:
-            burst_size = 4 * self.data_size
+            burst_size = max(4 * self.data_size, BURST_BYTES)
         cwnd = min(self._flight_size + burst_size, self._cwnd)
 
         # retransmit

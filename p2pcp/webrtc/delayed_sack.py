@@ -16,10 +16,16 @@ import asyncio
 from aiortc import rtcsctptransport as sctp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-from .association import SizedAssociation
+from .association import STANDARD_DATA, SizedAssociation
 
 SACK_EVERY = 2
-"""Acknowledge at least every second packet with data (RFC 4960 section 6.2)."""
+"""Acknowledge at most every second packet with data (RFC 4960 section 6.2)..."""
+SACK_BYTES = 8 * STANDARD_DATA
+"""...and once that much data arrived since the last SACK: every 8 standard packets, every 2
+large ones. Each SACK costs both sides a packet's worth of work (the receiver builds, encrypts
+and sends it, the sender parses it): on the LAN lab with standard packets, a SACK every 8
+instead of every 2 took 24.7 to 32.2 MB/s. The sender lets out what a SACK acknowledges at
+once (congestion.BURST_BYTES, and slow start grows by as much)."""
 SACK_DELAY = 0.02
 """Longest delay (s) of an acknowledgement (RFC 4960 allows 200 ms; shorter keeps request and
 answer exchanges quick)."""
@@ -34,15 +40,24 @@ class DelayedSack(SizedAssociation):
         """Packets with data per SACK (1: aiortc's own behaviour)."""
         self._unacked = 0
         """Packets with data received since the last SACK."""
+        self._unacked_bytes = 0
+        """User data received since the last SACK."""
         self._sack_now = False
         """The next SACK goes out at once (the timer fired, or a FORWARD TSN came)."""
         self._sack_timer: asyncio.TimerHandle | None = None
 
+    async def _receive_data_chunk(self, chunk: sctp.DataChunk) -> None:
+        self._unacked_bytes += len(chunk.user_data)
+        await super()._receive_data_chunk(chunk)
+
     async def _send_sack(self) -> None:
         pending = self._unacked + 1
         urgent, self._sack_now = self._sack_now, False
-        if urgent or pending >= self.sack_every or self._sack_misordered or self._sack_duplicates:
-            self._unacked = 0
+        enough = pending >= self.sack_every and (
+            self.sack_every == 1 or self._unacked_bytes >= SACK_BYTES
+        )
+        if urgent or enough or self._sack_misordered or self._sack_duplicates:
+            self._unacked = self._unacked_bytes = 0
             if self._sack_timer is not None:
                 self._sack_timer.cancel()
                 self._sack_timer = None
