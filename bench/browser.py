@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from conftest import finish, p2pcp, start_send, start_signal_server  # noqa: E402
+from helpers import finish, p2pcp, start_send, start_signal_server  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 from test_browser import CHROMIUM, FLAGS  # noqa: E402
 

@@ -225,6 +225,8 @@ class Transport:
         except (ValueError, KeyError, IndexError) as exc:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
         self.peer_large_data = advertised_large_data(sdp)
+        if isinstance(self._pc.sctp, SctpTransport):
+            self._pc.sctp.peer_is_p2pcp = self.peer_large_data > 0
         self.peer_takes_pieces = PIECES_LINE in sdp.splitlines() and webrtc.in_force(
             "large packets"
         )

@@ -24,6 +24,10 @@ class SizedAssociation(sctp.RTCSctpTransport):
 
     def __init__(self, transport: RTCDtlsTransport, port: int = 5000) -> None:
         super().__init__(transport, port)
+        self.peer_is_p2pcp = False
+        """Whether the peer is a p2pcp (its SDP says so): it then acknowledges fewer packets
+        and takes larger bursts (delayed_sack, congestion), which other stacks' senders and
+        receivers (Chromium's) answer by stalling."""
         self.data_size: int = STANDARD_DATA
         """User data per DATA chunk this association sends (large after a probe)."""
         self.packets_sent = 0

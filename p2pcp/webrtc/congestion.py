@@ -46,8 +46,8 @@ RTT_SAMPLES = 8
 UNBOUNDED = 1 << 31
 BURST_BYTES = 16 * STANDARD_DATA
 """New data let out at once after a SACK, at least (aiortc: 4 packets, RFC 4960's Max.Burst):
-a SACK may acknowledge 8 standard packets (delayed_sack.SACK_BYTES), and the window must be able
-to grow past that."""
+a SACK from a p2pcp peer may acknowledge 8 standard packets (delayed_sack.SACK_BYTES), and the
+window must be able to grow past that. Towards other stacks aiortc's 4 packets stay."""
 RTO_MIN = 0.2
 """Shortest retransmission timeout (s). RFC 4960 says 1 s, which on a lossy link stalls the
 transfer a full second for each lost retransmission; Linux TCP uses 200 ms."""
@@ -206,7 +206,8 @@ class LossRecovery(SizedAssociation):
                 if self._cwnd <= self._ssthresh:
                     # slow start, by what the SACK acknowledged (RFC 3465): a SACK may stand
                     # for several standard packets (delayed_sack.SACK_BYTES)
-                    self._cwnd += min(done_bytes, max(size, BURST_BYTES // 2))
+                    most = max(size, BURST_BYTES // 2) if self.peer_is_p2pcp else size
+                    self._cwnd += min(done_bytes, most)
                 else:
                     # congestion avoidance
                     self._partial_bytes_acked += done_bytes
@@ -290,7 +291,9 @@ class LossRecovery(SizedAssociation):
         if self._fast_recovery_exit is not None:
             burst_size = 2 * self.data_size
         else:
-            burst_size = max(4 * self.data_size, BURST_BYTES)
+            burst_size = 4 * self.data_size
+            if self.peer_is_p2pcp:
+                burst_size = max(burst_size, BURST_BYTES)
         cwnd = min(self._flight_size + burst_size, self._cwnd)
 
         # retransmit
