@@ -90,13 +90,22 @@ def large_sizes(peer_takes: int, several_records: bool = True) -> list[int]:
     ]
 
 
-def _with_large_packets(sdp: str) -> str:
-    """``sdp`` with LARGE_ATTRIBUTE before its first media section (where the probe is on)."""
-    if not webrtc.in_force("large packets") or "\nm=" not in sdp:
+def _takes_pieces() -> bool:
+    """Whether this side cuts packets into pieces: our DTLS transport is in force (pinned
+    pyOpenSSL), whether large packets are on or not (a standard packet is one piece)."""
+    return large.PIECES and webrtc.dtls_substituted()
+
+
+def _with_p2pcp_lines(sdp: str, pieces: bool = True) -> str:
+    """``sdp`` with LARGE_ATTRIBUTE (where large packets are on) and PIECES_LINE (where this
+    side takes pieces and ``pieces``: an answer has it only if the offer had) before its first
+    media section."""
+    lines = [LARGE_ATTRIBUTE] if webrtc.in_force("large packets") else []
+    lines += [PIECES_LINE] if pieces and _takes_pieces() else []
+    if not lines or "\nm=" not in sdp:
         return sdp
     head, media = sdp.split("\nm=", 1)
-    pieces = f"{PIECES_LINE}\r\n" if large.PIECES else ""
-    return f"{head}\n{LARGE_ATTRIBUTE}\r\n{pieces}m={media}"
+    return head + "\n" + "".join(f"{line}\r\n" for line in lines) + "m=" + media
 
 
 class Transport:
@@ -207,13 +216,13 @@ class Transport:
     async def create_offer(self) -> str:
         """Gather candidates and return the complete offer SDP."""
         await self._pc.setLocalDescription(await self._pc.createOffer())
-        return _with_large_packets(str(self._pc.localDescription.sdp))
+        return _with_p2pcp_lines(str(self._pc.localDescription.sdp))
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the peer's offer and return the complete answer SDP."""
         await self._set_remote(sdp, "offer")
         await self._pc.setLocalDescription(await self._pc.createAnswer())
-        return _with_large_packets(str(self._pc.localDescription.sdp))
+        return _with_p2pcp_lines(str(self._pc.localDescription.sdp), self.peer_takes_pieces)
 
     async def accept_answer(self, sdp: str) -> None:
         """Apply the peer's answer."""
@@ -226,10 +235,8 @@ class Transport:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
         self.peer_large_data = advertised_large_data(sdp)
         if isinstance(self._pc.sctp, SctpTransport):
-            self._pc.sctp.peer_is_p2pcp = self.peer_large_data > 0
-        self.peer_takes_pieces = PIECES_LINE in sdp.splitlines() and webrtc.in_force(
-            "large packets"
-        )
+            self._pc.sctp.peer_is_p2pcp = self.peer_large_data > 0 or PIECES_LINE in sdp
+        self.peer_takes_pieces = PIECES_LINE in sdp.splitlines() and _takes_pieces()
         association = self._pc.sctp
         if self.peer_takes_pieces and association is not None:
             dtls_transport = association.transport

@@ -96,7 +96,8 @@ def _count_chunks(
         try:
             offer = await a.create_offer()
             if not p2pcp_peer:
-                offer = offer.replace(transport.LARGE_ATTRIBUTE, "a=x-other")
+                for line in (transport.LARGE_ATTRIBUTE, transport.PIECES_LINE):
+                    offer = offer.replace(line, "a=x-other")
             await a.accept_answer(await b.accept_offer(offer))
             await asyncio.gather(a.wait_open(), b.wait_open())
             for _ in range(messages):

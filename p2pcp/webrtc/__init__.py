@@ -119,6 +119,11 @@ def install() -> list[Change]:
     return result
 
 
+def dtls_substituted() -> bool:
+    """Whether our DTLS transport (dtls.py) is the one aiortc builds."""
+    return _substituted()["pyOpenSSL"]
+
+
 def in_force(name: str) -> bool:
     """Whether the change called ``name`` is in force (see NEEDS)."""
     return any(change.in_force for change in changes() if change.name == name)
