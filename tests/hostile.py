@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pcp import protocol as p
-from p2pcp import session
+from p2pcp import rendezvous
 from p2pcp.code import Code, make_code
 from p2pcp.netcheck import IcePlan
 from p2pcp.pake import SENDER
@@ -79,11 +79,11 @@ async def _offer_and_answer(signaling: Signaling, code: Code, transport: Transpo
     """The honest sender's side of the rendezvous: wait for the peer, run the PAKE, send the
     sealed offer and apply the sealed answer."""
     await signaling.wait_for_peer()
-    box, _ = await session._handshake(signaling, code, SENDER, _NoSink())
-    await session._send_sealed(
+    box, _ = await rendezvous.handshake(signaling, code, SENDER, _NoSink())
+    await rendezvous.send_sealed(
         signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
     )
-    answer = await session._receive_sealed(signaling, box, "answer")
+    answer = await rendezvous.receive_sealed(signaling, box, "answer")
     await transport.accept_answer(answer["sdp"])
 
 

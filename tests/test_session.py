@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from p2pcp import protocol as p
-from p2pcp import session
+from p2pcp import transfer
 from p2pcp.errors import PeerError, ProtocolError, RefusedError, TransferError
 from p2pcp.events import Event, FileDone, Finished, OfferReceived
 from p2pcp.files import OutputDir, build_sources
@@ -78,15 +78,15 @@ async def _decline(offer: OfferReceived) -> bool:
 
 
 def _transfer(
-    link: Link, paths: list[str], out: Path, decide: session.Decide = _accept
+    link: Link, paths: list[str], out: Path, decide: transfer.Decide = _accept
 ) -> tuple[Sink, Sink, list[BaseException | None]]:
     send_sink, recv_sink = Sink(), Sink()
 
     async def main() -> list[BaseException | None]:
         sources = build_sources(paths, lambda _: None)
         output = OutputDir(str(out), overwrite=False)
-        sender = session.FileSender(link.sender_end(), sources, send_sink)
-        receiver = session.FileReceiver(link.receiver_end(), output, recv_sink, decide)
+        sender = transfer.FileSender(link.sender_end(), sources, send_sink)
+        receiver = transfer.FileReceiver(link.receiver_end(), output, recv_sink, decide)
         results = await asyncio.gather(sender.run(), receiver.run(), return_exceptions=True)
         output.close()
         return list(results)
@@ -102,7 +102,7 @@ def _against_receiver(
     async def main() -> list[object]:
         link = Link()
         output = OutputDir(str(out), overwrite=False)
-        receiver = session.FileReceiver(link.receiver_end(), output, Sink(), _accept)
+        receiver = transfer.FileReceiver(link.receiver_end(), output, Sink(), _accept)
         return list(
             await asyncio.gather(peer(link.sender_end()), receiver.run(), return_exceptions=True)
         )
@@ -130,7 +130,7 @@ def test_transfer_over_memory(tmp_path: Path) -> None:
 
 
 def test_slow_receiver_slows_the_sender(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "CREDIT_WINDOW", 256 * 1024)
+    monkeypatch.setattr(transfer, "CREDIT_WINDOW", 256 * 1024)
     (tmp_path / "big").write_bytes(os.urandom(3 * 1024 * 1024))
     out = tmp_path / "out"
     out.mkdir()
@@ -201,7 +201,7 @@ def test_peer_abort_is_reported(tmp_path: Path) -> None:
 
     async def main() -> list[object]:
         link = Link()
-        sender = session.FileSender(
+        sender = transfer.FileSender(
             link.sender_end(), build_sources([str(tmp_path / "f")], print), Sink()
         )
         return list(
@@ -228,7 +228,7 @@ def test_out_of_order_frame_from_peer(tmp_path: Path) -> None:
 
 
 def test_a_stalling_peer_is_given_up_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session, "IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(transfer, "IDLE_TIMEOUT", 0.5)
     out = tmp_path / "out"
     out.mkdir()
 

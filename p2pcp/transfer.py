@@ -1,0 +1,441 @@
+"""The transfer over a connected data channel: frames in and out, the file sender and the file
+receiver, each driving the sans-I/O protocol (``protocol.py``) over any :class:`FrameChannel`, so
+tests can run them over an in-memory pair. No rendezvous, no Typer, no rich.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from . import protocol as p
+from .errors import (
+    Interrupted,
+    LocalWriteError,
+    P2pcpError,
+    PeerError,
+    RefusedError,
+    TransferError,
+)
+from .events import (
+    Accepted,
+    AllSent,
+    EventSink,
+    FileDone,
+    OfferEntry,
+    OfferReceived,
+    Progress,
+    Resuming,
+    TextReceived,
+)
+from .files import (
+    ExistingFile,
+    FileReader,
+    HeldLocal,
+    Output,
+    Source,
+    TextWriter,
+    Writer,
+    hash_prefix,
+    show,
+)
+from .signaling import Tls as Tls  # re-exported for the CLI
+
+if TYPE_CHECKING:
+    pass
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+CREDIT_WINDOW = 16 * 1024 * 1024
+PROGRESS_INTERVAL = 0.2
+IDLE_TIMEOUT = 120.0
+
+
+class FrameChannel(Protocol):
+    """What the transfer needs of a transport."""
+
+    @property
+    def max_message(self) -> int:
+        """Largest frame the peer accepts."""
+
+    async def send(self, frame: bytes) -> None:
+        """Send one frame (may wait for backpressure)."""
+
+    async def recv(self) -> bytes:
+        """Receive one frame."""
+
+
+Decide = Callable[[OfferReceived], Awaitable[bool]]
+Confirm = Callable[[str], Awaitable[bool]]
+"""Asks the user whether the verification string matches the other screen."""
+
+
+@dataclass
+class _Progress:
+    """Rate-limited progress reporting."""
+
+    sink: EventSink
+    total: int | None
+    done: int = 0
+    _last: float = field(default=0.0)
+
+    def update(
+        self, path: str, file_bytes: int, file_size: int | None, force: bool = False
+    ) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self.sink.emit(Progress(self.done, self.total, path, file_bytes, file_size))
+
+
+def _total(entries: Sequence[p.Entry]) -> int | None:
+    sizes = [e.size for e in entries if e.carries_data]
+    return None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+
+
+# -- the transfer over a frame channel ------------------------------------------------------
+
+
+_PATIENT_STATES = frozenset(
+    {
+        p.State.START,
+        p.State.AWAIT_HELLO,
+        p.State.READY,
+        p.State.AWAIT_OFFER,
+        p.State.AWAIT_ANSWER,
+        p.State.DECIDING,
+    }
+)
+
+
+async def _next_message(channel: FrameChannel, peer: p.Peer) -> p.Message:
+    """The next message from the peer; an abort becomes an error. Once data moves, a peer
+    that stays silent for :data:`IDLE_TIMEOUT` is given up on (before that, a person may be
+    deciding whether to accept)."""
+    if peer.state in _PATIENT_STATES:
+        frame = await channel.recv()
+    else:
+        try:
+            async with asyncio.timeout(IDLE_TIMEOUT):
+                frame = await channel.recv()
+        except TimeoutError:
+            raise PeerError(f"the peer sent nothing for {IDLE_TIMEOUT:.0f} s; giving up") from None
+    message = peer.receive(frame)
+    if isinstance(message, p.Abort):
+        raise _peer_abort(message)
+    return message
+
+
+class FileSender:
+    """Offers ``sources`` and streams them, honouring the receiver's credit and resuming what
+    the receiver already holds when its prefix matches."""
+
+    def __init__(
+        self,
+        channel: FrameChannel,
+        sources: Sequence[Source],
+        sink: EventSink,
+        resume: bool = True,
+        compress: bool = True,
+    ) -> None:
+        self.channel = channel
+        self.sources = list(sources)
+        self.sink = sink
+        self.resume = resume
+        self.peer = p.Peer(p.Role.SENDER, compress)
+        self.bytes_sent = 0
+        self.bytes_skipped = 0
+        self.started = time.monotonic()
+        """When data started to move (the receiver accepted)."""
+        self._starts: dict[int, tuple[int, Any]] = {}
+
+    async def _send(self, message: p.Message) -> None:
+        await self.channel.send(self.peer.send(message))
+
+    async def _recv(self) -> p.Message:
+        return await _next_message(self.channel, self.peer)
+
+    @property
+    def _data_sources(self) -> list[Source]:
+        return [s for s in self.sources if s.entry.carries_data]
+
+    async def run(self) -> None:
+        """The whole conversation; returns once the receiver verified every file."""
+        await self._send(self.peer.hello())
+        await self._recv()
+        await self._offer()
+        answer = await self._recv()
+        if isinstance(answer, p.Decline):
+            raise _decline_error(answer)
+        assert isinstance(answer, p.Accept)
+        await self._resume(answer.have)
+        self.sink.emit(Accepted())
+        self.started = time.monotonic()
+        total = _total([s.entry for s in self.sources])
+        progress = _Progress(self.sink, total, done=self.bytes_skipped)
+        if self.bytes_skipped:
+            self.sink.emit(Resuming(self.bytes_skipped, total))
+        for index, source in enumerate(self._data_sources):
+            await self._send_file(index, source, progress)
+        await self._send(p.Done())
+        if self.peer.packer is not None:
+            packer = self.peer.packer
+            log.debug("zstd: %d of %d bytes sent compressed", packer.packed, packer.raw)
+        self.sink.emit(AllSent())
+        while not self.peer.finished:
+            await self._recv()
+
+    async def _resume(self, have: tuple[p.Held, ...]) -> None:
+        """Check each prefix the receiver holds against our file; tell it where data starts."""
+        sources = self._data_sources
+        offsets: list[tuple[int, int]] = []
+        for held in have:
+            hasher = None
+            if self.resume:
+                hasher = await asyncio.to_thread(hash_prefix, sources[held.index].local, held.size)
+            if hasher is not None and hasher.hexdigest() == held.sha256:
+                self._starts[held.index] = (held.size, hasher)
+                self.bytes_skipped += held.size
+                offsets.append((held.index, held.size))
+            else:
+                offsets.append((held.index, 0))
+        await self._send(p.Resume(tuple(offsets)))
+
+    async def _offer(self) -> None:
+        entries = [s.entry for s in self.sources]
+        limit = min(self.channel.max_message, p.MAX_CONTROL_SIZE) - 1
+        start = 0
+        while True:
+            count = len(entries) - start
+            while (
+                count > 1 and len(p.encode(p.Offer(tuple(entries[start : start + count])))) > limit
+            ):
+                count = max(1, count // 2)
+            end = start + count
+            await self._send(p.Offer(tuple(entries[start:end]), more=end < len(entries)))
+            if end >= len(entries):
+                return
+            start = end
+
+    async def _send_file(self, index: int, source: Source, progress: _Progress) -> None:
+        reader = FileReader(source, self._starts.get(index))
+        path = source.entry.path
+        try:
+            while True:
+                while self.peer.credit <= 0:
+                    await self._recv()
+                chunk = self.channel.max_message - p.DATA_HEADER_SIZE  # grows with large packets
+                data = await _io(reader.may_block, reader.read, min(chunk, self.peer.credit))
+                if not data:
+                    break
+                await self._send(p.Data(data))
+                progress.done += len(data)
+                self.bytes_sent += len(data)
+                progress.update(path, reader.done, reader.size)
+            digest = reader.finish()
+        finally:
+            reader.close()
+        await self._send(p.FileEnd(index, digest))
+        progress.update(path, reader.done, reader.size, force=True)
+        self.sink.emit(FileDone(path, reader.done, digest))
+
+
+async def _io(may_block: bool, operation: Callable[[Any], Any], argument: Any) -> Any:
+    """Run one read or write; in a worker thread when it may wait on another process (a pipe),
+    so that the event loop keeps serving the connection."""
+    if may_block:
+        return await asyncio.to_thread(operation, argument)
+    return operation(argument)
+
+
+def _keeps_partials(exc: BaseException) -> bool:
+    """Whether an interruption leaves partial files for a later run to resume: yes when the
+    peer went away or either side was interrupted, no when the peer misbehaved."""
+    return isinstance(exc, asyncio.CancelledError | Interrupted) or type(exc) is PeerError
+
+
+class FileReceiver:
+    """Checks the offer, asks ``decide``, then writes and verifies every file, resuming from
+    what the output already holds."""
+
+    def __init__(
+        self,
+        channel: FrameChannel,
+        output: Output,
+        sink: EventSink,
+        decide: Decide,
+        resume: bool = True,
+    ) -> None:
+        self.channel = channel
+        self.output = output
+        self.sink = sink
+        self.decide = decide
+        self.resume = resume
+        self.peer = p.Peer(p.Role.RECEIVER, compress=True)
+        self.bytes_received = 0
+        self.bytes_skipped = 0
+        self.started = time.monotonic()
+        """When data started to move (this side accepted)."""
+        self._held: dict[int, HeldLocal] = {}
+        self._writer: Writer | None = None
+        self._next_entry = 0
+        self._next_file = 0
+        self._ungranted = 0
+        self._made: set[str] = set()
+
+    async def _send(self, message: p.Message) -> None:
+        await self.channel.send(self.peer.send(message))
+
+    async def _recv(self) -> p.Message:
+        return await _next_message(self.channel, self.peer)
+
+    async def run(self) -> None:
+        """The whole conversation; returns once every file is verified and in place."""
+        try:
+            await self._run()
+        except BaseException as exc:
+            writer, self._writer = self._writer, None
+            if writer is not None and writer.entry.size is not None and _keeps_partials(exc):
+                writer.suspend()
+            elif writer is not None:
+                writer.abort()
+            raise
+
+    async def _run(self) -> None:
+        await self._send(self.peer.hello())
+        await self._recv()
+        while self.peer.state is not p.State.DECIDING:
+            await self._recv()
+        entries = self.peer.entries
+        await self._check(entries)
+        offer = OfferReceived(
+            files=self.peer.file_count,
+            bytes=sum(e.size or 0 for e in entries if e.carries_data),
+            entries=tuple(OfferEntry(e.path, e.kind, e.size) for e in entries),
+            free=self.output.free_bytes(),
+        )
+        self.sink.emit(offer)
+        if not await self.decide(offer):
+            await self._send(p.Decline("declined", "the receiver declined"))
+            raise RefusedError("declined; nothing was written")
+        if self.resume:
+            self._held = await asyncio.to_thread(self.output.held, entries)
+        have = tuple(p.Held(i, h.size, h.sha256) for i, h in self._held.items())
+        await self._send(p.Accept(CREDIT_WINDOW, have))
+        verdict = await self._recv()
+        assert isinstance(verdict, p.Resume)
+        self._apply(verdict)
+        self.sink.emit(Accepted())
+        self.started = time.monotonic()
+        total = _total(entries)
+        if self.bytes_skipped:
+            self.sink.emit(Resuming(self.bytes_skipped, total))
+        await self._receive_files(_Progress(self.sink, total, done=self.bytes_skipped))
+
+    def _apply(self, verdict: p.Resume) -> None:
+        """Keep what the sender confirmed; a complete file that differs is a conflict."""
+        starts = dict(verdict.offsets)
+        files = [e for e in self.peer.entries if e.carries_data]
+        for index, held in list(self._held.items()):
+            if starts.get(index, 0) == held.size:
+                self.bytes_skipped += held.size
+                continue
+            del self._held[index]
+            if held.complete and not self.output.overwrite:
+                raise RefusedError(
+                    f"{show(files[index].path)} already exists and differs from the sender's; "
+                    "nothing was overwritten (pass --overwrite to replace it)"
+                )
+
+    async def _check(self, entries: Sequence[p.Entry]) -> None:
+        try:
+            self.output.check(entries, resume=self.resume)
+        except RefusedError as exc:
+            await self._send(p.Decline("refused", exc.message))
+            raise
+        except LocalWriteError as exc:
+            await self._send(p.Decline("space", exc.message))
+            raise
+        except TransferError as exc:
+            await self._send(p.Decline("unsafe", exc.message))
+            raise
+
+    async def _receive_files(self, progress: _Progress) -> None:
+        while True:
+            message = await self._recv()
+            if isinstance(message, p.Data):
+                writer = self._writer or self._open_next()
+                await _io(writer.may_block, writer.write, message.data)
+                count = len(message.data)
+                self.bytes_received += count
+                progress.done += count
+                progress.update(writer.entry.path, writer.size, writer.entry.size)
+                await self._grant(count)
+            elif isinstance(message, p.FileEnd):
+                writer = self._writer or self._open_next()
+                digest = writer.finish(message.sha256)
+                self._writer = None
+                progress.update(writer.entry.path, writer.size, writer.entry.size, force=True)
+                if isinstance(writer, TextWriter):
+                    self.sink.emit(TextReceived(writer.text))
+                else:
+                    self.sink.emit(FileDone(writer.entry.path, writer.size, digest))
+            elif isinstance(message, p.Done):
+                self._make_dirs_until(len(self.peer.entries))
+                await self._send(p.Verified(self.peer.file_count))
+                return
+
+    def _open_next(self) -> Writer:
+        entries = self.peer.entries
+        while not entries[self._next_entry].carries_data:
+            self._next_entry += 1
+        self._make_dirs_until(self._next_entry)
+        entry = entries[self._next_entry]
+        held = self._held.get(self._next_file)
+        self._next_entry += 1
+        self._next_file += 1
+        writer: Writer
+        if entry.kind == "text":
+            writer = TextWriter(entry)
+        elif held is not None and held.complete:
+            writer = ExistingFile(entry, held)
+        else:
+            writer = self.output.open_file(entry, held)
+        self._writer = writer
+        return writer
+
+    def _make_dirs_until(self, end: int) -> None:
+        """Create the directory entries that come before entry ``end``, in order."""
+        for entry in self.peer.entries[:end]:
+            if entry.kind == "dir" and entry.path not in self._made:
+                self.output.make_dir(entry.path)
+                self._made.add(entry.path)
+
+    async def _grant(self, count: int) -> None:
+        self._ungranted += count
+        if self._ungranted >= CREDIT_WINDOW // 4:
+            grant, self._ungranted = self._ungranted, 0
+            await self._send(p.Credit(grant))
+
+
+def _peer_abort(message: p.Abort) -> P2pcpError:
+    if message.reason == "cancelled":
+        return PeerError("the peer cancelled the transfer")
+    if message.reason == "refused":
+        return RefusedError(f"the receiver refused: {show(message.message)[:300]}")
+    return PeerError(f"the peer stopped the transfer: {show(message.message)[:300]}")
+
+
+def _decline_error(message: p.Decline) -> P2pcpError:
+    detail = show(message.message)[:300]
+    if message.reason == "declined":
+        return RefusedError("the receiver declined the transfer")
+    if message.reason == "refused":
+        return RefusedError(f"the receiver refused: {detail}")
+    return TransferError(f"the receiver refused the offer: {detail}")
