@@ -28,9 +28,7 @@ from .events import (
     Verification,
     WaitingForSender,
 )
-from .files import (
-    show,
-)
+from .names import show
 from .netcheck import IceServer
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import NoSender, PeerLeft, Signaling, Tls

@@ -31,16 +31,9 @@ from .events import (
     Notice,
     Searching,
 )
-from .files import (
-    Output,
-    OutputDir,
-    Source,
-    StdoutOutput,
-    build_sources,
-    show,
-    text_source,
-)
+from .names import show
 from .netcheck import IceServer, plan_ice
+from .output import Output, OutputDir, StdoutOutput
 from .pake import RECEIVER, SENDER
 from .rendezvous import (
     RENDEZVOUS_TIMEOUT,
@@ -54,6 +47,7 @@ from .rendezvous import (
 )
 from .signaling import Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
+from .sources import Source, build_sources, text_source
 from .transfer import Confirm as Confirm  # for the CLI
 from .transfer import Decide as Decide
 from .transfer import FileReceiver, FileSender

@@ -32,18 +32,11 @@ from .events import (
     Resuming,
     TextReceived,
 )
-from .files import (
-    ExistingFile,
-    FileReader,
-    HeldLocal,
-    Output,
-    Source,
-    TextWriter,
-    Writer,
-    hash_prefix,
-    show,
-)
+from .names import show
+from .output import Output
 from .signaling import Tls as Tls  # re-exported for the CLI
+from .sources import FileReader, Source
+from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
 
 if TYPE_CHECKING:
     pass

@@ -1,7 +1,7 @@
 """The two renderings of session events: rich text on stderr for people, NDJSON for scripts.
 
 Everything human goes to stderr so that stdout stays clean for pipes and ``--json``. Names that
-came from the peer are escaped (``files.show``) before they reach a terminal.
+came from the peer are escaped (``names.show``) before they reach a terminal.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rich.text import Text
 
 from . import events as ev
 from .doctor import Report
-from .files import show, show_text
+from .names import show, show_text
 
 TABLE_ROWS = 10
 

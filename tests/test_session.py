@@ -14,7 +14,8 @@ from p2pcp import protocol as p
 from p2pcp import transfer
 from p2pcp.errors import PeerError, ProtocolError, RefusedError, TransferError
 from p2pcp.events import Event, FileDone, Finished, OfferReceived
-from p2pcp.files import OutputDir, build_sources
+from p2pcp.output import OutputDir
+from p2pcp.sources import build_sources
 
 
 class Link:

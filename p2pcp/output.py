@@ -1,0 +1,294 @@
+"""The receiver's output: :class:`OutputDir` writes beneath the chosen directory only, through
+directory file descriptors opened with ``O_NOFOLLOW`` (never through a symlink), checks an offer
+against what is there (conflicts, free space, partial files) before anything is written;
+:class:`StdoutOutput` streams to stdout. Both follow :class:`Output`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from .errors import (
+    LocalWriteError,
+    P2pcpError,
+    RefusedError,
+    UnsafeOfferError,
+    UsageError,
+)
+from .names import show, validate_entries
+from .protocol import Entry
+from .writers import (
+    PART_SUFFIX,
+    FileWriter,
+    HeldLocal,
+    StdoutWriter,
+    Writer,
+    held_file,
+    part_name,
+)
+
+# -- receiving --------------------------------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class OutputDir:
+    """The receiver's output directory: checks an offer against it, then writes entries.
+
+    Every path is opened component by component from the output directory's descriptor with
+    ``O_NOFOLLOW``, so no symlink (already there or raced in) is ever written through.
+    """
+
+    def __init__(self, path: str, overwrite: bool) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        try:
+            self._root = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise UsageError(f"output directory {show(path)} does not exist") from None
+        except NotADirectoryError:
+            raise UsageError(f"output {show(path)} is not a directory") from None
+        except OSError as exc:
+            raise UsageError(f"cannot open output directory {show(path)}: {exc.strerror}") from None
+        self._umask = _umask()
+
+    def close(self) -> None:
+        """Release the directory descriptor."""
+        os.close(self._root)
+
+    def free_bytes(self) -> int:
+        """Free space available to this user on the output file system."""
+        st = os.fstatvfs(self._root)
+        return st.f_bavail * st.f_frsize
+
+    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
+        """Refuse the offer before anything is written: unsafe names, symlinks, conflicts, space.
+
+        With ``resume``, an existing file of the offered size is not a conflict yet: it is
+        reported as held, and refused later only if the sender's copy differs.
+        """
+        entries = [e for e in entries if e.kind != "text"]  # shown, never written
+        validate_entries(entries)
+        total = sum(e.size or 0 for e in entries if e.kind == "file")
+        free = self.free_bytes()
+        if total > free:
+            raise LocalWriteError(
+                f"not enough space in {show(self.path)}: the offer needs {total} bytes, "
+                f"{free} are free"
+            )
+        for entry in entries:
+            self._check_entry(entry, resume)
+
+    def _check_entry(self, entry: Entry, resume: bool) -> None:
+        parts = entry.path.split("/")
+        fd = os.dup(self._root)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return
+                where = "/".join(parts[: i + 1])
+                last = i == len(parts) - 1
+                if stat.S_ISLNK(st.st_mode):
+                    raise UnsafeOfferError(
+                        f"refusing to write through the symlink {show(where)} in the output dir"
+                    )
+                if not last:
+                    if not stat.S_ISDIR(st.st_mode):
+                        raise RefusedError(f"{show(where)} exists and is not a directory")
+                    new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = new
+                elif entry.kind == "dir" and not stat.S_ISDIR(st.st_mode):
+                    raise RefusedError(f"{show(where)} exists and is not a directory")
+                elif entry.kind == "file" and not stat.S_ISREG(st.st_mode):
+                    raise RefusedError(f"{show(where)} exists and is not a regular file")
+                elif entry.kind == "file" and not self.overwrite:
+                    if resume and st.st_size == entry.size:
+                        return
+                    raise RefusedError(
+                        f"{show(where)} already exists; nothing was overwritten "
+                        "(pass --overwrite to replace it)"
+                    )
+        finally:
+            os.close(fd)
+
+    def _open_parent(self, path: str, create: bool) -> tuple[int, str]:
+        """A descriptor of ``path``'s parent directory (made if needed) and its last name."""
+        *parents, name = path.split("/")
+        fd = os.dup(self._root)
+        for part in parents:
+            try:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o777, dir_fd=fd)
+                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                is_link = _is_symlink(part, fd)
+                os.close(fd)
+                if is_link:
+                    raise UnsafeOfferError(
+                        f"refusing to write through a symlink in {show(path)}"
+                    ) from None
+                raise LocalWriteError(f"cannot create {show(path)}: {exc.strerror}") from None
+            os.close(fd)
+            fd = new
+        return fd, name
+
+    def make_dir(self, path: str) -> None:
+        """Create directory ``path`` (and its parents) unless it exists."""
+        fd, name = self._open_parent(path, create=True)
+        try:
+            os.mkdir(name, 0o777, dir_fd=fd)
+        except FileExistsError:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                raise RefusedError(f"{show(path)} exists and is not a directory") from None
+        except OSError as exc:
+            raise LocalWriteError(f"cannot create {show(path)}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> FileWriter:
+        """Start writing ``entry`` into its temporary file (after ``start``'s bytes, if any)."""
+        fd, name = self._open_parent(entry.path, create=True)
+        return FileWriter(entry, fd, name, self.overwrite, self._umask, start)
+
+    def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
+        """What this directory already holds of each offered file, by file index: a partial
+        from an earlier run, or a complete file of the offered size. Hashes what it finds."""
+        found: dict[int, HeldLocal] = {}
+        index = -1
+        for entry in entries:
+            if not entry.carries_data:
+                continue
+            index += 1
+            if entry.kind == "file" and entry.size:
+                held = self._held_one(entry)
+                if held is not None:
+                    found[index] = held
+        return found
+
+    def _held_one(self, entry: Entry) -> HeldLocal | None:
+        try:
+            fd, name = self._open_parent(entry.path, create=False)
+        except P2pcpError:
+            return None
+        try:
+            for candidate, complete in ((name, True), (part_name(name), False)):
+                try:
+                    st = os.stat(candidate, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if complete and st.st_size != entry.size:
+                    continue
+                size = min(st.st_size, entry.size or 0)
+                if size:
+                    return held_file(candidate, fd, size, complete)
+            return None
+        finally:
+            os.close(fd)
+
+    def stale_partials(self, days: float = 7, limit: int = 10_000) -> list[str]:
+        """Partial files below the output directory older than ``days`` (``limit`` names read)."""
+        cutoff = time.time() - days * 86400
+        stale: list[str] = []
+        seen = 0
+        for root, dirs, names in os.walk(self.path):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+            for name in names:
+                seen += 1
+                if seen > limit:
+                    return stale
+                path = os.path.join(root, name)
+                if name.endswith(PART_SUFFIX) and os.lstat(path).st_mtime < cutoff:
+                    stale.append(path)
+        return stale
+
+
+class StdoutOutput:
+    """``-o -``: the receiver takes exactly one file (or a text) and writes it to stdout."""
+
+    path = "-"
+    overwrite = False
+
+    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
+        """Refuse anything but a single file or text."""
+        if len(entries) != 1 or not entries[0].carries_data:
+            count = len(entries)
+            raise RefusedError(
+                f"-o - writes one file to stdout, but the offer has {count} entries "
+                "(the sender can pipe a tar stream: tar c DIR | p2pcp send -)"
+            )
+
+    def free_bytes(self) -> int | None:
+        """Unknown: stdout has no free space to speak of."""
+        return None
+
+    def make_dir(self, path: str) -> None:
+        """Never needed: :meth:`check` refuses directories."""
+        raise AssertionError("no directories on stdout")
+
+    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> StdoutWriter:
+        """Stream the file to stdout (nothing is ever held: ``start`` is always None)."""
+        return StdoutWriter(entry)
+
+    def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
+        """Nothing: a stream to stdout cannot resume."""
+        return {}
+
+    def stale_partials(self) -> list[str]:
+        """None: there is no directory."""
+        return []
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class Output(Protocol):
+    """Where a receiver puts what it is offered."""
+
+    overwrite: bool
+    """Whether files in place may be replaced."""
+
+    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
+        """Refuse an offer that cannot be written here, before anything is."""
+
+    def free_bytes(self) -> int | None:
+        """Bytes free for the output (None: no limit known)."""
+
+    def make_dir(self, path: str) -> None:
+        """Create the directory ``path`` of the offer."""
+
+    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> Writer:
+        """A writer for ``entry``, continuing ``start`` where it resumes."""
+
+    def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
+        """What is already here of each file entry, by index."""
+
+    def stale_partials(self) -> list[str]:
+        """Partial files of earlier transfers old enough to mention."""
+
+    def close(self) -> None:
+        """Release what the output holds open."""

@@ -1,0 +1,325 @@
+"""Where received bytes go: :class:`FileWriter` writes into a temporary file beside the target
+and renames it into place only after its SHA-256 matches; the others write to stdout, keep a text
+message in memory, or stand for a file already complete here. All follow :class:`Writer`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import (
+    LocalWriteError,
+    RefusedError,
+    TransferError,
+    UnsafeOfferError,
+)
+from .names import MAX_COMPONENT_BYTES, show
+from .protocol import Entry
+
+PART_SUFFIX = ".p2pcp-part"
+
+
+@dataclass
+class HeldLocal:
+    """Bytes of an offered file already on disk here."""
+
+    size: int
+    """Leading bytes held."""
+    sha256: str
+    """Their hex SHA-256."""
+    hasher: Any
+    """The hash state after those bytes, to continue from."""
+    complete: bool
+    """True for a complete file under the final name, False for a partial."""
+
+
+def held_file(name: str, dir_fd: int, size: int, complete: bool) -> HeldLocal | None:
+    hasher = hash_prefix(name, size, dir_fd)
+    return HeldLocal(size, hasher.hexdigest(), hasher, complete) if hasher is not None else None
+
+
+def hash_prefix(path: str, size: int, dir_fd: int | None = None) -> Any | None:
+    """The SHA-256 state after the first ``size`` bytes of ``path`` (None if it is shorter or
+    unreadable). With ``dir_fd``, ``path`` is a name in that directory, never followed if it is
+    a symlink."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NOFOLLOW if dir_fd is not None else 0)
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except OSError:
+        return None
+    hasher = hashlib.sha256()
+    left = size
+    try:
+        while left:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                return None
+            hasher.update(block)
+            left -= len(block)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return hasher
+
+
+def part_name(name: str) -> str:
+    """The temporary name a file is written under, beside its target."""
+    candidate = f".{name}{PART_SUFFIX}"
+    if len(candidate.encode("utf-8")) <= MAX_COMPONENT_BYTES:
+        return candidate
+    return f".{hashlib.sha256(name.encode('utf-8')).hexdigest()[:32]}{PART_SUFFIX}"
+
+
+class FileWriter:
+    """Writes one received file to a temporary name and moves it into place once verified."""
+
+    may_block = False
+
+    def __init__(
+        self,
+        entry: Entry,
+        dir_fd: int,
+        name: str,
+        overwrite: bool,
+        umask: int,
+        start: HeldLocal | None = None,
+    ) -> None:
+        self.entry = entry
+        self.size = 0
+        self._dir = dir_fd
+        self._name = name
+        self._part = part_name(name)
+        self._overwrite = overwrite
+        self._umask = umask
+        self._hash = hashlib.sha256()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self._fd: int | None = os.open(self._part, flags, 0o600, dir_fd=dir_fd)
+            # Resume after the verified prefix of a partial, or start the file afresh.
+            offset = start.size if start is not None and not start.complete else 0
+            os.ftruncate(self._fd, offset)
+            os.lseek(self._fd, offset, os.SEEK_SET)
+            if start is not None and offset:
+                self._hash, self.size = start.hasher, offset
+        except OSError as exc:
+            os.close(dir_fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeOfferError(
+                    f"refusing to write through a symlink at {show(entry.path)}"
+                ) from None
+            raise LocalWriteError(f"cannot write {show(entry.path)}: {exc.strerror}") from None
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` and hash it."""
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.abort()
+            raise LocalWriteError(f"cannot write {show(self.entry.path)}: {exc.strerror}") from None
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self, expected_sha256: str) -> str:
+        """Verify the hash, then rename into place; remove the temporary file on any failure."""
+        digest = self._hash.hexdigest()
+        if digest != expected_sha256:
+            self.abort()
+            raise TransferError(
+                f"{show(self.entry.path)} arrived corrupted (SHA-256 mismatch); removed"
+            )
+        assert self._fd is not None
+        try:
+            mode = 0o666 | (0o111 if self.entry.executable else 0)
+            os.fchmod(self._fd, mode & ~self._umask)
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+            self._move_into_place()
+        except OSError as exc:
+            self.abort()
+            if exc.errno == errno.EEXIST:
+                raise RefusedError(
+                    f"{show(self.entry.path)} appeared during the transfer; nothing was overwritten"
+                ) from None
+            raise LocalWriteError(f"cannot write {show(self.entry.path)}: {exc.strerror}") from None
+        self._close_dir()
+        return digest
+
+    def _move_into_place(self) -> None:
+        if self._overwrite:
+            os.replace(self._part, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+            return
+        # link() refuses an existing target atomically, so nothing that appeared meanwhile is lost.
+        try:
+            os.link(
+                self._part,
+                self._name,
+                src_dir_fd=self._dir,
+                dst_dir_fd=self._dir,
+                follow_symlinks=False,
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                raise
+            if os.path.lexists(os.path.join(f"/proc/self/fd/{self._dir}", self._name)):
+                raise FileExistsError(errno.EEXIST, "exists") from None
+            os.rename(self._part, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+            return
+        os.unlink(self._part, dir_fd=self._dir)
+
+    def abort(self) -> None:
+        """Drop the temporary file (a no-op once the file is in place)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._dir < 0:
+            return
+        try:
+            os.unlink(self._part, dir_fd=self._dir)
+        except OSError:
+            pass
+        self._close_dir()
+
+    def suspend(self) -> None:
+        """Stop, keeping the temporary file so a later run can resume it."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir >= 0:
+            os.close(self._dir)
+            self._dir = -1
+
+
+class ExistingFile:
+    """A complete file already in place that the sender found identical: nothing to write."""
+
+    may_block = False
+
+    def __init__(self, entry: Entry, held: HeldLocal) -> None:
+        self.entry = entry
+        self.size = held.size
+        self._sha256 = held.sha256
+
+    def write(self, data: bytes) -> None:
+        """Never called: the protocol allows no data for a file resumed at its end."""
+        raise AssertionError("no data for a complete file")
+
+    def finish(self, expected_sha256: str) -> str:
+        """Confirm the file in place is the one the sender has."""
+        if expected_sha256 != self._sha256:
+            raise TransferError(f"{show(self.entry.path)} in place differs from the sender's")
+        return self._sha256
+
+    def abort(self) -> None:
+        """Nothing to undo: the file was there before."""
+
+    def suspend(self) -> None:
+        """Nothing to keep."""
+
+
+class StdoutWriter:
+    """Streams the one received file to stdout, hashing it on the way.
+
+    What reached stdout cannot be taken back: a hash mismatch at the end is reported as an
+    error (exit 5) so that the consumer of the pipe can tell.
+    """
+
+    may_block = True
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` to stdout (may wait for the reader of the pipe)."""
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(1, view) :]
+        except BrokenPipeError:
+            raise LocalWriteError("stdout was closed before the transfer ended") from None
+        except OSError as exc:
+            raise LocalWriteError(f"cannot write to stdout: {exc.strerror}") from None
+        self._hash.update(data)
+        self.size += len(data)
+
+    def finish(self, expected_sha256: str) -> str:
+        """Check the hash of what was written."""
+        digest = self._hash.hexdigest()
+        if digest != expected_sha256:
+            raise TransferError("the data written to stdout is corrupted (SHA-256 mismatch)")
+        return digest
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+    def suspend(self) -> None:
+        """Nothing to keep: a stream cannot be resumed."""
+
+
+class TextWriter:
+    """Collects a text message (at most 1 MiB, enforced by the protocol) to show once verified."""
+
+    may_block = False
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.size = 0
+        self._buffer = bytearray()
+        self.text = ""
+        """The verified message, once :meth:`finish` returned."""
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``."""
+        self._buffer += data
+        self.size += len(data)
+
+    def finish(self, expected_sha256: str) -> str:
+        """Verify the message and decode it (invalid UTF-8 is replaced, never trusted)."""
+        digest = hashlib.sha256(self._buffer).hexdigest()
+        if digest != expected_sha256:
+            raise TransferError("the text message arrived corrupted (SHA-256 mismatch)")
+        self.text = self._buffer.decode("utf-8", "replace")
+        return digest
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+    def suspend(self) -> None:
+        """Nothing to keep."""
+
+
+class Writer(Protocol):
+    """Where the bytes of one received file go."""
+
+    entry: Entry
+    """The offer's entry for the file."""
+    size: int
+    """Bytes of the file written so far."""
+    may_block: bool
+    """Whether ``write`` may block (a pipe): then it runs in a worker thread."""
+
+    def write(self, data: bytes) -> None:
+        """Take the next bytes of the file."""
+
+    def finish(self, expected_sha256: str) -> str:
+        """Check the whole file against ``expected_sha256`` and keep it; the path it has."""
+
+    def abort(self) -> None:
+        """Give the file up, leaving nothing behind."""
+
+    def suspend(self) -> None:
+        """Stop, keeping what was written for a later resume."""
