@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from .code import Code
 from .errors import (
@@ -33,11 +33,6 @@ from .netcheck import IceServer
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import NoSender, PeerLeft, Signaling, Tls
 from .transport import Transport
-
-if TYPE_CHECKING:
-    pass
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from . import protocol as p
 from .errors import (
@@ -34,14 +34,8 @@ from .events import (
 )
 from .names import show
 from .output import Output
-from .signaling import Tls as Tls  # re-exported for the CLI
 from .sources import FileReader, Source
 from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
-
-if TYPE_CHECKING:
-    pass
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
