@@ -9,6 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from aiortc import rtcicetransport, rtcpeerconnection, rtcsctptransport
@@ -114,3 +115,25 @@ def test_doctor_and_debug_say_whether_each_change_is_in_force(
     assert stack["ICE fixes"]["in_force"] is True
     assert "loss recovery: not in force (aiortc 1.16.0 installed, written for 1.16.1)" in log
     assert any("Not in force: loss recovery" in line for line in report["advice"])  # type: ignore[attr-defined]
+
+
+def test_the_upstream_patches_apply_to_the_pinned_releases(tmp_path: Path) -> None:
+    """docs/upstream/*.patch apply cleanly to the installed (pinned) aiortc and aioice."""
+    import aioice
+    import aiortc
+
+    sources = {"aiortc": Path(aiortc.__file__).parent, "aioice": Path(aioice.__file__).parent}
+    patches = sorted((Path(__file__).parent.parent / "docs" / "upstream").glob("*.patch"))
+    assert len(patches) == 3
+    for patch in patches:
+        tree = tmp_path / patch.stem
+        for line in patch.read_text().splitlines():
+            if line.startswith("--- a/src/"):
+                relative = line.removeprefix("--- a/src/")
+                package, _, name = relative.partition("/")
+                (tree / "src" / package).mkdir(parents=True, exist_ok=True)
+                (tree / "src" / relative).write_bytes((sources[package] / name).read_bytes())
+        done = subprocess.run(
+            ["git", "apply", "--check", str(patch)], cwd=tree, capture_output=True, text=True
+        )
+        assert done.returncode == 0, (patch.name, done.stderr)
