@@ -1,4 +1,5 @@
-"""The README's Scripting examples, extracted and run exactly as written (the docs cannot drift)."""
+"""The Scripting examples of docs/scripting.md, extracted and run exactly as written (the docs
+cannot drift)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from helpers import PYTHON, SignalServer
 
 from p2pcp.code import make_code
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parent.parent / "docs" / "scripting.md"
 
 
 @dataclass(frozen=True)
