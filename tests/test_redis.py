@@ -6,60 +6,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from helpers import finish, p2pcp, require, sha256_file, start_send, start_signal_server
+from helpers import finish, free_port, p2pcp, require, sha256_file, start_send, start_signal_server
 from websockets.asyncio.client import ClientConnection, connect
 
 require("redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
 
 
 async def _open(url: str) -> ClientConnection:
@@ -153,7 +107,7 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
             "--port",
             "0",
             "--redis",
-            f"redis://127.0.0.1:{_free_port()}/0",
+            f"redis://127.0.0.1:{free_port()}/0",
         ],
         capture_output=True,
         text=True,

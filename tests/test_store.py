@@ -1,0 +1,115 @@
+"""One contract for both room stores: the same operations give the same answers in this
+process's memory (rooms.py) and in Redis (the Lua scripts in store.py), so the two cannot drift
+apart. The Redis half needs a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from signal_server.rooms import RoomError
+from signal_server.store import MemoryStore, RedisStore, RoomStore
+
+Contract = Callable[[RoomStore], Awaitable[None]]
+
+
+async def _nothing(side: str, message: dict[str, Any]) -> None:
+    pass
+
+
+def _run(kind: str, request: pytest.FixtureRequest, contract: Contract, max_rooms: int) -> None:
+    async def scenario() -> None:
+        store: RoomStore
+        if kind == "memory":
+            store = MemoryStore(max_rooms)
+        else:
+            store = RedisStore(request.getfixturevalue("redis_url"), max_rooms)
+        await store.start(_nothing)
+        try:
+            await contract(store)
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+async def _refused(reason: str, operation: Awaitable[Any]) -> None:
+    with pytest.raises(RoomError) as info:
+        await operation
+    assert info.value.reason == reason
+
+
+async def allocate_smallest_free(store: RoomStore) -> None:
+    assert await store.allocate("a", 0, None) == "1"
+    assert await store.allocate("b", 0, None) == "2"
+    assert await store.leave("1", "a") is None
+    assert await store.allocate("c", 0, None) == "1"
+    assert await store.count() == 2
+
+
+async def a_chosen_nameplate(store: RoomStore) -> None:
+    assert await store.allocate("a", 0, "42") == "42"
+    await _refused("nameplate_taken", store.allocate("b", 0, "42"))
+    await _refused("bad_message", store.allocate("c", 0, "4x"))
+    await _refused("bad_message", store.allocate("d", 0, "123456789"))
+
+
+async def two_meet_and_a_third_is_refused(store: RoomStore) -> None:
+    nameplate = await store.allocate("s", 0, None)
+    assert await store.join(nameplate, "r", 1) == ["s"]
+    assert await store.peer(nameplate, "s") == "r"
+    assert await store.peer(nameplate, "r") == "s"
+    await _refused("crowded", store.join(nameplate, "x", 2))
+    await _refused("no_such_nameplate", store.join("77", "y", 2))
+
+
+async def a_spent_room_stays_closed(store: RoomStore) -> None:
+    nameplate = await store.allocate("s", 0, None)
+    await store.join(nameplate, "r", 0)
+    assert await store.leave(nameplate, "r") == "s"
+    await _refused("crowded", store.join(nameplate, "x", 0))
+    assert await store.leave(nameplate, "s") is None
+    assert await store.count() == 0
+
+
+async def idle_rooms_expire(store: RoomStore) -> None:
+    old = await store.allocate("a", 0, None)
+    busy = await store.allocate("b", 0, None)
+    await store.join(busy, "c", 0)
+    await store.touch(busy, 90)
+    assert await store.expire(100, 50) == [(old, ["a"])]
+    assert await store.count() == 1 and await store.peer(busy, "b") == "c"
+
+
+async def the_room_limit(store: RoomStore) -> None:
+    await store.allocate("a", 0, None)
+    await store.allocate("b", 0, None)
+    await _refused("too_many_rooms", store.allocate("c", 0, None))
+    await _refused("too_many_rooms", store.allocate("d", 0, "9"))
+
+
+CONTRACT = [
+    allocate_smallest_free,
+    a_chosen_nameplate,
+    two_meet_and_a_third_is_refused,
+    a_spent_room_stays_closed,
+    idle_rooms_expire,
+]
+
+
+@pytest.mark.parametrize("contract", CONTRACT, ids=lambda c: c.__name__)
+def test_memory_store(contract: Contract, request: pytest.FixtureRequest) -> None:
+    _run("memory", request, contract, 100)
+
+
+@pytest.mark.parametrize("contract", CONTRACT, ids=lambda c: c.__name__)
+def test_redis_store(contract: Contract, request: pytest.FixtureRequest) -> None:
+    _run("redis", request, contract, 100)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_the_room_limit(kind: str, request: pytest.FixtureRequest) -> None:
+    _run(kind, request, the_room_limit, 2)
