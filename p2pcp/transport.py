@@ -22,7 +22,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from . import webrtc
 from .errors import ConnectError, PeerError, ProtocolError
 from .netcheck import IcePlan, IceServer
-from .webrtc import dtls, large
+from .webrtc import dtls, ice, large
 from .webrtc.association import STANDARD_DATA
 from .webrtc.sctp import SctpTransport
 
@@ -36,7 +36,10 @@ SEND_HIGH_WATER = 1024 * 1024
 SEND_LOW_WATER = 256 * 1024
 CLOSE_TIMEOUT = 3.0
 CONSENT_POLL = 1.0
-LOST = "the connection to the peer was lost (no answer for 30 s)"
+LOST = (
+    "the connection to the peer was lost (no answer for "
+    f"{ice.CONSENT_INTERVAL * ice.CONSENT_FAILURES:.0f} s)"
+)
 OPEN_TIMEOUT = 20.0
 """Seconds ICE and DTLS may take. A path that exists is found in a few seconds, even through a
 TURN relay on a lossy 100 ms link; waiting longer only delays the error."""

@@ -15,7 +15,9 @@ import pytest
 from helpers import SignalServer, finish, p2pcp, read_line, sha256_file, start_send, tree
 
 MIB = 1024 * 1024
-STANDARD_PACKETS = {"P2PCP_LARGE_PACKETS": "0"}
+STANDARD_PACKETS = {"P2PCP_LARGE_PACKETS": "0", "P2PCP_TEST_CONSENT": "1,3"}
+"""For a broken run: standard packets (so the transfer outlasts the kill) and a lost peer noticed
+after about 3 s instead of 30 (the test-only consent setting, p2pcp/webrtc/ice.py)."""
 """For the runs a test breaks: standard-size packets (about 35 MB/s on one host instead of
 300) leave the test time to break them before they end."""
 

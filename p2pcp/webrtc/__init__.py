@@ -64,6 +64,7 @@ _WRITTEN_AGAINST: list[tuple[type, str, str]] = [
     (rtcsctptransport.InboundStream, "add_chunk", "de934faf324b1b4b"),
     (rtcsctptransport.InboundStream, "pop_messages", "bd29de9aa7c4f8fd"),
     (rtcsctptransport.InboundStream, "prune_chunks", "ff5a6cd9b68a26fb"),
+    (_ice, "query_consent", "fe49173a650a378a"),
 ]
 ORIGINALS: dict[str, tuple[Any, str]] = {
     f"{owner.__name__}.{name}": (getattr(owner, name), digest)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import random
 import socket
 import struct
 import time
@@ -70,6 +71,14 @@ SEGMENTS_BYTES = 65000
 """Most bytes in one segmented send (the kernel takes up to 64 KiB)."""
 CHANNEL_HEADER = struct.Struct("!HH")
 """A TURN ChannelData message's header: channel number, length (RFC 8656 section 12.4)."""
+CONSENT_INTERVAL, CONSENT_FAILURES = (
+    (float(_timing.split(",")[0]), int(_timing.split(",")[1]))
+    if (_timing := os.environ.get("P2PCP_TEST_CONSENT"))
+    else (5.0, 6)
+)
+"""Seconds between consent checks (RFC 7675) and the failures in a row that end the
+connection: aioice's 5 s and 6, about 30 s in all. P2PCP_TEST_CONSENT="1,3" shortens them for
+the tests that kill a peer (they would each wait half a minute); nothing else sets it."""
 SOCKET_BUFFER = 4 * 1024 * 1024
 """Receive buffer asked for each host socket (the kernel caps it at net.core.rmem_max)."""
 CHECK_PACING = 0.02
@@ -273,6 +282,29 @@ class IceConnection(Connection):
         if result != ICE_COMPLETED:
             raise ConnectionError("ICE negotiation failed")
         self._query_consent_task = asyncio.create_task(self.query_consent())
+
+    async def query_consent(self) -> None:
+        """aioice 0.13.0's consent checks (RFC 7675), with CONSENT_INTERVAL and
+        CONSENT_FAILURES."""
+        assert self.remote_password is not None
+        failures = 0
+        while True:
+            await asyncio.sleep(CONSENT_INTERVAL * (0.8 + 0.4 * random.random()))
+            for pair in self._nominated.values():
+                request = self.build_request(pair, nominate=False)
+                try:
+                    await pair.protocol.request(
+                        request,
+                        pair.remote_addr,
+                        integrity_key=self.remote_password.encode("utf8"),
+                        retransmissions=0,
+                    )
+                    failures = 0
+                except stun.TransactionError:
+                    failures += 1
+                if failures >= CONSENT_FAILURES:
+                    self._query_consent_task = None
+                    return await self.close()
 
     def _pair_remote_candidate(self, remote_candidate: Candidate) -> None:
         """aioice 0.13.0's pairing, with :func:`routable_pair` as the rule."""
