@@ -31,23 +31,27 @@ class Setting:
     """``flag``, ``env NAME``, ``file PATH`` or ``default``."""
 
 
-ENV = {
-    "server": "P2PCP_SERVER",
-    "ice_servers": "P2PCP_ICE_SERVERS",
-    "output": "P2PCP_OUTPUT",
-    "overwrite": "P2PCP_OVERWRITE",
-    "ca_file": "P2PCP_CA_FILE",
-    "compress": "P2PCP_COMPRESS",
+@dataclass(frozen=True)
+class Spec:
+    """One setting the tool knows: its variable, its default, and what the file must give."""
+
+    env: str
+    """The environment variable that sets it."""
+    default: Any
+    """Its value when nothing sets it."""
+    kind: type
+    """The TOML type the config file must give it."""
+
+
+SETTINGS: dict[str, Spec] = {
+    "server": Spec("P2PCP_SERVER", None, str),
+    "ice_servers": Spec("P2PCP_ICE_SERVERS", [], list),
+    "output": Spec("P2PCP_OUTPUT", ".", str),
+    "overwrite": Spec("P2PCP_OVERWRITE", False, bool),
+    "ca_file": Spec("P2PCP_CA_FILE", None, str),
+    "compress": Spec("P2PCP_COMPRESS", True, bool),
 }
-DEFAULTS: dict[str, Any] = {
-    "server": None,
-    "ice_servers": [],
-    "output": ".",
-    "overwrite": False,
-    "ca_file": None,
-    "compress": True,
-}
-BOOLEANS = ("overwrite", "compress")
+"""Every setting, in the order ``config show`` lists them."""
 
 
 def config_path() -> Path:
@@ -66,28 +70,21 @@ def load_file(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read the config file {path}: {exc}") from None
-    unknown = sorted(set(data) - set(DEFAULTS))
+    unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise UsageError(
-            f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(DEFAULTS)})"
+            f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS)})"
         )
-    for key, kind in (
-        ("server", str),
-        ("output", str),
-        ("overwrite", bool),
-        ("ice_servers", list),
-        ("ca_file", str),
-        ("compress", bool),
-    ):
-        if key in data and not isinstance(data[key], kind):
-            raise UsageError(f"config file {path}: {key!r} must be a {kind.__name__}")
+    for key, spec in SETTINGS.items():
+        if key in data and not isinstance(data[key], spec.kind):
+            raise UsageError(f"config file {path}: {key!r} must be a {spec.kind.__name__}")
     return data
 
 
-def _from_env(key: str, text: str) -> Any:
-    if key in BOOLEANS:
+def _from_env(kind: type, text: str) -> Any:
+    if kind is bool:
         return text.strip().lower() in ("1", "true", "yes", "on")
-    if key == "ice_servers":
+    if kind is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     return text
 
@@ -97,16 +94,16 @@ def resolve(
 ) -> dict[str, Setting]:
     """Every setting with its source. A flag of None (or an empty list) was not given."""
     settings: dict[str, Setting] = {}
-    for key, default in DEFAULTS.items():
+    for key, spec in SETTINGS.items():
         flag = flags.get(key)
         if flag is not None and flag != []:
             settings[key] = Setting(flag, "flag")
-        elif env.get(ENV[key]):
-            settings[key] = Setting(_from_env(key, env[ENV[key]]), f"env {ENV[key]}")
+        elif env.get(spec.env):
+            settings[key] = Setting(_from_env(spec.kind, env[spec.env]), f"env {spec.env}")
         elif key in file:
             settings[key] = Setting(file[key], f"file {path}")
         else:
-            settings[key] = Setting(default, "default")
+            settings[key] = Setting(spec.default, "default")
     return settings
 
 
