@@ -238,6 +238,7 @@ class Transport:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
         self.peer_large_data = advertised_large_data(sdp)
         if isinstance(self._pc.sctp, SctpTransport):
+            self._pc.sctp.echo_probes = lambda: not self._relayed_over_tcp()
             self._pc.sctp.peer_is_p2pcp = self.peer_large_data > 0 or PIECES_LINE in sdp
         self.peer_takes_pieces = PIECES_LINE in sdp.splitlines() and _takes_pieces()
         association = self._pc.sctp
@@ -344,6 +345,16 @@ class Transport:
         local, remote = pair.local_candidate, pair.remote_candidate
         kind = "relay" if "relay" in (local.type, remote.type) else "direct"
         return kind, f"{remote.host}:{remote.port}"
+
+    def _relayed_over_tcp(self) -> bool:
+        """Whether this side's end of the selected pair is a TURN relay reached over TCP."""
+        connection = self._ice_connection()
+        pair = connection._nominated.get(1) if connection else None
+        return bool(
+            pair is not None
+            and pair.local_candidate.type == "relay"
+            and connection.turn_transport == "tcp"
+        )
 
     def _first_hop(self) -> tuple[str, int] | None:
         """Where this side's datagrams go first on the selected pair: the TURN server for a

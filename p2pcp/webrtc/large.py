@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from aiortc import rtcsctptransport as sctp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -105,6 +106,10 @@ class LargePackets(SizedAssociation):
         self.sizes: list[int] = [STANDARD_DATA]
         """The sizes this association may send, largest first (those the probes passed, then
         the standard size); it steps down along them when too many packets are lost."""
+        self.echo_probes: Callable[[], bool] = lambda: True
+        """Whether to answer the peer's probes now (no, while this side's path is a TURN relay
+        over TCP: coturn drops bursts it cannot put on the TCP connection at once, so a probe
+        gets through where a stream of large packets does not)."""
         self.datagrams: dict[int, int] = {}
         """Datagrams a packet of each size takes on this path (set before probing; 1 if
         missing)."""
@@ -163,12 +168,17 @@ class LargePackets(SizedAssociation):
             return
         sent_before, lost_before, timeouts_before, since = self._window
         sent = self.packets_sent - sent_before
-        if sent < LOSS_WINDOW and (sent < 8 or time.monotonic() - since < LOSS_SECONDS):
+        timeouts = self.timeouts - timeouts_before
+        stalling = timeouts >= 3  # little new data goes out while timeouts do the recovering
+        if (
+            sent < LOSS_WINDOW
+            and (sent < 8 or time.monotonic() - since < LOSS_SECONDS)
+            and not stalling
+        ):
             return
         lost = self.packets_lost - lost_before
-        timeouts = self.timeouts - timeouts_before
         self._start_window()
-        packet_loss = min(lost / sent, 0.99)
+        packet_loss = min(lost / max(sent, 1), 0.99)
         frame_loss = 1 - (1 - packet_loss) ** (1 / self.datagrams.get(self.data_size, 1))
         log.debug(
             "large packets: %d sent, %d lost, %d timeouts at %d bytes",
@@ -180,7 +190,11 @@ class LargePackets(SizedAssociation):
         send_parity = getattr(self.transport, "send_parity", None)  # dtls.py's transport
         if send_parity is not None:
             send_parity(lost > 0)  # on a lossy path one lost piece per packet is rebuilt
-        if frame_loss <= limit and (timeouts < 2 or timeouts / sent <= TIMEOUTS_PER_PACKET):
+        if (
+            not stalling
+            and frame_loss <= limit
+            and (timeouts < 2 or timeouts / sent <= TIMEOUTS_PER_PACKET)
+        ):
             return
         smaller = [size for size in self.sizes if size < self.data_size]
         log.debug(
@@ -200,6 +214,13 @@ class LargePackets(SizedAssociation):
         await super()._transmit()
 
     async def _receive_chunk(self, chunk: sctp.Chunk) -> None:
+        if (
+            isinstance(chunk, sctp.HeartbeatChunk)
+            and any(value.startswith(PROBE_MARK) for _, value in chunk.params)
+            and not self.echo_probes()
+        ):
+            log.debug("large packets: the peer's probe left unanswered (TURN over TCP here)")
+            return
         if isinstance(chunk, sctp.HeartbeatAckChunk) and self._probe_echo is not None:
             for _, value in chunk.params:
                 if value == self._probe_info and not self._probe_echo.done():
