@@ -22,6 +22,7 @@ FILES = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/p2pcp.js": ("p2pcp.js", "text/javascript; charset=utf-8"),
     "/wordlist.js": ("wordlist.js", "text/javascript; charset=utf-8"),
+    "/constants.js": ("constants.js", "text/javascript; charset=utf-8"),
     "/vendor/noble.js": ("vendor/noble.js", "text/javascript; charset=utf-8"),
 }
 

@@ -208,24 +208,35 @@ def test_a_path_that_carries_ice_but_not_dtls_is_named_in_the_error(tmp_path: Pa
         assert "DTLS" in message, message
 
 
+def _debug_transfer(
+    the_lab: Lab, services: Services, tmp_path: Path, size: int, env: dict[str, str] | None = None
+) -> tuple[str, str, str, str]:
+    """Send ``size`` random bytes from site 0 to site 1 with --debug on both sides (and ``env``);
+    both must succeed with a matching hash. The sender's and the receiver's stdout and stderr."""
+    source = tmp_path / "payload.bin"
+    source.write_bytes(os.urandom(size))
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = _send(the_lab, services, source, "--debug", env=env)
+    receiver = _start_receive(the_lab, services, code, out, "--debug", env=env)
+    got_out, got_err = receiver.communicate(timeout=120)
+    sent_out, sent_err = sender.communicate(timeout=60)
+    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
+    assert sha256_file(out / "payload.bin") == sha256_file(source)
+    return sent_out, sent_err, got_out, got_err
+
+
 def test_large_packets_cross_an_mtu_1500_path_that_drops_fragments_as_pieces(
     tmp_path: Path,
 ) -> None:
     """Two p2pcp peers behind cone NATs, MTU 1500 everywhere, and the sender's uplink drops every
     IP fragment: the 64000-byte probe goes out as datagrams that fit the MTU (pieces), comes
     back, and the transfer runs on large packets with a matching hash."""
-    source = tmp_path / "payload.bin"
-    source.write_bytes(os.urandom(50_000_000))
-    out = tmp_path / "out"
-    out.mkdir()
     with lab(Site("cone", link=Link(drop_fragments=True)), Site("cone")) as the_lab:
         services = start_services(the_lab, tmp_path, turn=False)
-        sender, code = _send(the_lab, services, source, "--debug")
-        receiver = _start_receive(the_lab, services, code, out, "--debug")
-        got_out, got_err = receiver.communicate(timeout=120)
-        sent_out, sent_err = sender.communicate(timeout=60)
-    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
-    assert sha256_file(out / "payload.bin") == sha256_file(source)
+        sent_out, sent_err, got_out, got_err = _debug_transfer(
+            the_lab, services, tmp_path, 50_000_000
+        )
     assert "the route's MTU is 1500 (44 datagrams)" in sent_err, sent_err[-3000:]
     assert "the probe came back, DATA chunks of 64000 bytes" in sent_err, sent_err[-3000:]
 
@@ -254,18 +265,11 @@ def test_large_packets_cross_the_turn_relay_as_pieces(
     64000 bytes cut into pieces that fit the relay's framing. With the receiver without UDP
     (TURN over TCP) its side answers no probe and the standard size stays. Either way the hash
     matches."""
-    source = tmp_path / "payload.bin"
-    source.write_bytes(os.urandom(30_000_000))
-    out = tmp_path / "out"
-    out.mkdir()
     with lab(*sites) as the_lab:
         services = start_services(the_lab, tmp_path)
-        sender, code = _send(the_lab, services, source, "--debug")
-        receiver = _start_receive(the_lab, services, code, out, "--debug")
-        got_out, got_err = receiver.communicate(timeout=120)
-        sent_out, sent_err = sender.communicate(timeout=60)
-    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
-    assert sha256_file(out / "payload.bin") == sha256_file(source)
+        sent_out, sent_err, got_out, got_err = _debug_transfer(
+            the_lab, services, tmp_path, 30_000_000
+        )
     for text in (got_out, sent_out):
         assert next(e for e in _events(text) if e["event"] == "connected")["route"] == "relay"
     assert expected in sent_err, sent_err[-3000:]
@@ -286,10 +290,6 @@ def test_an_earlier_peer_keeps_large_packets_off_where_the_path_does_not_carry_t
       comes, and the standard size stays.
 
     Either way the transfer completes with a matching hash."""
-    source = tmp_path / "payload.bin"
-    source.write_bytes(os.urandom(100_000_000))  # outlasts the probes at the standard size
-    out = tmp_path / "out"
-    out.mkdir()
     earlier = {"P2PCP_PIECES": "0"}
     with lab(Site("cone", link=Link(drop_fragments=True)), Site("cone")) as the_lab:
         if jumbo_lan:
@@ -298,12 +298,9 @@ def test_an_earlier_peer_keeps_large_packets_off_where_the_path_does_not_carry_t
             the_lab.hosts[0].run("ip", "link", "set", "dev", "eth0", "mtu", "20000")
             router.run("ip", "link", "set", "dev", "lan", "mtu", "20000")
         services = start_services(the_lab, tmp_path, turn=False)
-        sender, code = _send(the_lab, services, source, "--debug", env=earlier)
-        receiver = _start_receive(the_lab, services, code, out, "--debug", env=earlier)
-        got_out, got_err = receiver.communicate(timeout=120)
-        sent_out, sent_err = sender.communicate(timeout=60)
-    assert receiver.returncode == 0 and sender.returncode == 0, (got_err[-3000:], sent_err[-3000:])
-    assert sha256_file(out / "payload.bin") == sha256_file(source)
+        sent_out, sent_err, got_out, got_err = _debug_transfer(
+            the_lab, services, tmp_path, 100_000_000, env=earlier
+        )  # outlasts the probes at the standard size
     assert "the route's MTU is 1500, standard size kept" in got_err, got_err[-3000:]
     if jumbo_lan:
         assert "no echo of the probe, standard size kept" in sent_err, sent_err[-3000:]

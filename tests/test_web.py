@@ -40,6 +40,14 @@ def test_the_page_code_matches_the_vectors_under_node() -> None:
     assert passed and int(passed.group(1)) >= 10, done.stdout[-2000:]
 
 
+def test_the_page_constants_are_the_cli_constants() -> None:
+    """signal_server/web/constants.js is what tests/make_constants.py renders from p2pcp."""
+    import make_constants
+
+    assert make_constants.PATH.read_text() == make_constants.render()
+    assert "CREDIT_WINDOW = 16777216;" in make_constants.render()
+
+
 def test_the_page_word_list_is_the_cli_word_list() -> None:
     text = (ROOT / "signal_server/web/wordlist.js").read_text()
     words = json.loads(text[text.index("[") : text.rindex("]") + 1])
@@ -62,7 +70,14 @@ def test_the_server_serves_the_page_with_a_strict_policy(signal_server: SignalSe
     assert "script-src 'self'" in headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert headers["X-Content-Type-Options"] == "nosniff"
-    for path in ("/app.js", "/p2pcp.js", "/wordlist.js", "/vendor/noble.js", "/style.css"):
+    for path in (
+        "/app.js",
+        "/p2pcp.js",
+        "/wordlist.js",
+        "/constants.js",
+        "/vendor/noble.js",
+        "/style.css",
+    ):
         status, headers, body = _get(base + path)
         assert status == 200 and body, path
         kind = "text/css" if path.endswith(".css") else "text/javascript"
@@ -84,7 +99,9 @@ def test_no_page_leaves_only_the_websocket_and_health(tmp_path: Path) -> None:
         server.stop()
 
 
-@pytest.mark.parametrize("name", ["index.html", "app.js", "p2pcp.js", "wordlist.js", "style.css"])
+@pytest.mark.parametrize(
+    "name", ["index.html", "app.js", "p2pcp.js", "wordlist.js", "constants.js", "style.css"]
+)
 def test_the_page_loads_nothing_from_elsewhere(name: str) -> None:
     """No CDN: every script, style and connection stays on the page's own server."""
     text = (ROOT / "signal_server/web" / name).read_text()

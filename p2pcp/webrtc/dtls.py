@@ -122,11 +122,16 @@ class Records:
         return packet or b""
 
     def _read_pieces(self, datagram: bytes) -> list[bytes]:
-        """The plaintext of each record in ``datagram`` (a record that fails its check is
-        dropped by OpenSSL: its packet stays incomplete, and SCTP sends it again)."""
+        """The plaintext of each record in ``datagram``. Each record goes to OpenSSL on its
+        own: aiortc reads once per datagram, so a second record would wait for the next
+        datagram's read and every packet after it would come out shifted (and OpenSSL's DTLS
+        reads at most about one record's worth from the memory BIO at a time, dropping the rest
+        of a longer datagram). A record that fails its check is dropped by OpenSSL: its packet
+        comes out incomplete (pieces) or short (its SCTP checksum then fails), and SCTP sends
+        it again."""
         pointer = ffi.from_buffer(datagram)
         end = len(datagram)
-        offset = 0
+        offset = result = 0
         plaintexts = []
         while end - offset > RECORD_HEADER:
             length = min(_record_end(datagram, offset), end) - offset
@@ -137,31 +142,14 @@ class Records:
             result = lib.SSL_read(self._ssl, self._buffer, RECORD_BUFFER)
             if result > 0:
                 plaintexts.append(ffi.buffer(self._buffer, result)[:])
+        if not plaintexts:
+            self._connection._raise_ssl_error(self._ssl, result)
         return plaintexts
 
     def _read_records(self, datagram: bytes) -> bytes:
-        """The plaintext of the records in ``datagram``, joined. Each record goes to OpenSSL on
-        its own: aiortc reads once per datagram, so a second record would wait for the next
-        datagram's read and every packet after it would come out shifted (and OpenSSL's DTLS
-        reads at most about one record's worth from the memory BIO at a time, dropping the rest
-        of a longer datagram). A record that fails its check is dropped by OpenSSL, which leaves
-        the joined packet short: its SCTP checksum then fails and SCTP retransmits it."""
-        pointer = ffi.from_buffer(datagram)
-        end = len(datagram)
-        offset = total = result = 0
-        while end - offset > RECORD_HEADER:
-            length = min(_record_end(datagram, offset), end) - offset
-            written: int = lib.BIO_write(self._into_ssl, pointer + offset, length)
-            if written <= 0:
-                self._connection._handle_bio_errors(self._into_ssl, written)
-            offset += length
-            result = lib.SSL_read(self._ssl, self._buffer + total, RECORD_BUFFER - total)
-            if result > 0:
-                total += result
-        if total == 0:
-            self._connection._raise_ssl_error(self._ssl, result)
-        data: bytes = ffi.buffer(self._buffer, total)[:]
-        return data
+        """The plaintext of the records in ``datagram``, joined into one packet (a peer that
+        takes no pieces)."""
+        return b"".join(self._read_pieces(datagram))
 
     def send(self, data: bytes) -> int:
         if type(data) is not bytes:
@@ -197,7 +185,10 @@ class Records:
         """Decrypt and join the pieces in ``datagram`` as it arrives; the packet they complete
         (as a :class:`Joined` for aiortc's receive loop), or None. The loop then wakes once per
         packet instead of once per datagram."""
-        packet = self._join(self._read_pieces(datagram))
+        try:
+            packet = self._join(self._read_pieces(datagram))
+        except SSL.Error:  # no record of it passed its check: as if it was lost
+            return None
         if not packet:
             return None
         joined = Joined(b"\x17")

@@ -6,16 +6,18 @@
 // transferring, done or error.
 import * as p2pcp from "./p2pcp.js";
 import { WORDS } from "./wordlist.js";
+import {
+  CREDIT_WINDOW,
+  SEND_HIGH_WATER,
+  SEND_LOW_WATER,
+  MAX_TEXT_SIZE,
+  PART_SUFFIX,
+  LOST,
+} from "./constants.js";
 
-const CREDIT_WINDOW = 16 * 1024 * 1024; // what the CLI grants (p2pcp/session.py)
-const SEND_HIGH_WATER = 1024 * 1024;
-const SEND_LOW_WATER = 256 * 1024;
 const OPEN_TIMEOUT_MS = 30_000;
 const CLOSE_WAIT_MS = 5_000;
-const MAX_TEXT_SIZE = 1 << 20;
-const PART_SUFFIX = ".p2pcp-part";
 const LOST_AFTER_MS = 25_000;
-const LOST = "the connection to the peer was lost (no answer for 30 s)";
 
 const $ = (id) => document.getElementById(id);
 let busy = false;
