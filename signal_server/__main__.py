@@ -1,14 +1,18 @@
-"""The ``p2pcp-signal`` command: run the rendezvous server."""
+"""The ``p2pcp-signal`` command: run the rendezvous server.
+
+Typer, as for ``p2pcp``: one style of options, help and usage errors (exit 2) for both commands
+of the package, and both sets of options declared the same way.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
+
+import typer
 
 from . import __version__
 from .server import Settings, SignalServer
@@ -16,112 +20,126 @@ from .server import Settings, SignalServer
 log = logging.getLogger("signal_server")
 
 
-NUMERIC_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--room-idle", "room_idle_seconds", float, "seconds after which an idle room is closed"),
-    ("--max-message-bytes", "max_message_bytes", int, "largest WebSocket message accepted"),
-    ("--max-rooms", "max_rooms", int, "rooms open at once"),
-    (
-        "--messages-per-second",
-        "messages_per_second",
-        float,
-        "messages per second one connection may send (bursts of twice that)",
-    ),
-    (
-        "--rooms-per-minute-per-ip",
-        "rooms_per_minute_per_ip",
-        int,
-        "new rooms one client address may open per minute",
-    ),
-    (
-        "--max-connections-per-ip",
-        "max_connections_per_ip",
-        int,
-        "open connections from one client address",
-    ),
-    (
-        "--handshake-timeout",
-        "handshake_timeout",
-        float,
-        "seconds a client has to complete the WebSocket handshake",
-    ),
-    ("--turn-ttl", "turn_ttl", float, "seconds minted TURN credentials stay valid"),
+DEFAULTS = Settings()
+app = typer.Typer(
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Rendezvous server for p2pcp: pairs peers by nameplate and relays their sealed "
+    "signaling. Example: p2pcp-signal --host 0.0.0.0 --port 8765",
 )
-"""The server's numeric limits: flag, Settings field, type, help."""
 
 
-def parse_args(argv: list[str] | None) -> Settings:
-    """Settings from the command line."""
-    parser = argparse.ArgumentParser(
-        prog="p2pcp-signal",
-        description="Rendezvous server for p2pcp: pairs peers by nameplate and relays "
-        "their sealed signaling. Example: p2pcp-signal --host 0.0.0.0 --port 8765",
-    )
-    defaults = Settings()
-    parser.add_argument("--host", default=defaults.host, help="interface to listen on")
-    parser.add_argument("--port", type=int, default=defaults.port, help="TCP port (0: any free)")
-    for flag, field, kind, text in NUMERIC_FLAGS:
-        parser.add_argument(
-            flag,
-            dest=field,
-            type=kind,
-            default=getattr(defaults, field),
-            metavar="N",
-            help=f"{text} (default: %(default)s)",
-        )
-    parser.add_argument(
-        "--stun",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="a STUN server to hand to clients, e.g. stun:turn.example.org:3478",
-    )
-    parser.add_argument(
-        "--turn",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="a TURN server to hand to clients, e.g. turn:turn.example.org:3478",
-    )
-    parser.add_argument(
-        "--turn-secret",
-        default=os.environ.get("P2PCP_TURN_SECRET"),
-        help="coturn's static-auth-secret (better: env P2PCP_TURN_SECRET, which "
-        "stays out of the process list)",
-    )
-    parser.add_argument(
-        "--redis",
-        metavar="URL",
-        help="redis://HOST:PORT/DB: share rooms with other server processes",
-    )
-    parser.add_argument("--tls-cert", help="PEM certificate chain: serve wss:// directly")
-    parser.add_argument("--tls-key", help="PEM private key for --tls-cert")
-    parser.add_argument(
-        "--no-page",
-        dest="page",
-        action="store_false",
-        help="do not serve the browser page at / (the WebSocket, /healthz and /metrics stay)",
-    )
-    parser.add_argument("--version", action="version", version=f"p2pcp-signal {__version__}")
-    args = parser.parse_args(argv)
-    if bool(args.tls_cert) != bool(args.tls_key):
-        parser.error("--tls-cert and --tls-key go together")
-    if args.turn and not args.turn_secret:
-        parser.error("--turn needs --turn-secret (or P2PCP_TURN_SECRET)")
-    for url in args.stun + args.turn:
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"p2pcp-signal {__version__}")
+        raise typer.Exit()
+
+
+def _urls(urls: list[str]) -> list[str]:
+    for url in urls:
         if not url.startswith(("stun:", "turn:", "turns:")):
-            parser.error(f"not a STUN/TURN URL: {url}")
-    return Settings(
-        host=args.host,
-        port=args.port,
-        stun=tuple(args.stun),
-        turn=tuple(args.turn),
-        turn_secret=args.turn_secret,
-        redis=args.redis,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        page=args.page,
-        **{field: getattr(args, field) for _, field, _, _ in NUMERIC_FLAGS},
+            raise typer.BadParameter(f"not a STUN/TURN URL: {url}")
+    return urls
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(DEFAULTS.host, help="Interface to listen on."),
+    port: int = typer.Option(DEFAULTS.port, help="TCP port (0: any free)."),
+    room_idle: float = typer.Option(
+        DEFAULTS.room_idle_seconds, metavar="N", help="Seconds after which an idle room is closed."
+    ),
+    max_message_bytes: int = typer.Option(
+        DEFAULTS.max_message_bytes, metavar="N", help="Largest WebSocket message accepted."
+    ),
+    max_rooms: int = typer.Option(DEFAULTS.max_rooms, metavar="N", help="Rooms open at once."),
+    messages_per_second: float = typer.Option(
+        DEFAULTS.messages_per_second,
+        metavar="N",
+        help="Messages per second one connection may send (bursts of twice that).",
+    ),
+    rooms_per_minute_per_ip: int = typer.Option(
+        DEFAULTS.rooms_per_minute_per_ip,
+        metavar="N",
+        help="New rooms one client address may open per minute.",
+    ),
+    max_connections_per_ip: int = typer.Option(
+        DEFAULTS.max_connections_per_ip,
+        metavar="N",
+        help="Open connections from one client address.",
+    ),
+    handshake_timeout: float = typer.Option(
+        DEFAULTS.handshake_timeout,
+        metavar="N",
+        help="Seconds a client has to complete the WebSocket handshake.",
+    ),
+    turn_ttl: float = typer.Option(
+        DEFAULTS.turn_ttl, metavar="N", help="Seconds minted TURN credentials stay valid."
+    ),
+    stun: list[str] = typer.Option(
+        [],
+        metavar="URL",
+        callback=_urls,
+        help="A STUN server to hand to clients, e.g. stun:turn.example.org:3478 (repeatable).",
+    ),
+    turn: list[str] = typer.Option(
+        [],
+        metavar="URL",
+        callback=_urls,
+        help="A TURN server to hand to clients, e.g. turn:turn.example.org:3478 (repeatable).",
+    ),
+    turn_secret: str | None = typer.Option(
+        None,
+        envvar="P2PCP_TURN_SECRET",
+        show_envvar=False,
+        help="coturn's static-auth-secret (better: env P2PCP_TURN_SECRET, which stays out of "
+        "the process list).",
+    ),
+    redis: str | None = typer.Option(
+        None, metavar="URL", help="redis://HOST:PORT/DB: share rooms with other server processes."
+    ),
+    tls_cert: str | None = typer.Option(None, help="PEM certificate chain: serve wss:// directly."),
+    tls_key: str | None = typer.Option(None, help="PEM private key for --tls-cert."),
+    page: bool = typer.Option(
+        True,
+        "--page/--no-page",
+        help="Serve the browser page at / (the WebSocket, /healthz and /metrics stay either way).",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Rendezvous server for p2pcp: pairs peers by nameplate and relays their sealed signaling,
+    until SIGINT or SIGTERM. Example: p2pcp-signal --host 0.0.0.0 --port 8765"""
+    if bool(tls_cert) != bool(tls_key):
+        raise typer.BadParameter("--tls-cert and --tls-key go together")
+    if turn and not turn_secret:
+        raise typer.BadParameter("--turn needs --turn-secret (or P2PCP_TURN_SECRET)")
+    settings = Settings(
+        host=host,
+        port=port,
+        stun=tuple(stun),
+        turn=tuple(turn),
+        turn_secret=turn_secret,
+        redis=redis,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        page=page,
+        room_idle_seconds=room_idle,
+        max_message_bytes=max_message_bytes,
+        max_rooms=max_rooms,
+        messages_per_second=messages_per_second,
+        rooms_per_minute_per_ip=rooms_per_minute_per_ip,
+        max_connections_per_ip=max_connections_per_ip,
+        handshake_timeout=handshake_timeout,
+        turn_ttl=turn_ttl,
     )
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
 
 
 async def run(settings: Settings) -> None:
@@ -148,13 +166,7 @@ async def run(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``p2pcp-signal``."""
-    settings = parse_args(argv)
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("websockets").setLevel(logging.WARNING)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(settings))
+    app(args=argv, prog_name="p2pcp-signal")
 
 
 if __name__ == "__main__":
