@@ -88,8 +88,7 @@ def large_sizes(peer_takes: int, several_records: bool = True) -> list[int]:
     return [
         size
         for size in (large.LARGE_DATA, large.SINGLE_RECORD_DATA)
-        if size <= peer_takes
-        and (several_records or size + large.SCTP_OVERHEAD <= large.MAX_RECORD)
+        if size <= peer_takes and (several_records or size + large.SCTP_OVERHEAD <= dtls.MAX_RECORD)
     ]
 
 
@@ -134,9 +133,9 @@ class Transport:
         self._watchdog: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
         self.peer_large_data = 0
+        """User data per DATA chunk the peer's SDP says it takes (another p2pcp; 0 otherwise)."""
         self.peer_takes_pieces = False
         """Whether both sides cut packets into pieces (the peer's SDP says it takes them)."""
-        """User data per DATA chunk the peer's SDP says it takes (another p2pcp; 0 otherwise)."""
         self._wire()
 
     def _wire(self) -> None:
@@ -237,15 +236,14 @@ class Transport:
         except (ValueError, KeyError, IndexError) as exc:
             raise ProtocolError(f"the peer sent an unusable session description: {exc}") from None
         self.peer_large_data = advertised_large_data(sdp)
-        if isinstance(self._pc.sctp, SctpTransport):
-            self._pc.sctp.echo_probes = lambda: not self._relayed_over_tcp()
-            self._pc.sctp.peer_is_p2pcp = self.peer_large_data > 0 or PIECES_LINE in sdp
-        self.peer_takes_pieces = PIECES_LINE in sdp.splitlines() and _takes_pieces()
+        peer_pieces = PIECES_LINE in sdp.splitlines()
+        self.peer_takes_pieces = peer_pieces and _takes_pieces()
         association = self._pc.sctp
-        if self.peer_takes_pieces and association is not None:
-            dtls_transport = association.transport
-            if isinstance(dtls_transport, dtls.DtlsTransport):
-                dtls_transport.take_pieces(dtls.MAX_DATAGRAM)
+        if isinstance(association, SctpTransport):
+            association.echo_probes = lambda: not self._relayed_over_tcp()
+            association.peer_is_p2pcp = self.peer_large_data > 0 or peer_pieces
+            if self.peer_takes_pieces and isinstance(association.transport, dtls.DtlsTransport):
+                association.transport.take_pieces(dtls.MAX_DATAGRAM)
         match = re.search(r"^a=max-message-size:(\d+)", sdp, re.MULTILINE)
         if match:
             self.remote_max_message = int(match.group(1)) or LOCAL_MAX_MESSAGE
@@ -301,7 +299,7 @@ class Transport:
                 "large packets: probing %d bytes; the route's MTU is %d (%d datagrams)",
                 size,
                 mtu,
-                large.fragments(size, mtu) if self.peer_takes_pieces else 1,
+                association.datagrams[size],
             )
             if await association.probe_large_packets(size):
                 return True
@@ -336,10 +334,14 @@ class Transport:
         packet = association.data_size if isinstance(association, SctpTransport) else STANDARD_DATA
         return limit - limit % packet if limit > packet else limit
 
+    def _selected_pair(self) -> tuple[Any, Any]:
+        """aioice's connection and its selected candidate pair (None before one is selected)."""
+        connection = self._ice_connection()
+        return connection, connection._nominated.get(1) if connection else None
+
     def route(self) -> tuple[str, str | None]:
         """``("direct" | "relay", peer address)`` of the selected ICE candidate pair."""
-        connection = self._ice_connection()
-        pair = connection._nominated.get(1) if connection else None
+        _, pair = self._selected_pair()
         if pair is None:
             return "direct", None
         local, remote = pair.local_candidate, pair.remote_candidate
@@ -348,8 +350,7 @@ class Transport:
 
     def _relayed_over_tcp(self) -> bool:
         """Whether this side's end of the selected pair is a TURN relay reached over TCP."""
-        connection = self._ice_connection()
-        pair = connection._nominated.get(1) if connection else None
+        connection, pair = self._selected_pair()
         return bool(
             pair is not None
             and pair.local_candidate.type == "relay"
@@ -359,8 +360,7 @@ class Transport:
     def _first_hop(self) -> tuple[str, int] | None:
         """Where this side's datagrams go first on the selected pair: the TURN server for a
         relayed local candidate, else the peer's candidate (None before a pair is selected)."""
-        connection = self._ice_connection()
-        pair = connection._nominated.get(1) if connection else None
+        connection, pair = self._selected_pair()
         if pair is None:
             return None
         if pair.local_candidate.type == "relay" and connection.turn_server:

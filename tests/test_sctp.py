@@ -21,7 +21,7 @@ from aiortc import rtcsctptransport
 
 from p2pcp import transport  # importing transport installs the subclasses
 from p2pcp.netcheck import IcePlan
-from p2pcp.webrtc import delayed_sack, large
+from p2pcp.webrtc import delayed_sack, dtls, large
 from p2pcp.webrtc.association import STANDARD_DATA
 from p2pcp.webrtc.congestion import RTT_SAMPLES, Westwood
 from p2pcp.webrtc.ice import IceConnection
@@ -221,9 +221,7 @@ def test_two_p2pcp_peers_switch_to_large_packets(monkeypatch: pytest.MonkeyPatch
     assert max(chunks) == large.LARGE_DATA
     # a 64028-byte SCTP packet takes four records: one datagram, not four
     largest = max(size for connection, size in datagrams if connection is sender[0])
-    assert (
-        4 * large.MAX_RECORD - large.MAX_RECORD // 2 < largest < large.needed_mtu(large.LARGE_DATA)
-    )
+    assert 4 * dtls.MAX_RECORD - dtls.MAX_RECORD // 2 < largest < large.needed_mtu(large.LARGE_DATA)
 
 
 def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,7 +251,7 @@ def test_an_earlier_p2pcp_peer_gets_packets_of_one_record(monkeypatch: pytest.Mo
     assert asyncio.run(scenario()) is True
     assert large.SINGLE_RECORD_DATA in chunks
     largest = max(size for connection, size in datagrams if connection is sender[0])
-    assert large.SINGLE_RECORD_DATA < largest <= large.MAX_RECORD + large.RECORD_OVERHEAD
+    assert large.SINGLE_RECORD_DATA < largest <= dtls.MAX_RECORD + dtls.RECORD_OVERHEAD
 
 
 def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
@@ -267,11 +265,11 @@ def test_a_datagram_with_a_damaged_record_is_dropped_and_sent_again(
     armed: list[Connection] = []
 
     async def damaging(self: IceConnection, data: bytes) -> None:
-        if self in armed and len(data) > 3 * large.MAX_RECORD:
+        if self in armed and len(data) > 3 * dtls.MAX_RECORD:
             sent_large.append(len(data))
             if len(sent_large) == 3:
                 spoiled = bytearray(data)
-                spoiled[large.MAX_RECORD + 100] ^= 0xFF  # inside the second record's ciphertext
+                spoiled[dtls.MAX_RECORD + 100] ^= 0xFF  # inside the second record's ciphertext
                 data = bytes(spoiled)
         await original_send(self, data)
 

@@ -300,23 +300,23 @@ class DtlsTransport(RTCDtlsTransport):
             connection: Any = getattr(self.transport, "_connection", None)
             send_together = getattr(connection, "send_datagrams", None)  # ice.py's connection
             if len(datagrams) > 1 and send_together is not None and send_together(datagrams):
-                counters: Any = self  # aiortc's private statistics (name-mangled)
-                counters._RTCDtlsTransport__tx_bytes += sum(map(len, datagrams))
-                counters._RTCDtlsTransport__tx_packets += len(datagrams)
+                self._count_sent(sum(map(len, datagrams)), len(datagrams))
                 return
             for datagram in datagrams:
                 await self._send_datagram(datagram)
             return
-        else:
-            try:
-                data = ssl.bio_read(1500)
-            except SSL.Error:
-                data = b""
+        try:
+            data = ssl.bio_read(1500)
+        except SSL.Error:
+            data = b""
         if data:
             await self._send_datagram(data)
 
     async def _send_datagram(self, data: bytes) -> None:
         await self.transport._send(data)
+        self._count_sent(len(data), 1)
+
+    def _count_sent(self, size: int, datagrams: int) -> None:
         counters: Any = self  # aiortc's private statistics (name-mangled)
-        counters._RTCDtlsTransport__tx_bytes += len(data)
-        counters._RTCDtlsTransport__tx_packets += 1
+        counters._RTCDtlsTransport__tx_bytes += size
+        counters._RTCDtlsTransport__tx_packets += datagrams

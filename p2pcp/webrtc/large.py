@@ -22,6 +22,7 @@ from aiortc import rtcsctptransport as sctp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from .association import STANDARD_DATA, SizedAssociation
+from .dtls import MAX_RECORD, RECORD_OVERHEAD
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ LARGE_DATA = 64000
 SINGLE_RECORD_DATA = 16000
 """The large size of earlier p2pcp versions, whose SCTP packet (16028 bytes) fits one record:
 used with a peer that says it takes only that much."""
-MAX_RECORD = 16384
-"""Largest DTLS record plaintext (2^14)."""
-RECORD_OVERHEAD = 64
-"""Bytes a record adds to its plaintext, at most (AES-GCM adds 37: header, nonce, tag)."""
 SCTP_OVERHEAD = 28
 """SCTP common header (12) and DATA chunk header (16)."""
 LOSS_WINDOW = 256
