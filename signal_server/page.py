@@ -21,6 +21,7 @@ FILES = {
     "/style.css": ("style.css", "text/css; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/p2pcp.js": ("p2pcp.js", "text/javascript; charset=utf-8"),
+    "/transfer.js": ("transfer.js", "text/javascript; charset=utf-8"),
     "/wordlist.js": ("wordlist.js", "text/javascript; charset=utf-8"),
     "/constants.js": ("constants.js", "text/javascript; charset=utf-8"),
     "/vendor/noble.js": ("vendor/noble.js", "text/javascript; charset=utf-8"),

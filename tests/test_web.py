@@ -40,6 +40,20 @@ def test_the_page_code_matches_the_vectors_under_node() -> None:
     assert passed and int(passed.group(1)) >= 10, done.stdout[-2000:]
 
 
+def test_the_page_javascript_type_checks() -> None:
+    """tsc (pinned in webbuild/package.json, installed by scripts/test) checks the page's modules,
+    each of which opts in with `// @ts-check`: webbuild/tsconfig.json."""
+    tsc = ROOT / "webbuild/node_modules/.bin/tsc"
+    require("node", str(tsc))
+    for name in ("app.js", "transfer.js", "p2pcp.js"):
+        first = (ROOT / "signal_server/web" / name).read_text().splitlines()[0]
+        assert first == "// @ts-check", f"{name} does not opt in to type checks"
+    done = subprocess.run(
+        [str(tsc), "-p", "webbuild"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
 def test_the_page_constants_are_the_cli_constants() -> None:
     """signal_server/web/constants.js is what tests/make_constants.py renders from p2pcp."""
     import make_constants
@@ -73,6 +87,7 @@ def test_the_server_serves_the_page_with_a_strict_policy(signal_server: SignalSe
     for path in (
         "/app.js",
         "/p2pcp.js",
+        "/transfer.js",
         "/wordlist.js",
         "/constants.js",
         "/vendor/noble.js",

@@ -1,33 +1,60 @@
+// @ts-check
 // The page: receive what `p2pcp send` offers, or send files to `p2pcp receive`. The protocol
-// pieces live in p2pcp.js; this file does the DOM, the WebSocket to this server and WebRTC.
+// pieces live in p2pcp.js and transfer.js; this file does the DOM, the WebSocket to this server
+// and WebRTC.
 //
 // Hooks for automation and assistive technology: #code, #receive, #files, #send, #accept,
 // #decline, #status (a live region) and data-state on <body>: idle, waiting, connected,
 // transferring, done or error.
 import * as p2pcp from "./p2pcp.js";
 import { WORDS } from "./wordlist.js";
+import { PART_SUFFIX, LOST } from "./constants.js";
 import {
-  CREDIT_WINDOW,
-  SEND_HIGH_WATER,
-  SEND_LOW_WATER,
-  MAX_TEXT_SIZE,
-  PART_SUFFIX,
-  LOST,
-} from "./constants.js";
+  Declined,
+  Inbox,
+  PeerFault,
+  UserError,
+  abortOnError,
+  entriesOf,
+  formatSize,
+  receiveFiles,
+  sendFiles,
+  shown,
+} from "./transfer.js";
 
 const OPEN_TIMEOUT_MS = 30_000;
 const CLOSE_WAIT_MS = 5_000;
 const LOST_AFTER_MS = 25_000;
 
-const $ = (id) => document.getElementById(id);
-let busy = false;
-const cleanups = [];
+/** The page's element `id` (index.html has every one this file names). */
+function $(/** @type {string} */ id) {
+  const element = document.getElementById(id);
+  if (!element) throw new Error(`the page has no #${id}`);
+  return element;
+}
 
-class UserError extends Error {}
-/** The peer stopped (its abort) or broke the protocol: it needs no abort from us. */
-class PeerFault extends UserError {}
+/**
+ * The page's element `id`, which must be a `kind` (an <input>, a <progress>, ...).
+ * @template {HTMLElement} T
+ * @param {string} id
+ * @param {{new (): T, prototype: T}} kind
+ * @returns {T}
+ */
+function the(id, kind) {
+  const element = $(id);
+  if (!(element instanceof kind)) throw new Error(`#${id} is not a ${kind.name}`);
+  return element;
+}
+
+/** The two buttons that start something: off while something runs. */
+function buttons(/** @type {boolean} */ enabled) {
+  for (const id of ["receive", "send"]) the(id, HTMLButtonElement).disabled = !enabled;
+}
+let busy = false;
+/** @type {(() => void)[]} */
+const cleanups = [];
+/** The peer left the room before the data channel opened. */
 class PeerLeft extends UserError {}
-class Declined extends UserError {}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -37,27 +64,10 @@ function say(text) {
   $("status").textContent = text; // textContent only: peer-supplied text is never parsed as HTML
 }
 
-function shown(text, limit = 300) {
-  return String(text).replace(/[\p{Cc}\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/gu, "\uFFFD")
-    .slice(0, limit);
-}
-
-function formatSize(bytes) {
-  if (bytes === null || bytes === undefined) return "unknown size";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
-}
-
 async function run(work) {
   if (busy) return;
   busy = true;
-  for (const id of ["receive", "send"]) $(id).disabled = true;
+  buttons(false);
   try {
     await work();
   } catch (error) {
@@ -68,18 +78,18 @@ async function run(work) {
     }
     setState("error");
     say(error instanceof UserError || error instanceof p2pcp.ProtocolError ? error.message
-      : `error: ${error && error.message ? error.message : error}`);
+      : `error: ${error instanceof Error ? error.message : error}`);
     if (!(error instanceof UserError || error instanceof p2pcp.ProtocolError)) console.error(error);
   } finally {
     while (cleanups.length) {
       try {
-        cleanups.pop()();
+        cleanups.pop()?.();
       } catch {
         // closing what is already closed
       }
     }
     busy = false;
-    for (const id of ["receive", "send"]) $(id).disabled = false;
+    buttons(true);
   }
 }
 
@@ -231,7 +241,14 @@ function peerConnection(rendezvous) {
   cleanups.push(() => pc.close());
   const channel = pc.createDataChannel("p2pcp", { negotiated: true, id: 0, ordered: true });
   channel.binaryType = "arraybuffer";
-  const inbox = new Inbox(channel); // from the start: the peer may speak as soon as it opens
+  const inbox = new Inbox(); // fed from the start: the peer may speak as soon as it opens
+  channel.onmessage = (event) => {
+    const data = event.data;
+    inbox.push(typeof data === "string" ? new p2pcp.ProtocolError("the peer sent a text message")
+      : new Uint8Array(data));
+  };
+  channel.onclose = () => inbox.push(new UserError("the connection to the peer was lost"));
+  channel.onerror = () => inbox.push(new UserError("the connection to the peer was lost"));
   // A peer that vanishes sends no close: Chromium's ICE says "disconnected" within seconds of
   // the last answer, and may recover; after LOST_AFTER_MS more it is gone (the CLI's consent
   // checks give up after 30 s too).
@@ -254,7 +271,7 @@ function peerConnection(rendezvous) {
 /** The complete local description: no trickle, every candidate in the SDP (as aiortc does). */
 async function completeDescription(pc) {
   if (pc.iceGatheringState !== "complete") {
-    await new Promise((resolve) => {
+    await new Promise(/** @param {(value?: unknown) => void} resolve */ (resolve) => {
       const done = () => pc.iceGatheringState === "complete" && resolve();
       pc.addEventListener("icegatheringstatechange", done);
       setTimeout(resolve, 10_000); // gather what we have; a missing server must not hang us
@@ -264,7 +281,7 @@ async function completeDescription(pc) {
 }
 
 function opened(channel, pc, rendezvous) {
-  return new Promise((resolve, reject) => {
+  return new Promise(/** @param {(value?: unknown) => void} resolve */ (resolve, reject) => {
     if (channel.readyState === "open") return resolve();
     const timer = setTimeout(
       () => reject(new UserError("could not connect to the peer: no network path was found " +
@@ -300,81 +317,16 @@ async function settingUp(rendezvous, work) {
     if (!(error instanceof PeerFault)) {
       const noPath = error instanceof UserError && error.message.startsWith("could not connect");
       const reason = noPath ? "no_path" : "error";
-      rendezvous.relay({ kind: "abort", reason, message: error.message });
+      const message = error instanceof Error ? error.message : String(error);
+      rendezvous.relay({ kind: "abort", reason, message });
     }
     throw error;
-  }
-}
-
-/** Run the transfer; if it fails for a reason of ours, tell the peer on the channel first. */
-async function transferring(channel, work) {
-  try {
-    await work();
-  } catch (error) {
-    if (channel.readyState === "open" && !(error instanceof PeerFault)) {
-      channel.send(p2pcp.controlFrame({ type: "abort", reason: "error", message: error.message }));
-      await new Promise((resolve) => setTimeout(resolve, 200)); // let it leave before closing
-    }
-    throw error;
-  }
-}
-
-/** Frames in, as a queue with backpressure provided by the credit window. */
-class Inbox {
-  constructor(channel) {
-    this.queue = [];
-    this.waiters = [];
-    this.failure = null;
-    channel.onmessage = (event) => {
-      const frame = typeof event.data === "string" ? null : new Uint8Array(event.data);
-      this.push(frame === null ? new p2pcp.ProtocolError("the peer sent a text message") : frame);
-    };
-    channel.onclose = () => this.push(new UserError("the connection to the peer was lost"));
-    channel.onerror = () => this.push(new UserError("the connection to the peer was lost"));
-  }
-
-  push(item) {
-    if (this.waiters.length) this.waiters.shift()(item);
-    else this.queue.push(item);
-  }
-
-  /** The next frame, parsed: {control} or {data}. */
-  async next() {
-    const item = this.queue.length ? this.queue.shift()
-      : await new Promise((resolve) => this.waiters.push(resolve));
-    if (item instanceof Error) {
-      this.queue.unshift(item);
-      throw item;
-    }
-    const frame = p2pcp.parseFrame(item);
-    if (frame.control && frame.control.type === "abort") {
-      const text = shown(frame.control.message);
-      throw new PeerFault(frame.control.reason === "cancelled" ? "the peer cancelled the transfer"
-        : `the peer stopped the transfer: ${text}`);
-    }
-    return frame;
-  }
-
-  async control(...types) {
-    const frame = await this.next();
-    if (!frame.control || !types.includes(frame.control.type)) {
-      throw new p2pcp.ProtocolError(`protocol error: expected ${types.join(" or ")}`);
-    }
-    return frame.control;
-  }
-}
-
-async function sayHello(channel, inbox) {
-  channel.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 1 }));
-  const hello = await inbox.control("hello");
-  if (hello.protocol !== "p2pcp" || hello.version !== p2pcp.PROTOCOL_VERSION) {
-    throw new PeerFault("the peer speaks another version of the p2pcp protocol");
   }
 }
 
 // The side that said the last word waits (bounded) for the peer to close, so that word arrives.
 function closeSoon(channel, pc) {
-  return new Promise((resolve) => {
+  return new Promise(/** @param {(value?: unknown) => void} resolve */ (resolve) => {
     const timer = setTimeout(resolve, CLOSE_WAIT_MS);
     channel.addEventListener("close", () => {
       clearTimeout(timer);
@@ -391,9 +343,9 @@ async function receive() {
   $("text").hidden = true;
   let parsed;
   try {
-    parsed = p2pcp.parseCode($("code").value, WORDS);
+    parsed = p2pcp.parseCode(the("code", HTMLInputElement).value, WORDS);
   } catch (error) {
-    throw new UserError(error.message);
+    throw new UserError(error instanceof Error ? error.message : String(error));
   }
   setState("waiting");
   say("Connecting…");
@@ -414,98 +366,46 @@ async function receive() {
     return peer;
   });
   rendezvous.socket.close();
-  await transferring(channel, () => receiveFiles(channel, inbox));
+  await abortOnError(channel, async () => {
+    const { verified, moved } = await receiveFiles(channel, inbox, receiveView());
+    setState("done");
+    say(`Done: ${verified} ${verified === 1 ? "item" : "items"} received and verified (${formatSize(moved)}).`);
+  });
   await closeSoon(channel, pc);
 }
 
-async function receiveFiles(channel, inbox) {
-  await sayHello(channel, inbox);
-  const entries = [];
-  for (;;) {
-    const part = await inbox.control("offer");
-    if (!Array.isArray(part.entries)) throw new p2pcp.ProtocolError("protocol error: a bad offer");
-    entries.push(...part.entries.map(p2pcp.checkEntry));
-    if (part.more !== true) break;
-  }
-  p2pcp.validateEntries(entries);
-  const texts = entries.filter((e) => e.kind === "text");
-  if (texts.length && (entries.length !== 1 || texts[0].size === null || texts[0].size > MAX_TEXT_SIZE)) {
-    throw new p2pcp.ProtocolError("protocol error: a text must be the only entry, of at most 1 MiB");
-  }
-  setState("connected");
-  if (!(await askToAccept(entries))) {
-    channel.send(p2pcp.controlFrame({ type: "decline", reason: "declined", message: "the receiver declined" }));
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    throw new Declined("You declined the transfer; nothing was saved.");
-  }
-  channel.send(p2pcp.controlFrame({ type: "accept", credit: CREDIT_WINDOW, have: [] }));
-  const resume = await inbox.control("resume");
-  if (!Array.isArray(resume.offsets) || resume.offsets.length) {
-    throw new p2pcp.ProtocolError("protocol error: resume names files this side does not hold");
-  }
-  setState("transferring");
-  const dataEntries = entries.filter((e) => e.kind !== "dir");
-  const total = dataEntries.reduce((n, e) => n + (e.size || 0), 0);
-  const progress = $("progress");
-  progress.hidden = false;
-  progress.max = Math.max(total, 1);
-  progress.value = 0;
-  let moved = 0;
-  let ungranted = 0;
-  let verified = 0;
-  for (const [index, entry] of dataEntries.entries()) {
-    say(`Receiving ${shown(entry.path)}…`);
-    const sink = entry.kind === "text" ? new MemorySink() : await FileSink.open(entry.path);
-    cleanups.push(() => sink.discard());
-    const hash = p2pcp.sha256.create();
-    let size = 0;
-    for (;;) {
-      const frame = await inbox.next();
-      if (frame.data) {
-        size += frame.data.length;
-        if (entry.size !== null && size > entry.size) {
-          throw new p2pcp.ProtocolError(`protocol error: more data than ${shown(entry.path)} declared`);
-        }
-        hash.update(frame.data);
-        await sink.write(frame.data);
-        moved += frame.data.length;
-        progress.value = moved;
-        ungranted += frame.data.length;
-        if (ungranted >= CREDIT_WINDOW / 4) {
-          channel.send(p2pcp.controlFrame({ type: "credit", bytes: ungranted }));
-          ungranted = 0;
-        }
-        continue;
-      }
-      const end = frame.control;
-      if (end.type !== "file_end" || end.index !== index) {
-        throw new p2pcp.ProtocolError("protocol error: expected the end of the current file");
-      }
-      if (entry.size !== null && size !== entry.size) {
-        throw new p2pcp.ProtocolError(`protocol error: ${shown(entry.path)} ended short`);
-      }
-      if (typeof end.sha256 !== "string" || end.sha256 !== p2pcp.hex(hash.digest())) {
-        throw new UserError(`hash mismatch: ${shown(entry.path)} arrived damaged and was not saved`);
-      }
-      break;
-    }
-    if (entry.kind === "text") {
-      $("text").textContent = sink.text();
+/** @returns {import("./transfer.js").ReceiveView} */
+function receiveView() {
+  const progress = the("progress", HTMLProgressElement);
+  return {
+    accept: (entries) => {
+      setState("connected");
+      return askToAccept(entries);
+    },
+    started: (total) => {
+      setState("transferring");
+      progress.hidden = false;
+      progress.max = Math.max(total, 1);
+      progress.value = 0;
+    },
+    receiving: (entry) => say(`Receiving ${shown(entry.path)}…`),
+    progress: (moved) => {
+      progress.value = moved;
+    },
+    open: async (entry) => {
+      const sink = await FileSink.open(entry.path);
+      cleanups.push(() => sink.discard());
+      return sink;
+    },
+    text: (text) => {
+      $("text").textContent = text;
       $("text").hidden = false;
-    } else {
-      await sink.save(entry.path);
-    }
-    verified++;
-  }
-  const done = await inbox.control("done");
-  void done;
-  channel.send(p2pcp.controlFrame({ type: "verified", files: verified }));
-  setState("done");
-  say(`Done: ${verified} ${verified === 1 ? "item" : "items"} received and verified (${formatSize(moved)}).`);
+    },
+  };
 }
 
 function askToAccept(entries) {
-  const body = $("offer").tBodies[0];
+  const body = the("offer", HTMLTableElement).tBodies[0];
   body.replaceChildren();
   for (const entry of entries.slice(0, 1000)) {
     const row = body.insertRow();
@@ -530,61 +430,51 @@ function askToAccept(entries) {
   });
 }
 
-/** A text offered for display. */
-class MemorySink {
-  constructor() {
-    this.parts = [];
-  }
-  async write(bytes) {
-    this.parts.push(bytes.slice());
-  }
-  text() {
-    const all = new Uint8Array(this.parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const part of this.parts) {
-      all.set(part, at);
-      at += part.length;
-    }
-    return shown(new TextDecoder().decode(all), MAX_TEXT_SIZE).replace(/\uFFFD/g, "\n");
-  }
-  discard() {}
-}
-
 /**
  * A file streamed to disk as it arrives: into the origin-private file system (OPFS) under a
  * temporary name, so memory stays flat for any size, then offered as a download once its hash
  * matched. Where OPFS is missing, parts are kept as a Blob (the browser may hold it in memory).
  */
 class FileSink {
-  static async open(path) {
-    const sink = new FileSink();
-    sink.name = path.split("/").join("_"); // downloads are flat: a/b.txt becomes a_b.txt
-    sink.parts = null;
+  static async open(/** @type {string} */ path) {
+    const name = path.split("/").join("_"); // downloads are flat: a/b.txt becomes a_b.txt
     try {
       const root = await navigator.storage.getDirectory();
-      sink.root = root;
-      sink.temp = `.${crypto.randomUUID()}${PART_SUFFIX}`;
-      sink.handle = await root.getFileHandle(sink.temp, { create: true });
-      sink.writable = await sink.handle.createWritable();
+      const temp = `.${crypto.randomUUID()}${PART_SUFFIX}`;
+      const handle = await root.getFileHandle(temp, { create: true });
+      return new FileSink(name, { root, temp, handle, writable: await handle.createWritable() });
     } catch {
-      sink.parts = [];
+      return new FileSink(name, null);
     }
-    return sink;
   }
 
-  async write(bytes) {
-    if (this.parts) this.parts.push(bytes.slice());
-    else await this.writable.write(bytes);
+  /**
+   * @param {string} name
+   * @param {{root: FileSystemDirectoryHandle, temp: string, handle: FileSystemFileHandle,
+   *   writable: FileSystemWritableFileStream | null} | null} stored  in OPFS, or null: in memory
+   */
+  constructor(name, stored) {
+    this.name = name;
+    this.stored = stored;
+    /** @type {Uint8Array[]} */
+    this.parts = [];
+    this.saved = false;
   }
 
-  async save() {
+  async write(/** @type {Uint8Array} */ bytes) {
+    if (!this.stored) this.parts.push(bytes.slice());
+    else await this.stored.writable?.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
+  }
+
+  /** Its hash matched: offer it as a download. */
+  async keep() {
     let blob;
-    if (this.parts) {
-      blob = new Blob(this.parts);
+    if (!this.stored) {
+      blob = new Blob(/** @type {Uint8Array<ArrayBuffer>[]} */ (this.parts));
     } else {
-      await this.writable.close();
-      this.writable = null;
-      blob = await this.handle.getFile();
+      await this.stored.writable?.close();
+      this.stored.writable = null;
+      blob = await this.stored.handle.getFile();
     }
     const url = URL.createObjectURL(blob);
     const link = document.createElement("a");
@@ -599,11 +489,13 @@ class FileSink {
   }
 
   discard() {
-    if (this.writable) {
-      this.writable.abort().catch(() => {});
-      this.writable = null;
+    const stored = this.stored;
+    if (!stored) return;
+    if (stored.writable) {
+      stored.writable.abort().catch(() => {});
+      stored.writable = null;
     }
-    if (this.root && !this.saved) this.root.removeEntry(this.temp).catch(() => {});
+    if (!this.saved) stored.root.removeEntry(stored.temp).catch(() => {});
   }
 }
 
@@ -622,18 +514,16 @@ async function removeOldParts() {
 // -- sending ------------------------------------------------------------------------------------
 
 async function send() {
-  const files = Array.from($("files").files);
+  /** @type {File[]} */
+  const files = Array.from(the("files", HTMLInputElement).files || []);
   if (!files.length) throw new UserError("pick one or more files to send first");
-  const entries = files.map((file) => ({ path: file.name, kind: "file", size: file.size, executable: false }));
-  for (const entry of entries) {
-    const problem = p2pcp.nameProblem(entry.path);
-    if (problem) throw new UserError(`cannot send ${shown(entry.path)}: the name has ${problem}`);
-  }
-  try {
-    p2pcp.validateEntries(entries);
-  } catch (error) {
-    throw new UserError(error.message.replace("unsafe offer", "cannot send"));
-  }
+  /** @type {import("./transfer.js").Source[]} */
+  const sources = files.map((file) => ({
+    name: file.name,
+    size: file.size,
+    read: async (from, to) => new Uint8Array(await file.slice(from, to).arrayBuffer()),
+  }));
+  entriesOf(sources); // a bad name stops here, before a code is shown
   $("downloads").replaceChildren();
   $("text").hidden = true;
   setState("waiting");
@@ -667,116 +557,25 @@ async function send() {
   rendezvous.socket.close();
   $("ticket").hidden = true;
   setState("connected");
-  await transferring(channel, () => sendFiles(channel, pc, inbox, files, entries));
-  pc.close(); // the receiver said the last word (verified): close at once, as the CLI does
-}
-
-async function sendFiles(channel, pc, inbox, files, entries) {
-  await sayHello(channel, inbox);
-  for (let at = 0; at < entries.length; at += 500) {
-    const part = entries.slice(at, at + 500);
-    channel.send(p2pcp.controlFrame({ type: "offer", entries: part, more: at + 500 < entries.length }));
-  }
-  say("Waiting for the receiver to accept…");
-  const answer = await inbox.control("accept", "decline");
-  if (answer.type === "decline") {
-    throw new UserError(`the receiver declined: ${shown(answer.message || answer.reason)}`);
-  }
-  if (!p2pcp.isCount(answer.credit) || !Array.isArray(answer.have)) {
-    throw new p2pcp.ProtocolError("protocol error: a bad accept");
-  }
-  // What the receiver already holds: resume after a prefix whose hash matches ours.
-  const starts = new Map();
-  const hashes = new Map();
-  const offsets = [];
-  for (const held of answer.have) {
-    const file = files[held && held.index];
-    if (!file || !p2pcp.isCount(held.size) || held.size > file.size || starts.has(held.index)) {
-      throw new p2pcp.ProtocolError("protocol error: a bad 'have' entry");
-    }
-    const hash = p2pcp.sha256.create();
-    await readChunks(file, 0, held.size, async (chunk) => hash.update(chunk));
-    const match = p2pcp.hex(hash.clone().digest()) === held.sha256;
-    starts.set(held.index, match ? held.size : 0);
-    if (match) hashes.set(held.index, hash);
-    offsets.push([held.index, match ? held.size : 0]);
-  }
-  channel.send(p2pcp.controlFrame({ type: "resume", offsets }));
-  setState("transferring");
-  let credit = answer.credit;
-  let sent = 0;
-  let wake = null;
-  let doneSent = false;
-  let verified = false;
-  let failure = null;
-  // Credit (and at the end `verified`) arrive while we send; anything else is an error, and an
-  // abort from the peer becomes its message.
-  (async () => {
-    try {
-      for (;;) {
-        const message = await inbox.control("credit", "verified");
-        if (message.type === "verified") {
-          if (!doneSent) throw new p2pcp.ProtocolError("protocol error: verified before done");
-          verified = true;
-          return;
-        }
-        if (!p2pcp.isCount(message.bytes)) throw new p2pcp.ProtocolError("protocol error: bad credit");
-        credit += message.bytes;
-        if (wake) wake();
-      }
-    } catch (error) {
-      failure = error;
-    } finally {
-      if (wake) wake();
-    }
-  })();
-  const waitFor = async (ready) => {
-    while (!ready()) {
-      if (failure) throw failure;
-      await new Promise((resolve) => {
-        wake = resolve;
-      });
-      wake = null;
-    }
-    if (failure) throw failure;
-  };
-  channel.bufferedAmountLowThreshold = SEND_LOW_WATER;
-  channel.addEventListener("bufferedamountlow", () => wake && wake());
   const chunkSize = Math.min(pc.sctp && pc.sctp.maxMessageSize ? pc.sctp.maxMessageSize : 65536, 262144) - 1;
-  const total = files.reduce((n, f) => n + f.size, 0);
-  const progress = $("progress");
-  progress.hidden = false;
-  progress.max = Math.max(total, 1);
-  progress.value = 0;
-  let done = 0;
-  for (const [index, file] of files.entries()) {
-    say(`Sending ${shown(file.name)}…`);
-    const start = starts.get(index) || 0;
-    const hash = hashes.get(index) || p2pcp.sha256.create();
-    done += start;
-    await readChunks(file, start, file.size, async (chunk) => {
-      await waitFor(() => sent + chunk.length <= credit && channel.bufferedAmount <= SEND_HIGH_WATER);
-      hash.update(chunk);
-      channel.send(p2pcp.dataFrame(chunk));
-      sent += chunk.length;
-      done += chunk.length;
+  const progress = the("progress", HTMLProgressElement);
+  await abortOnError(channel, () => sendFiles(channel, inbox, sources, {
+    offered: () => say("Waiting for the receiver to accept…"),
+    started: (total) => {
+      setState("transferring");
+      progress.hidden = false;
+      progress.max = Math.max(total, 1);
+      progress.value = 0;
+    },
+    sending: (source) => say(`Sending ${shown(source.name)}…`),
+    progress: (done) => {
       progress.value = done;
-    }, chunkSize);
-    channel.send(p2pcp.controlFrame({ type: "file_end", index, sha256: p2pcp.hex(hash.digest()) }));
-  }
-  channel.send(p2pcp.controlFrame({ type: "done" }));
-  doneSent = true;
-  say("Waiting for the receiver to verify…");
-  await waitFor(() => verified);
+    },
+    finishing: () => say("Waiting for the receiver to verify…"),
+  }, chunkSize));
   setState("done");
   say(`Done: ${files.length} ${files.length === 1 ? "file" : "files"} sent and verified by the receiver.`);
-}
-
-async function readChunks(file, from, to, each, size = 1 << 20) {
-  for (let at = from; at < to; at += size) {
-    const chunk = new Uint8Array(await file.slice(at, Math.min(at + size, to)).arrayBuffer());
-    await each(chunk);
-  }
+  pc.close(); // the receiver said the last word (verified): close at once, as the CLI does
 }
 
 // -- wiring ---------------------------------------------------------------------------------------
@@ -794,7 +593,7 @@ if (!window.isSecureContext || !globalThis.crypto || !crypto.subtle) {
   setState("error");
   say("This page needs a secure connection: open it over https:// (the server's operator " +
     "can add --tls-cert), or from this machine as http://localhost.");
-  for (const id of ["receive", "send"]) $(id).disabled = true;
+  buttons(false);
 } else {
   removeOldParts();
 }

@@ -1,3 +1,4 @@
+// @ts-check
 // The p2pcp protocol for the browser page (docs/protocol.md): SPAKE2 compatible byte for byte
 // with the Python `spake2` package, key derivation and sealed signaling (WebCrypto), and the
 // data channel's framing. No DOM and no network here: tests/js/ runs this file under Node
@@ -152,14 +153,19 @@ function nonce(counter) {
 
 /** Sealed signaling payloads for one role (p2pcp/pake.py SealedChannel). */
 export class SealedChannel {
-  static async forRole(shared, role) {
+  static async forRole(/** @type {Uint8Array} */ shared, /** @type {string} */ role) {
     const other = role === SENDER ? RECEIVER : SENDER;
-    const channel = new SealedChannel();
-    channel.sendKey = await aesKey(await deriveKey(shared, `seal:${role}`));
-    channel.recvKey = await aesKey(await deriveKey(shared, `seal:${other}`));
-    channel.sent = 0;
-    channel.received = 0;
-    return channel;
+    return new SealedChannel(
+      await aesKey(await deriveKey(shared, `seal:${role}`)),
+      await aesKey(await deriveKey(shared, `seal:${other}`)),
+    );
+  }
+
+  constructor(/** @type {CryptoKey} */ sendKey, /** @type {CryptoKey} */ recvKey) {
+    this.sendKey = sendKey;
+    this.recvKey = recvKey;
+    this.sent = 0;
+    this.received = 0;
   }
 
   async seal(payload) {
