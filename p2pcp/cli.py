@@ -23,6 +23,7 @@ from . import __version__, config, session
 from .code import Code, parse_code
 from .doctor import diagnose
 from .errors import ExitCode, Interrupted, P2pcpError, UsageError
+from .escape import ShownFormatter, show_all
 from .events import OfferReceived
 from .protocol import MAX_TEXT_SIZE
 from .ui import HumanSink, JsonSink, show_report
@@ -72,7 +73,9 @@ def _setup_logging(debug: bool) -> None:
     # --debug lines carry the milliseconds since start: ICE and transfer problems are timing.
     fmt = "%(levelname)s %(name)s: %(message)s"
     fmt = f"%(relativeCreated)7.0fms {fmt}" if debug else fmt
-    logging.basicConfig(stream=sys.stderr, level=level, format=fmt)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ShownFormatter(fmt))
+    logging.basicConfig(level=level, handlers=[handler])
     if debug:
         for noisy in ("aioice", "aiortc", "websockets"):
             logging.getLogger(noisy).setLevel(logging.INFO)
@@ -386,7 +389,7 @@ def doctor(
     async def check() -> None:
         report = await diagnose(url, tls, ice_servers)
         if json_mode:
-            typer.echo(json.dumps(report.to_json()))
+            typer.echo(json.dumps(show_all(report.to_json())))
         else:
             show_report(report, Console(highlight=False))
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar, cast
+
+from .escape import show
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,32 @@ AnyEvent = (
     | Finished
 )
 """Every event a session emits: a renderer that leaves one out is a type error."""
+
+
+E = TypeVar("E")
+
+
+def escaped(event: E) -> E:
+    """``event`` with every string in it passed through ``escape.show``, entries of an offer
+    included. Both sinks render only what this returns. The one exception is the body of a text
+    transfer (``TextReceived.text``): it is data, not a message, so ``--json`` carries it exactly
+    (as JSON escapes in a pure-ASCII line) and the human sink shows it through ``show_text``."""
+    if not dataclasses.is_dataclass(event) or isinstance(event, type):
+        return event
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, str):
+            if isinstance(event, TextReceived) and field.name == "text":
+                continue
+            safe = show(value)
+            if safe != value:
+                changes[field.name] = safe
+        elif isinstance(value, tuple):
+            items = tuple(escaped(item) for item in value)
+            if any(a is not b for a, b in zip(items, value, strict=True)):
+                changes[field.name] = items
+    return cast(E, dataclasses.replace(cast(Any, event), **changes)) if changes else event
 
 
 class EventSink(Protocol):

@@ -247,7 +247,7 @@ def decode(frame: bytes, zstd: bool = False) -> Message:
         raise ProtocolError("peer sent an oversized control message")
     try:
         body = json.loads(bytes(frame[1:]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError("peer sent a malformed control message") from exc
     if not isinstance(body, dict):
         raise ProtocolError("peer sent a control message that is not an object")

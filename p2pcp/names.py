@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .errors import (
     UnsafeOfferError,
 )
+from .escape import BIDI_CONTROLS, show
 from .protocol import Entry
 
 MAX_COMPONENT_BYTES = 255
@@ -20,9 +21,6 @@ _WINDOWS_DEVICES = frozenset(
     ["con", "prn", "aux", "nul"]
     + [f"com{i}" for i in range(1, 10)]
     + [f"lpt{i}" for i in range(1, 10)]
-)
-_BIDI_CONTROLS = frozenset(
-    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 
 
@@ -53,7 +51,7 @@ def _component_problem(part: str) -> str | None:
         return f"a '{part}' component"
     for ch in part:
         category = unicodedata.category(ch)
-        if category in ("Cc", "Cs") or ch in _BIDI_CONTROLS:
+        if category in ("Cc", "Cs") or ch in BIDI_CONTROLS:
             return "a control character"
     if len(part) >= 2 and part[1] == ":" and part[0].isascii() and part[0].isalpha():
         return "a drive letter"
@@ -94,21 +92,3 @@ def validate_entries(entries: Sequence[Entry]) -> None:
                 raise UnsafeOfferError(
                     f"unsafe offer: {show(parent)} is both a file and a directory"
                 )
-
-
-def show(text: str) -> str:
-    """``text`` with every control, bidi and non-printable character escaped for a terminal."""
-    out = []
-    for ch in text:
-        if ch.isprintable() and ch not in _BIDI_CONTROLS:
-            out.append(ch)
-        else:
-            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
-    return "".join(out)
-
-
-def show_text(text: str) -> str:
-    """A received message made safe for a terminal, keeping its newlines and tabs."""
-    return "\n".join(
-        "\t".join(show(part) for part in line.split("\t")) for line in text.split("\n")
-    )

@@ -20,7 +20,8 @@ from .errors import (
     UnsafeOfferError,
     UsageError,
 )
-from .names import show, validate_entries
+from .escape import show
+from .names import validate_entries
 from .protocol import Entry
 from .writers import (
     PART_SUFFIX,
@@ -30,6 +31,7 @@ from .writers import (
     Writer,
     held_file,
     part_name,
+    plain_partial,
 )
 
 # -- receiving --------------------------------------------------------------------------------
@@ -201,6 +203,8 @@ class OutputDir:
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
+                if not complete and not plain_partial(st):
+                    continue  # a planted hard link or someone else's file: never resumed
                 if complete and st.st_size != entry.size:
                     continue
                 size = min(st.st_size, entry.size or 0)

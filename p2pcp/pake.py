@@ -102,7 +102,7 @@ class SealedChannel:
             box = base64.b64decode(text.encode("ascii"), validate=True)
             plain = self._recv_aead.decrypt(_nonce(self.received), box, APP_ID)
             payload = json.loads(plain)
-        except (InvalidTag, ValueError, UnicodeError) as exc:
+        except (InvalidTag, ValueError, UnicodeError, RecursionError) as exc:
             raise SealError("a sealed message failed to open") from exc
         if not isinstance(payload, dict):
             raise SealError("a sealed message did not hold an object")

@@ -22,13 +22,13 @@ from .errors import (
     PeerError,
     ProtocolError,
 )
+from .escape import show
 from .events import (
     Connected,
     EventSink,
     Verification,
     WaitingForSender,
 )
-from .names import show
 from .netcheck import IceServer
 from .pake import RECEIVER, SENDER, Pake, SealedChannel, SealError, verification_string
 from .signaling import NoSender, PeerLeft, Signaling, Tls

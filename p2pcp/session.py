@@ -24,6 +24,7 @@ from .errors import (
     PeerError,
     RefusedError,
 )
+from .escape import show
 from .events import (
     CodeReady,
     EventSink,
@@ -31,7 +32,6 @@ from .events import (
     Notice,
     Searching,
 )
-from .names import show
 from .netcheck import IceServer, plan_ice
 from .output import Output, OutputDir, StdoutOutput
 from .pake import RECEIVER, SENDER

@@ -111,7 +111,7 @@ class Signaling:
             raise ConnectError("the rendezvous server closed the connection") from None
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
             raise ConnectError("the rendezvous server sent a malformed message") from None
         if not isinstance(message, dict):
             raise ConnectError("the rendezvous server sent a malformed message")

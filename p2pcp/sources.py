@@ -17,7 +17,8 @@ from .errors import (
     TransferError,
     UsageError,
 )
-from .names import fold, name_problem, show
+from .escape import show
+from .names import fold, name_problem
 from .protocol import MAX_TEXT_SIZE, Entry
 
 STDIN = "-"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .errors import (
     RefusedError,
     TransferError,
 )
+from .escape import show
 from .events import (
     Accepted,
     AllSent,
@@ -32,7 +34,6 @@ from .events import (
     Resuming,
     TextReceived,
 )
-from .names import show
 from .output import Output
 from .sources import FileReader, Source
 from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
@@ -41,7 +42,22 @@ log = logging.getLogger(__name__)
 
 CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
+SETUP_TIMEOUT = 30.0
+"""Longest wait for the peer's hello and offer: programs send them at once."""
+ANSWER_TIMEOUT = 900.0
+"""Longest wait for the receiver's answer to the offer: a person deciding."""
 IDLE_TIMEOUT = 120.0
+"""Longest silence once data moves."""
+
+
+def _test_timeouts() -> tuple[float, float, float]:
+    """``P2PCP_TEST_TIMEOUTS="setup,answer,idle"`` shortens the three for tests of a stalling
+    peer; nothing else reads it."""
+    raw = os.environ.get("P2PCP_TEST_TIMEOUTS")
+    if not raw:
+        return SETUP_TIMEOUT, ANSWER_TIMEOUT, IDLE_TIMEOUT
+    setup, answer, idle = (float(v) for v in raw.split(","))
+    return setup, answer, idle
 
 
 class FrameChannel(Protocol):
@@ -89,33 +105,58 @@ def _total(entries: Sequence[p.Entry]) -> int | None:
 # -- the transfer over a frame channel ------------------------------------------------------
 
 
-_PATIENT_STATES = frozenset(
-    {
-        p.State.START,
-        p.State.AWAIT_HELLO,
-        p.State.READY,
-        p.State.AWAIT_OFFER,
-        p.State.AWAIT_ANSWER,
-        p.State.DECIDING,
-    }
-)
+_SETUP_STATES = frozenset({p.State.START, p.State.AWAIT_HELLO, p.State.READY, p.State.AWAIT_OFFER})
 
 
-async def _next_message(channel: FrameChannel, peer: p.Peer) -> p.Message:
-    """The next message from the peer; an abort becomes an error. Once data moves, a peer
-    that stays silent for :data:`IDLE_TIMEOUT` is given up on (before that, a person may be
-    deciding whether to accept)."""
-    if peer.state in _PATIENT_STATES:
-        frame = await channel.recv()
-    else:
-        try:
-            async with asyncio.timeout(IDLE_TIMEOUT):
-                frame = await channel.recv()
-        except TimeoutError:
-            raise PeerError(f"the peer sent nothing for {IDLE_TIMEOUT:.0f} s; giving up") from None
+class Patience:
+    """Every wait on the peer has a deadline: :data:`SETUP_TIMEOUT` for its hello and offer,
+    :data:`ANSWER_TIMEOUT` for the receiver's decision, :data:`IDLE_TIMEOUT` once data moves.
+    The clock restarts when this side sends and when the peer makes progress; a frame that
+    carries none (empty data, zero credit) does not restart it, so a peer cannot hold the other
+    side forever with a trickle of nothing."""
+
+    def __init__(self) -> None:
+        self.setup, self.answer, self.idle = _test_timeouts()
+        self.since = time.monotonic()
+
+    def restart(self) -> None:
+        self.since = time.monotonic()
+
+    def limit(self, state: p.State) -> float:
+        if state in _SETUP_STATES:
+            return self.setup
+        if state is p.State.AWAIT_ANSWER:
+            return self.answer
+        return self.idle
+
+    def left(self, state: p.State) -> tuple[float, float]:
+        """The limit for ``state`` and the seconds left of it."""
+        limit = self.limit(state)
+        return limit, self.since + limit - time.monotonic()
+
+
+def _moves_on(message: p.Message) -> bool:
+    """Whether ``message`` moves the conversation on (for :class:`Patience`)."""
+    if isinstance(message, p.Data):
+        return len(message.data) > 0
+    if isinstance(message, p.Credit):
+        return message.bytes > 0
+    return True
+
+
+async def _next_message(channel: FrameChannel, peer: p.Peer, patience: Patience) -> p.Message:
+    """The next message from the peer, within :class:`Patience`; an abort becomes an error."""
+    limit, left = patience.left(peer.state)
+    try:
+        async with asyncio.timeout(max(left, 0.0)):
+            frame = await channel.recv()
+    except TimeoutError:
+        raise PeerError(f"the peer sent nothing for {limit:.0f} s; giving up") from None
     message = peer.receive(frame)
     if isinstance(message, p.Abort):
         raise _peer_abort(message)
+    if _moves_on(message):
+        patience.restart()
     return message
 
 
@@ -136,6 +177,7 @@ class FileSender:
         self.sink = sink
         self.resume = resume
         self.peer = p.Peer(p.Role.SENDER, compress)
+        self._patience = Patience()
         self.bytes_sent = 0
         self.bytes_skipped = 0
         self.started = time.monotonic()
@@ -144,9 +186,10 @@ class FileSender:
 
     async def _send(self, message: p.Message) -> None:
         await self.channel.send(self.peer.send(message))
+        self._patience.restart()
 
     async def _recv(self) -> p.Message:
-        return await _next_message(self.channel, self.peer)
+        return await _next_message(self.channel, self.peer, self._patience)
 
     @property
     def _data_sources(self) -> list[Source]:
@@ -265,6 +308,7 @@ class FileReceiver:
         self.decide = decide
         self.resume = resume
         self.peer = p.Peer(p.Role.RECEIVER, compress=True)
+        self._patience = Patience()
         self.bytes_received = 0
         self.bytes_skipped = 0
         self.started = time.monotonic()
@@ -278,9 +322,10 @@ class FileReceiver:
 
     async def _send(self, message: p.Message) -> None:
         await self.channel.send(self.peer.send(message))
+        self._patience.restart()
 
     async def _recv(self) -> p.Message:
-        return await _next_message(self.channel, self.peer)
+        return await _next_message(self.channel, self.peer, self._patience)
 
     async def run(self) -> None:
         """The whole conversation; returns once every file is verified and in place."""

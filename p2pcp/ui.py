@@ -1,7 +1,8 @@
 """The two renderings of session events: rich text on stderr for people, NDJSON for scripts.
 
-Everything human goes to stderr so that stdout stays clean for pipes and ``--json``. Names that
-came from the peer are escaped (``names.show``) before they reach a terminal.
+Everything human goes to stderr so that stdout stays clean for pipes and ``--json``. Both sinks
+escape every string of every event and error (``events.escaped``, ``escape.show``) before it
+reaches a terminal or a JSON line: the server, mDNS, the peer and file names are outside input.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from rich.text import Text
 
 from . import events as ev
 from .doctor import Report
-from .names import show, show_text
+from .escape import show, show_text
 
 TABLE_ROWS = 10
 
@@ -61,12 +62,12 @@ class JsonSink:
         self.stream = stream or sys.stdout
 
     def emit(self, event: ev.AnyEvent) -> None:
-        """Write one event."""
-        self._write(event.to_json())
+        """Write one event, every string in it escaped."""
+        self._write(ev.escaped(event).to_json())
 
     def error(self, exit_code: int, message: str) -> None:
         """Write the final error event."""
-        self._write({"event": "error", "exit_code": exit_code, "message": message})
+        self._write({"event": "error", "exit_code": exit_code, "message": show(message)})
 
     def _write(self, obj: dict[str, Any]) -> None:
         self.stream.write(json.dumps(obj, ensure_ascii=True) + "\n")
@@ -104,7 +105,9 @@ class HumanSink:
         self._status: Status | None = None
 
     def emit(self, event: ev.AnyEvent) -> None:
-        """Render one event (with ``quiet``, only the code and a received text)."""
+        """Render one event (with ``quiet``, only the code and a received text), every string in
+        it escaped."""
+        event = ev.escaped(event)
         if self.quiet and not isinstance(event, ev.CodeReady | ev.TextReceived):
             return
         match event:
@@ -142,7 +145,7 @@ class HumanSink:
     def error(self, exit_code: int, message: str) -> None:
         """Print the final error line."""
         self.pause()
-        self.console.print(f"[bold red]error:[/] {escape(message)}")
+        self.console.print(f"[bold red]error:[/] {_safe(message)}")
 
     def pause(self) -> None:
         """Stop any spinner or progress display (before a prompt, an error, the end)."""
@@ -203,7 +206,7 @@ class HumanSink:
             self._wait("Waiting for the receiver to accept...")
 
     def _on_warning(self, event: ev.Notice) -> None:
-        self.console.print(f"[yellow]warning:[/] {escape(event.message)}")
+        self.console.print(f"[yellow]warning:[/] {_safe(event.message)}")
 
     def _on_text(self, event: ev.TextReceived) -> None:
         # The message is the output: on stdout, with every control character but newline and
@@ -305,21 +308,21 @@ def show_report(report: Report, console: Console) -> None:
     table.add_column("server")
     table.add_column("result")
     server = report.server
-    table.add_row("rendezvous", escape(server["url"]), f"[green]ok[/] ({server['seconds']} s)")
+    table.add_row("rendezvous", _safe(server["url"]), f"[green]ok[/] ({server['seconds']} s)")
     for answer in report.stun:
-        seen = f"sees us as {answer.mapped}" if answer.mapped else "[red]no answer[/]"
-        table.add_row("STUN", escape(answer.url), seen)
+        seen = f"sees us as {_safe(str(answer.mapped))}" if answer.mapped else "[red]no answer[/]"
+        table.add_row("STUN", _safe(answer.url), seen)
     for turn in report.turn:
         result = (
-            f"[green]relay at {turn.relayed}[/]"
+            f"[green]relay at {_safe(str(turn.relayed))}[/]"
             if turn.ok
-            else f"[red]{escape(turn.error or '')}[/]"
+            else f"[red]{_safe(turn.error or '')}[/]"
         )
-        table.add_row(f"TURN ({turn.transport})", escape(turn.url), result)
+        table.add_row(f"TURN ({turn.transport})", _safe(turn.url), result)
     for change in report.stack:
-        state = "[green]in force[/]" if change.in_force else f"[red]{escape(change.why_not)}[/]"
+        state = "[green]in force[/]" if change.in_force else f"[red]{_safe(change.why_not)}[/]"
         table.add_row("aiortc change", change.name, state)
     console.print(table)
     console.print(f"NAT: [bold]{report.nat}[/]   direct connections: [bold]{report.direct}[/]")
     for line in report.advice:
-        console.print(f"- {escape(line)}")
+        console.print(f"- {_safe(line)}")

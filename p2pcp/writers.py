@@ -5,9 +5,11 @@ message in memory, or stand for a file already complete here. All follow :class:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +19,8 @@ from .errors import (
     TransferError,
     UnsafeOfferError,
 )
-from .names import MAX_COMPONENT_BYTES, show
+from .escape import show
+from .names import MAX_COMPONENT_BYTES
 from .protocol import Entry
 
 PART_SUFFIX = ".p2pcp-part"
@@ -67,6 +70,13 @@ def hash_prefix(path: str, size: int, dir_fd: int | None = None) -> Any | None:
     return hasher
 
 
+def plain_partial(st: os.stat_result) -> bool:
+    """A partial file this side may reopen: a regular file with one link, owned by this user.
+    Anything else at a partial's name (a hard link to a file elsewhere, planted by another
+    local user) is never written through."""
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_uid == os.geteuid()
+
+
 def part_name(name: str) -> str:
     """The temporary name a file is written under, beside its target."""
     candidate = f".{name}{PART_SUFFIX}"
@@ -97,15 +107,29 @@ class FileWriter:
         self._overwrite = overwrite
         self._umask = umask
         self._hash = hashlib.sha256()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        # Resume after the verified prefix of a partial, or start the file afresh. A partial is
+        # created new (O_EXCL: whatever was at its name is unlinked first, never opened) and
+        # reopened only if it is still a plain file of ours (plain_partial).
+        offset = start.size if start is not None and not start.complete else 0
         try:
-            self._fd: int | None = os.open(self._part, flags, 0o600, dir_fd=dir_fd)
-            # Resume after the verified prefix of a partial, or start the file afresh.
-            offset = start.size if start is not None and not start.complete else 0
-            os.ftruncate(self._fd, offset)
-            os.lseek(self._fd, offset, os.SEEK_SET)
-            if start is not None and offset:
+            if offset and start is not None:
+                flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd: int | None = os.open(self._part, flags, dir_fd=dir_fd)
+                if not plain_partial(os.fstat(self._fd)):
+                    os.close(self._fd)
+                    os.close(dir_fd)
+                    raise UnsafeOfferError(
+                        f"refusing to resume {show(entry.path)}: its partial file "
+                        "changed into a link or another user's file"
+                    )
+                os.ftruncate(self._fd, offset)
+                os.lseek(self._fd, offset, os.SEEK_SET)
                 self._hash, self.size = start.hasher, offset
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._part, dir_fd=dir_fd)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                self._fd = os.open(self._part, flags, 0o600, dir_fd=dir_fd)
         except OSError as exc:
             os.close(dir_fd)
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):

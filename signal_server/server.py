@@ -256,7 +256,7 @@ class SignalServer:
             message = json.loads(raw)
             if not isinstance(message, dict):
                 raise ValueError("not an object")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: "[" * 60000 and the like
             await self._refuse(side, connection, "bad_message", "messages must be JSON objects")
             return
         kind = message.get("type")

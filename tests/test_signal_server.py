@@ -103,6 +103,22 @@ def test_bad_json_unknown_types_and_oversize_messages(server_with: Any) -> None:
     assert "refuse side=" in server.log_text() and "reason=bad_message" in server.log_text()
 
 
+def test_deeply_nested_json_is_a_bad_message_not_a_crash(server_with: Any) -> None:
+    """`[` * 60000 makes Python's JSON parser raise RecursionError: the server answers
+    bad_message, keeps the connection and keeps serving (not 1011)."""
+    server = server_with()
+
+    async def main() -> None:
+        ws = await _open(server.url)
+        for deep in ("[" * 60000, '{"type": "relay", "body": ' + "[" * 60000):
+            assert (await _ask(ws, deep))["reason"] == "bad_message"
+        assert (await _ask(ws, {"type": "allocate"}))["type"] == "allocated"  # still usable
+        await _pair_still_relays(server.url)
+
+    _run(main())
+    assert "Traceback" not in server.log_text()
+
+
 def test_messages_per_second(server_with: Any) -> None:
     server = server_with("--messages-per-second", "5")
 
