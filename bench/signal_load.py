@@ -36,6 +36,8 @@ OPEN_LIMITS = [
     "1000000",
     "--messages-per-second",
     "100000",
+    "--connections-per-minute-per-ip",
+    "1000000",
     "--max-rooms",
     "1000000",
 ]

@@ -45,7 +45,7 @@ from .rendezvous import (
     receive_sealed,
     send_sealed,
 )
-from .signaling import Signaling
+from .signaling import RoomReopened, Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
 from .sources import Source, build_sources, text_source
 from .transfer import Confirm as Confirm  # for the CLI
@@ -62,6 +62,10 @@ log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0
 LINGER = 2.0
+NO_GUESS = (
+    "someone connected with this code's number and left without trying the code; "
+    "still waiting (the code is still good)"
+)
 
 
 async def _close(transport: Transport | None, signaling: Signaling | None) -> None:
@@ -227,9 +231,15 @@ async def _send(
         sink.emit(CodeReady(str(code), options.server))  # always the first event
         for text in notices:
             sink.emit(Notice(text))
-        await signaling.wait_for_peer()
+        while True:
+            await signaling.wait_for_peer()
+            try:
+                async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
+                    box, verification = await handshake(signaling, code, SENDER, sink)
+                break
+            except RoomReopened:  # no guess was made: the code is still good
+                sink.emit(Notice(NO_GUESS))
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-            box, verification = await handshake(signaling, code, SENDER, sink)
             run.transport = transport = Transport(await plan)
             await send_sealed(
                 signaling, box, {"type": "offer", "sdp": await transport.create_offer()}

@@ -30,6 +30,11 @@ class PeerLeft(PeerError):
     opened a moment before ours)."""
 
 
+class RoomReopened(PeerLeft):
+    """The side that joined left without relaying anything: it made no guess at the code, and
+    the server opened the room again for the next one."""
+
+
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT = 2.0
@@ -144,6 +149,10 @@ class Signaling:
                 raise ConnectError("the rendezvous room expired before the peer came")
             raise ConnectError(f"the rendezvous server refused: {str(reply.get('message'))[:200]}")
         if reply.get("type") == "peer_left":
+            if reply.get("reopened") is True:
+                raise RoomReopened(
+                    "someone joined with this code's number and left without trying the code"
+                )
             raise PeerLeft("the peer left before the connection was set up")
         raise ConnectError(f"unexpected message from the rendezvous server: {reply.get('type')!r}")
 
@@ -169,8 +178,11 @@ class Signaling:
         await self._request({"type": "join", "nameplate": nameplate}, "joined")
 
     async def wait_for_peer(self) -> None:
-        """Block until the other side joins our room."""
+        """Block until the other side joins our room. A ``no_peer`` refusal is passed over: it
+        answers a relay sent to a joiner that had already left (the room opened again)."""
         reply = await self._next()
+        while reply.get("type") == "error" and reply.get("reason") == "no_peer":
+            reply = await self._next()
         if reply.get("type") != "peer_joined":
             self._raise(reply)
 

@@ -68,6 +68,11 @@ def serve(
         metavar="N",
         help="Open connections from one client address.",
     ),
+    connections_per_minute_per_ip: int = typer.Option(
+        DEFAULTS.connections_per_minute_per_ip,
+        metavar="N",
+        help="New connections one client address may open per minute (IPv6: per /64).",
+    ),
     handshake_timeout: float = typer.Option(
         DEFAULTS.handshake_timeout,
         metavar="N",
@@ -131,6 +136,7 @@ def serve(
         messages_per_second=messages_per_second,
         rooms_per_minute_per_ip=rooms_per_minute_per_ip,
         max_connections_per_ip=max_connections_per_ip,
+        connections_per_minute_per_ip=connections_per_minute_per_ip,
         handshake_timeout=handshake_timeout,
         turn_ttl=turn_ttl,
     )

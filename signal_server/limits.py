@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+
+
+def client_key(address: str) -> str:
+    """The key per-address limits count under: an IPv4 address as it is (also when written as
+    IPv4-mapped IPv6), an IPv6 address by its /64 (one subscriber's prefix), anything else
+    (a Unix socket, no address) as it is."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -44,6 +60,20 @@ class SlidingWindow:
             return False
         events.append(now)
         return True
+
+    def forget_idle(self, now: float) -> int:
+        """Drop the record of every key with no event in the window; returns how many."""
+        idle = [
+            k
+            for k, events in self._events.items()
+            if not events or now - events[-1] >= self.seconds
+        ]
+        for key in idle:
+            del self._events[key]
+        return len(idle)
+
+    def __len__(self) -> int:
+        return len(self._events)
 
 
 @dataclass

@@ -1,19 +1,45 @@
 """Rooms and nameplates, with no I/O: allocate, join, leave, expire.
 
-A room is named by a nameplate (a small decimal number) and holds at most two sides. Once two
-sides have met in a room it is spent: nobody else may join it, even after one side leaves, so
-a code can be used (or guessed) once only. A room is forgotten when its last side leaves or
-when it has been idle for longer than the idle timeout.
+A room is named by a nameplate (a small decimal number, drawn at random among the free ones of
+the shortest length) and holds at most two sides. Once the side that joined has relayed
+anything (its SPAKE2 message: one guess at the code) the room is spent: nobody else may join it,
+even after one side leaves, so a code can be guessed once only. A joiner that leaves without
+relaying anything has made no guess: the room opens again for the next one, and the side
+waiting there is told so (``peer_left`` with ``reopened``). A room is forgotten when its last
+side leaves or when it has been idle for longer than the idle timeout.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
 MAX_SIDES = 2
+MAX_DIGITS = 8
+TRIES = 8
+"""Random nameplates tried per length before walking that length for a free one."""
+
+
+def capacity(digits: int) -> int:
+    """Nameplates of ``digits`` digits: 1-9, 10-99, ..."""
+    return int(9 * 10 ** (digits - 1))
+
+
+def candidates(tries: int = TRIES) -> list[list[int]]:
+    """``tries`` random nameplates of each length 1..MAX_DIGITS, from ``secrets``."""
+    return [
+        [10 ** (d - 1) + secrets.randbelow(capacity(d)) for _ in range(tries)]
+        for d in range(1, MAX_DIGITS + 1)
+    ]
+
+
+def valid_nameplate(nameplate: str) -> bool:
+    """A decimal number of 1 to MAX_DIGITS digits."""
+    return nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= MAX_DIGITS
 
 
 class RoomError(Exception):
@@ -34,7 +60,7 @@ class Room:
     sides: list[str] = field(default_factory=list)
     """Side ids currently in the room, first one the allocator."""
     spent: bool = False
-    """True once two sides have met here."""
+    """True once the joining side relayed something (made its guess), or its first side left."""
     last_active: float = 0.0
     """Clock time of the last join or relayed message."""
 
@@ -46,28 +72,42 @@ class Rooms:
         self.max_rooms = max_rooms
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, str] = {}
+        self._by_length: Counter[int] = Counter()
 
     def __len__(self) -> int:
         return len(self._rooms)
 
     def allocate(self, side: str, now: float, nameplate: str | None = None) -> str:
-        """Open a room and put ``side`` in it: the smallest free nameplate, or the one asked for
-        (a sender that chose its own code)."""
+        """Open a room and put ``side`` in it: a random free nameplate of the shortest length
+        with one free, or the one asked for (a sender that chose its own code)."""
         self._check_free(side)
         if len(self._rooms) >= self.max_rooms:
             raise RoomError("too_many_rooms", "the server has too many open rooms; try later")
         if nameplate is None:
-            number = 1
-            while str(number) in self._rooms:
-                number += 1
-            nameplate = str(number)
-        elif not (nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= 8):
+            nameplate = self._free_nameplate()
+        elif not valid_nameplate(nameplate):
             raise RoomError("bad_message", "a nameplate is a number of up to 8 digits")
         elif nameplate in self._rooms:
             raise RoomError("nameplate_taken", f"nameplate {nameplate} is in use")
         self._rooms[nameplate] = Room(nameplate, [side], last_active=now)
         self._room_of[side] = nameplate
+        self._by_length[len(nameplate)] += 1
         return nameplate
+
+    def _free_nameplate(self) -> str:
+        for digits, tries in enumerate(candidates(), start=1):
+            if self._by_length[digits] >= capacity(digits):
+                continue
+            for number in tries:
+                if str(number) not in self._rooms:
+                    return str(number)
+            # Dense: walk this length from the first candidate to a free one.
+            low, size = 10 ** (digits - 1), capacity(digits)
+            for step in range(1, size + 1):
+                number = low + (tries[0] - low + step) % size
+                if str(number) not in self._rooms:
+                    return str(number)
+        raise RoomError("too_many_rooms", "the server has too many open rooms; try later")
 
     def join(self, nameplate: str, side: str, now: float) -> Room:
         """Put ``side`` into a room that has one side and was never spent."""
@@ -78,10 +118,15 @@ class Rooms:
         if room.spent or len(room.sides) >= MAX_SIDES:
             raise RoomError("crowded", f"nameplate {nameplate} is already in use")
         room.sides.append(side)
-        room.spent = len(room.sides) == MAX_SIDES
         room.last_active = now
         self._room_of[side] = nameplate
         return room
+
+    def relayed(self, side: str) -> None:
+        """``side`` relayed a message: if it is the joining side, the room is spent."""
+        room = self.room_of(side)
+        if room is not None and len(room.sides) == MAX_SIDES and room.sides[1] == side:
+            room.spent = True
 
     def _check_free(self, side: str) -> None:
         if side in self._room_of:
@@ -105,23 +150,31 @@ class Rooms:
         if room is not None:
             room.last_active = now
 
-    def leave(self, side: str) -> str | None:
-        """Take ``side`` out of its room; returns the peer left behind, if any."""
+    def leave(self, side: str) -> tuple[str | None, bool]:
+        """Take ``side`` out of its room; returns the peer left behind, if any, and whether the
+        room opened again (a joiner that left without relaying anything)."""
         nameplate = self._room_of.pop(side, None)
         if nameplate is None:
-            return None
+            return None, False
         room = self._rooms[nameplate]
+        joiner = len(room.sides) == MAX_SIDES and room.sides[1] == side
         room.sides.remove(side)
         if not room.sides:
-            del self._rooms[nameplate]
-            return None
-        return room.sides[0]
+            self._forget(room)
+            return None, False
+        reopened = joiner and not room.spent
+        room.spent = not reopened
+        return room.sides[0], reopened
+
+    def _forget(self, room: Room) -> None:
+        del self._rooms[room.nameplate]
+        self._by_length[len(room.nameplate)] -= 1
 
     def expire(self, now: float, idle: float) -> list[Room]:
         """Forget every room idle for more than ``idle`` seconds; returns them."""
         dead = [r for r in self._rooms.values() if now - r.last_active > idle]
         for room in dead:
-            del self._rooms[room.nameplate]
+            self._forget(room)
             for side in room.sides:
                 self._room_of.pop(side, None)
         return dead

@@ -12,8 +12,9 @@ credentials are minted per connection in coturn's ``use-auth-secret`` scheme.
 
 Client to server, then the server's answer:
 
-- ``{"type": "allocate"}`` -> ``{"type": "allocated", "nameplate": "7"}``: a new room with the
-  smallest free nameplate, with this connection as its first side. With
+- ``{"type": "allocate"}`` -> ``{"type": "allocated", "nameplate": "7"}``: a new room with a
+  random free nameplate of the shortest length that has one (1-9, then 10-99, ...), with this
+  connection as its first side. With
   ``"nameplate": "42"`` it claims that nameplate (error ``nameplate_taken`` if in use).
 - ``{"type": "join", "nameplate": "7"}`` -> ``{"type": "joined", "nameplate": "7"}``, and the side
   already there gets ``{"type": "peer_joined"}``.
@@ -22,13 +23,17 @@ Client to server, then the server's answer:
 
 Server to client at any time:
 
-- ``{"type": "peer_left"}``: the other side's connection closed.
+- ``{"type": "peer_left", "reopened": false}``: the other side's connection closed. ``reopened``
+  is true when the side that joined left without relaying anything (it made no guess at the
+  code): the room is open again for another join, and the code is still good. Once the joiner
+  has relayed a message (its SPAKE2 message), the room is spent: no other side may join.
 - ``{"type": "error", "reason": R, "message": M}`` with ``R`` one of ``bad_message``,
   ``no_such_nameplate``, ``nameplate_taken``, ``crowded``, ``already_joined``, ``no_room``,
   ``no_peer``, ``too_many_rooms``, ``expired``, and for the abuse limits ``too_big`` (a message
   over ``--max-message-bytes``; twice that closes the connection with code 1009),
-  ``rate_limited`` (over ``--messages-per-second``), ``unavailable`` (the room store, e.g.
-  Redis, failed), ``room_rate`` (over
+  ``rate_limited`` (over ``--messages-per-second``), ``connection_rate`` (over
+  ``--connections-per-minute-per-ip``; then the connection is closed), ``unavailable`` (the
+  room store, e.g. Redis, failed), ``room_rate`` (over
   ``--rooms-per-minute-per-ip``), ``too_many_connections`` (over ``--max-connections-per-ip``,
   then the connection is closed) and ``shutdown`` (the server is stopping). ``expired`` and
   ``shutdown`` also close the connection. A refused message is dropped; the connection and
@@ -58,7 +63,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .limits import Metrics, SlidingWindow, TokenBucket
+from .limits import Metrics, SlidingWindow, TokenBucket, client_key
 from .page import Page
 from .rooms import RoomError
 from .store import MemoryStore, RedisStore, RoomStore
@@ -87,9 +92,11 @@ class Settings:
     messages_per_second: float = 20.0
     """Messages one connection may send per second on average (bursts of twice that)."""
     rooms_per_minute_per_ip: int = 30
-    """New rooms one client address may open per minute."""
+    """New rooms one client address (an IPv6 client: its /64) may open per minute."""
     max_connections_per_ip: int = 50
-    """Open connections from one client address."""
+    """Open connections from one client address (an IPv6 client: its /64)."""
+    connections_per_minute_per_ip: int = 120
+    """New connections one client address (an IPv6 client: its /64) may open per minute."""
     handshake_timeout: float = 10.0
     """Seconds a client has to complete the WebSocket handshake."""
     tls_cert: str | None = None
@@ -128,6 +135,7 @@ class SignalServer:
         self.metrics = Metrics()
         self._per_ip: dict[str, int] = defaultdict(int)
         self._room_rate = SlidingWindow(settings.rooms_per_minute_per_ip, 60.0)
+        self._connection_rate = SlidingWindow(settings.connections_per_minute_per_ip, 60.0)
         self._buckets: dict[str, TokenBucket] = {}
         self._ips: dict[str, str] = {}
         self._page = Page() if settings.page else None
@@ -191,7 +199,14 @@ class SignalServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         side = f"{self.store.server_id}:{next(self._ids)}"
-        ip = str(connection.remote_address[0]) if connection.remote_address else "-"
+        ip = client_key(str(connection.remote_address[0]) if connection.remote_address else "-")
+        if not self._connection_rate.allow(ip, time.time()):
+            self._reject(side, "connection_rate")
+            await self._error(
+                connection, "connection_rate", "too many new connections from your address"
+            )
+            await connection.close(1008, "too many new connections")
+            return
         if self._per_ip[ip] >= self.settings.max_connections_per_ip:
             self._reject(side, "too_many_connections")
             await self._error(
@@ -226,9 +241,9 @@ class SignalServer:
             log.info("disconnect side=%s nameplate=%s", side, nameplate or "-")
             if nameplate is not None:
                 with contextlib.suppress(Exception):  # the store may be gone at shutdown
-                    peer = await self.store.leave(nameplate, side)
+                    peer, reopened = await self.store.leave(nameplate, side)
                     if peer is not None:
-                        await self.store.send(peer, {"type": "peer_left"})
+                        await self.store.send(peer, {"type": "peer_left", "reopened": reopened})
 
     def _ice(self) -> list[dict[str, Any]]:
         """The ICE servers for one client: STUN as configured, TURN with fresh credentials."""
@@ -320,18 +335,19 @@ class SignalServer:
         if nameplate is None:
             await self._refuse(side, connection, "no_room", "join a room before relaying")
             return
-        peer = await self.store.peer(nameplate, side)
-        if peer is None:
+        if await self.store.relay(nameplate, side, now, {"type": "relay", "body": body}) is None:
             await self._refuse(side, connection, "no_peer", "the other side is not here")
             return
-        await self.store.touch(nameplate, now)
         self.metrics.relayed_total += 1
-        await self.store.send(peer, {"type": "relay", "body": body})
 
     async def _reap(self) -> None:
         idle = self.settings.room_idle_seconds
         while True:
             await asyncio.sleep(max(0.5, min(idle / 4, 30.0)))
+            # Per-address records go once idle: memory follows the clients of the last minute.
+            now = time.time()
+            self._connection_rate.forget_idle(now)
+            self._room_rate.forget_idle(now)
             with contextlib.suppress(Exception):  # a store outage must not stop the reaper
                 for nameplate, sides in await self.store.expire(time.time(), idle):
                     log.info("expire nameplate=%s", nameplate)

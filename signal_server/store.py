@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .rooms import RoomError, Rooms
+from .rooms import MAX_DIGITS, TRIES, RoomError, Rooms, candidates, valid_nameplate
 
 log = logging.getLogger("signal_server")
 
@@ -42,14 +42,19 @@ class RoomStore(Protocol):
     async def join(self, nameplate: str, side: str, now: float) -> list[str]:
         """Put ``side`` into a room; returns the other sides (RoomError if refused)."""
 
-    async def leave(self, nameplate: str, side: str) -> str | None:
-        """Take ``side`` out of its room; returns the peer left behind."""
+    async def leave(self, nameplate: str, side: str) -> tuple[str | None, bool]:
+        """Take ``side`` out of its room; returns the peer left behind and whether the room
+        opened again (a joiner that left without relaying anything)."""
 
     async def peer(self, nameplate: str, side: str) -> str | None:
         """The other side of ``side``'s room, if any."""
 
-    async def touch(self, nameplate: str, now: float) -> None:
-        """Note activity in a room."""
+    async def relay(
+        self, nameplate: str, side: str, now: float, message: dict[str, Any]
+    ) -> str | None:
+        """Deliver ``message`` from ``side`` to the other side of its room; note activity, and
+        spend the room if ``side`` is the joiner. Returns the peer, or None (nobody there, and
+        nothing done)."""
 
     async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
         """Forget rooms idle for more than ``idle`` seconds; returns (nameplate, sides)."""
@@ -81,14 +86,22 @@ class MemoryStore:
     async def join(self, nameplate: str, side: str, now: float) -> list[str]:
         return [s for s in self.rooms.join(nameplate, side, now).sides if s != side]
 
-    async def leave(self, nameplate: str, side: str) -> str | None:
+    async def leave(self, nameplate: str, side: str) -> tuple[str | None, bool]:
         return self.rooms.leave(side)
 
     async def peer(self, nameplate: str, side: str) -> str | None:
         return self.rooms.peer_of(side)
 
-    async def touch(self, nameplate: str, now: float) -> None:
+    async def relay(
+        self, nameplate: str, side: str, now: float, message: dict[str, Any]
+    ) -> str | None:
+        peer = self.rooms.peer_of(side)
+        if peer is None:
+            return None
         self.rooms.touch(nameplate, now)
+        self.rooms.relayed(side)
+        await self.send(peer, message)
+        return peer
 
     async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
         return [(room.nameplate, list(room.sides)) for room in self.rooms.expire(now, idle)]
@@ -103,35 +116,79 @@ class MemoryStore:
 
 _ROOM = "p2pcp:room:"
 _ROOMS = "p2pcp:rooms"
+_LENGTHS = "p2pcp:lengths"
 _CHANNEL = "p2pcp:to:"
+_KEYS = [_ROOMS, _ROOM, _LENGTHS, _CHANNEL]
 
+# KEYS: the rooms sorted set, the room key prefix, the hash of rooms per nameplate length.
+# ARGV: side, now, max rooms, wanted nameplate ('' for any), tries per length, then that many
+# random candidates of each length 1..MAX_DIGITS (drawn by the caller from `secrets`: a script
+# has no good randomness). A length is skipped when full; within one, the candidates are
+# tried, then (a dense length) the numbers after the first candidate, in turn.
 _ALLOCATE = """
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   return redis.error_reply('too_many_rooms')
 end
 local nameplate = ARGV[4]
 if nameplate == '' then
-  local n = 1
-  while redis.call('EXISTS', KEYS[2] .. n) == 1 do n = n + 1 end
-  nameplate = tostring(n)
+  local tries = tonumber(ARGV[5])
+  for digits = 1, 8 do  -- rooms.MAX_DIGITS
+    local size = 9 * 10 ^ (digits - 1)
+    if tonumber(redis.call('HGET', KEYS[3], digits) or '0') < size then
+      local first = (digits - 1) * tries + 6
+      for i = first, first + tries - 1 do
+        if redis.call('EXISTS', KEYS[2] .. ARGV[i]) == 0 then nameplate = ARGV[i]; break end
+      end
+      if nameplate == '' then
+        local low = 10 ^ (digits - 1)
+        local start = tonumber(ARGV[first])
+        for step = 1, size do
+          local n = string.format('%d', low + (start - low + step) % size)
+          if redis.call('EXISTS', KEYS[2] .. n) == 0 then nameplate = n; break end
+        end
+      end
+      if nameplate ~= '' then break end
+    end
+  end
+  if nameplate == '' then return redis.error_reply('too_many_rooms') end
 elseif redis.call('EXISTS', KEYS[2] .. nameplate) == 1 then
   return redis.error_reply('nameplate_taken')
 end
 redis.call('HSET', KEYS[2] .. nameplate, 'a', ARGV[1], 'spent', '0')
 redis.call('ZADD', KEYS[1], ARGV[2], nameplate)
+redis.call('HINCRBY', KEYS[3], #nameplate, 1)
 return nameplate
 """
+assert MAX_DIGITS == 8, "_ALLOCATE walks lengths 1..8"
 
 _JOIN = """
 local key = KEYS[2] .. ARGV[1]
 if redis.call('EXISTS', key) == 0 then return redis.error_reply('no_such_nameplate') end
 local first = redis.call('HGET', key, 'a')
-if redis.call('HGET', key, 'spent') == '1' or not first then
+if redis.call('HGET', key, 'spent') == '1' or not first or redis.call('HEXISTS', key, 'b') == 1 then
   return redis.error_reply('crowded')
 end
-redis.call('HSET', key, 'b', ARGV[2], 'spent', '1')
+redis.call('HSET', key, 'b', ARGV[2])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return first
+"""
+
+# One round trip per relayed message: find the peer, note activity, spend the room if the
+# joiner speaks, and publish to the peer's process unless it is this one (ARGV[4]: this
+# process's id; ARGV[5]: the message). Returns the peer, or false.
+_RELAY = """
+local key = KEYS[2] .. ARGV[1]
+local a = redis.call('HGET', key, 'a')
+local b = redis.call('HGET', key, 'b')
+local peer = false
+if a == ARGV[2] then peer = b elseif b == ARGV[2] then peer = a end
+if not peer then return false end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+if b == ARGV[2] then redis.call('HSET', key, 'spent', '1') end
+if string.sub(peer, 1, #ARGV[4] + 1) ~= ARGV[4] .. ':' then
+  redis.call('PUBLISH', KEYS[4] .. peer, ARGV[5])
+end
+return peer
 """
 
 _LEAVE = """
@@ -139,13 +196,19 @@ local key = KEYS[2] .. ARGV[1]
 local a = redis.call('HGET', key, 'a')
 local b = redis.call('HGET', key, 'b')
 local peer = false
-if a == ARGV[2] then redis.call('HDEL', key, 'a'); peer = b
-elseif b == ARGV[2] then redis.call('HDEL', key, 'b'); peer = a end
+local reopened = 0
+if a == ARGV[2] then
+  redis.call('HDEL', key, 'a'); peer = b
+  if b then redis.call('HSET', key, 'spent', '1') end
+elseif b == ARGV[2] then
+  redis.call('HDEL', key, 'b'); peer = a
+  if redis.call('HGET', key, 'spent') ~= '1' then reopened = 1 end
+end
 if redis.call('HEXISTS', key, 'a') == 0 and redis.call('HEXISTS', key, 'b') == 0 then
-  redis.call('DEL', key)
+  if redis.call('DEL', key) == 1 then redis.call('HINCRBY', KEYS[3], #ARGV[1], -1) end
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
-return peer
+return {peer or '', reopened}
 """
 
 _EXPIRE = """
@@ -156,7 +219,7 @@ for _, nameplate in ipairs(stale) do
   table.insert(out, nameplate)
   table.insert(out, redis.call('HGET', key, 'a') or '')
   table.insert(out, redis.call('HGET', key, 'b') or '')
-  redis.call('DEL', key)
+  if redis.call('DEL', key) == 1 then redis.call('HINCRBY', KEYS[3], #nameplate, -1) end
   redis.call('ZREM', KEYS[1], nameplate)
 end
 return out
@@ -185,6 +248,7 @@ class RedisStore:
             for name, text in (
                 ("allocate", _ALLOCATE),
                 ("join", _JOIN),
+                ("relay", _RELAY),
                 ("leave", _LEAVE),
                 ("expire", _EXPIRE),
             )
@@ -194,7 +258,7 @@ class RedisStore:
         from redis.exceptions import ResponseError
 
         try:
-            return await self._scripts[name](keys=[_ROOMS, _ROOM], args=list(args))
+            return await self._scripts[name](keys=_KEYS, args=list(args))
         except ResponseError as exc:
             reason = str(exc).strip()
             messages = {
@@ -231,18 +295,19 @@ class RedisStore:
         await self._redis.aclose()
 
     async def allocate(self, side: str, now: float, nameplate: str | None) -> str:
-        if nameplate is not None and not (
-            nameplate.isascii() and nameplate.isdigit() and 0 < len(nameplate) <= 8
-        ):
+        if nameplate is not None and not valid_nameplate(nameplate):
             raise RoomError("bad_message", "a nameplate is a number of up to 8 digits")
-        return str(await self._run("allocate", side, now, self.max_rooms, nameplate or ""))
+        tries = [n for length in candidates() for n in length]
+        return str(
+            await self._run("allocate", side, now, self.max_rooms, nameplate or "", TRIES, *tries)
+        )
 
     async def join(self, nameplate: str, side: str, now: float) -> list[str]:
         return [str(await self._run("join", nameplate, side, now))]
 
-    async def leave(self, nameplate: str, side: str) -> str | None:
-        peer = await self._run("leave", nameplate, side)
-        return str(peer) if peer else None
+    async def leave(self, nameplate: str, side: str) -> tuple[str | None, bool]:
+        peer, reopened = await self._run("leave", nameplate, side)
+        return (str(peer) if peer else None), reopened == 1
 
     async def peer(self, nameplate: str, side: str) -> str | None:
         room = await self._redis.hgetall(f"{_ROOM}{nameplate}")
@@ -251,8 +316,16 @@ class RedisStore:
                 return str(room[key])
         return None
 
-    async def touch(self, nameplate: str, now: float) -> None:
-        await self._redis.zadd(_ROOMS, {nameplate: now}, xx=True)
+    async def relay(
+        self, nameplate: str, side: str, now: float, message: dict[str, Any]
+    ) -> str | None:
+        peer = await self._run("relay", nameplate, side, now, self.server_id, json.dumps(message))
+        if not peer:
+            return None
+        if peer.startswith(f"{self.server_id}:"):
+            assert self._deliver is not None
+            await self._deliver(peer, message)
+        return str(peer)
 
     async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
         flat = await self._run("expire", now - idle)

@@ -188,3 +188,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def join_and_leave(url: str, nameplate: str, times: int) -> None:
+    """What a prober counting through nameplates does: join a room, say nothing, leave."""
+    from websockets.asyncio.client import connect
+
+    for _ in range(times):
+        async with connect(url) as ws:
+            assert json.loads(await ws.recv())["type"] == "welcome"
+            await ws.send(json.dumps({"type": "join", "nameplate": nameplate}))
+            assert json.loads(await ws.recv())["type"] == "joined"

@@ -9,6 +9,7 @@ context, as WebCrypto requires.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import signal
@@ -16,10 +17,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import SignalServer, finish, p2pcp, require, sha256_file, start_send
+from helpers import (
+    SignalServer,
+    finish,
+    join_and_leave,
+    p2pcp,
+    require,
+    sha256_file,
+    start_send,
+)
 from playwright.sync_api import Download, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -120,6 +130,15 @@ def test_browser_send_to_cli_receive(
     command = shlex.split(page.inner_text("#command"))
     code = page.inner_text("#your-code")
     assert command == ["p2pcp", "receive", "--server", signal_server.url, code]
+    # A prober that joins and leaves without a word made no guess: the page keeps waiting.
+    # (in a thread of its own: Playwright's sync API keeps an event loop running in this one)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, join_and_leave(signal_server.url, code.split("-")[0], 2)).result()
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('left without trying')",
+        timeout=30_000,
+    )
+    assert page.get_attribute("body", "data-state") == "waiting"
     out = tmp_path / "out"
     out.mkdir()
     # Exactly the command the page shows, plus the options a script adds.

@@ -1,7 +1,10 @@
-"""Security with real processes: one guess per code, crowded rooms, the code kept out of sight."""
+"""Security with real processes: one guess per code, crowded rooms, the code kept out of sight,
+and a prober that joins and leaves without guessing."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 from helpers import (
     SignalServer,
     finish,
+    join_and_leave,
     p2pcp,
     read_line,
     receive,
@@ -104,3 +108,23 @@ def test_chosen_code_already_in_use(signal_server: SignalServer, tmp_path: Path)
     finish(first)
     assert second.code == 3
     assert "in use" in second.events[-1]["message"]
+
+
+def test_a_prober_that_joins_and_leaves_without_guessing_does_not_end_the_sender(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """A join that closes without a SPAKE2 message made no guess: the sender keeps waiting,
+    says that someone connected and left, and the real receiver then gets the file with the
+    same code. (Before, the first such join ended the sender with "the peer left".)"""
+    (tmp_path / "doc.txt").write_text("still for the real receiver")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, str(tmp_path / "doc.txt"))
+    asyncio.run(join_and_leave(signal_server.url, code.split("-")[0], 3))
+    notices = [json.loads(read_line(sender)) for _ in range(3)]
+    assert [n["event"] for n in notices] == ["warning"] * 3, notices
+    assert "left without trying the code" in notices[0]["message"]
+    got = receive(signal_server, code, "--yes", "-o", str(out))
+    sent = finish(sender)
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert (out / "doc.txt").read_text() == "still for the real receiver"

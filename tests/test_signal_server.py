@@ -162,16 +162,18 @@ def test_total_rooms(server_with: Any) -> None:
 def test_idle_rooms_expire(server_with: Any) -> None:
     server = server_with("--room-idle", "1")
 
+    nameplates: list[str] = []
+
     async def main() -> None:
         ws = await _open(server.url)
-        await _ask(ws, {"type": "allocate"})
+        nameplates.append((await _ask(ws, {"type": "allocate"}))["nameplate"])
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply["reason"] == "expired"
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
 
     _run(main())
-    assert "expire nameplate=1" in server.log_text()
+    assert f"expire nameplate={nameplates[0]}" in server.log_text()
 
 
 def test_connections_per_address(server_with: Any) -> None:
@@ -190,6 +192,24 @@ def test_connections_per_address(server_with: Any) -> None:
         assert (await _ask(again, {"type": "allocate"}))["type"] == "allocated"
 
     _run(main())
+
+
+def test_new_connections_per_minute_per_address(server_with: Any) -> None:
+    """Beside the limit on open connections, one on new ones: a prober that opens and closes
+    connections to count through nameplates is cut off after N a minute."""
+    server = server_with("--connections-per-minute-per-ip", "5")
+
+    async def main() -> None:
+        for _ in range(5):
+            ws = await _open(server.url)
+            await ws.close()
+        extra = await connect(server.url)
+        assert json.loads(await extra.recv())["reason"] == "connection_rate"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(extra.recv(), 10)
+
+    _run(main())
+    assert 'p2pcp_signal_rejections_total{reason="connection_rate"} 1' in _metrics(server)
 
 
 def test_handshake_timeout(server_with: Any) -> None:

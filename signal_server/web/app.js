@@ -55,6 +55,8 @@ let busy = false;
 const cleanups = [];
 /** The peer left the room before the data channel opened. */
 class PeerLeft extends UserError {}
+/** The side that joined left without a word (no guess at the code): the room is open again. */
+class Reopened extends PeerLeft {}
 
 function setState(state) {
   document.body.dataset.state = state;
@@ -144,10 +146,16 @@ class Rendezvous {
   async expect(type) {
     const message = await this.next();
     if (message === null) throw this.closed;
+    // A relay that found nobody (the joiner had left) is answered with no_peer: not an error
+    // while we wait for the next joiner.
+    if (message.type === "error" && message.reason === "no_peer" && type === "peer_joined") {
+      return this.expect(type);
+    }
     if (message.type === "error") throw new UserError(serverError(message));
     if (message.type === "welcome") this.iceServers = iceServers(message.ice_servers);
     if (message.type !== type) {
       if (type !== "welcome" && message.type === "peer_left") {
+        if (message.reopened === true) throw new Reopened("someone joined and left");
         throw new PeerLeft("the other side left before the transfer started");
       }
       return this.expect(type);
@@ -540,9 +548,20 @@ async function send() {
   cleanups.push(() => {
     $("ticket").hidden = true;
   });
-  await rendezvous.expect("peer_joined");
-  say("Checking the code…");
-  const box = await handshake(rendezvous, code, p2pcp.SENDER);
+  /** @type {p2pcp.SealedChannel} */
+  let box;
+  for (;;) {
+    await rendezvous.expect("peer_joined");
+    say("Checking the code…");
+    try {
+      box = await handshake(rendezvous, code, p2pcp.SENDER);
+      break;
+    } catch (error) {
+      if (!(error instanceof Reopened)) throw error;
+      say("Someone connected with this code's number and left without trying the code; " +
+        `still waiting (the code is still good). Code: ${code}`);
+    }
+  }
   const { pc, channel, inbox } = await settingUp(rendezvous, async () => {
     const peer = peerConnection(rendezvous);
     await peer.pc.setLocalDescription(await peer.pc.createOffer());
