@@ -171,6 +171,9 @@ class SignalServer:
             max_size=2 * self.settings.max_message_bytes,
             open_timeout=self.settings.handshake_timeout,
             close_timeout=2,  # a client that ignores the closing handshake cannot hold us up
+            # No permessage-deflate: signaling messages are small and mostly sealed (random)
+            # bytes, so compressing them costs CPU and memory per connection and saves nothing.
+            compression=None,
             ssl=self._tls(),
             process_request=self._http,
         )
