@@ -17,13 +17,14 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.prompt import Confirm, Prompt
 
 from . import __version__, config, session
 from .code import Code, parse_code
 from .doctor import diagnose
-from .errors import ExitCode, Interrupted, P2pcpError, UsageError
-from .escape import ShownFormatter, show_all
+from .errors import ExitCode, Interrupted, P2pcpError, RefusedError, UsageError
+from .escape import ShownFormatter, show, show_all
 from .events import OfferReceived
 from .protocol import MAX_TEXT_SIZE
 from .ui import HumanSink, JsonSink, show_report
@@ -304,6 +305,12 @@ def receive(
         False, "--no-resume", help="Start over instead of continuing partial files."
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
+    allow_hidden: bool = typer.Option(
+        False,
+        "--allow-hidden",
+        help="Also accept, without a question of its own, an offer that creates hidden (dot) "
+        "entries directly in your home directory (refused under --yes without this).",
+    ),
     wait: float = typer.Option(
         0.0,
         "--wait",
@@ -353,12 +360,29 @@ def receive(
         _fail(sink, exc, debug)
 
     async def decide(offer: OfferReceived) -> bool:
-        if yes or all(e.kind == "text" for e in offer.entries):
+        if all(e.kind == "text" for e in offer.entries):
             return True  # a text message is only shown, never written
+        home = ", ".join(show(name) for name in offer.home_hidden)
+        if yes:
+            if offer.home_hidden and not allow_hidden:
+                raise RefusedError(
+                    f"refused: the offer would create {home} directly in your home directory; "
+                    "accept that at the prompt, or with --yes --allow-hidden"
+                )
+            return True
         if isinstance(sink, HumanSink):
             sink.pause()
-        answer = await asyncio.to_thread(Confirm.ask, "Accept?", console=console, default=True)
-        return bool(answer)
+        if not await asyncio.to_thread(Confirm.ask, "Accept?", console=console, default=True):
+            return False
+        if offer.home_hidden and not allow_hidden:
+            question = (
+                f"This writes [bold]{escape(home)}[/] directly in your home directory "
+                "(startup files and settings live there). Write them?"
+            )
+            return bool(
+                await asyncio.to_thread(Confirm.ask, question, console=console, default=False)
+            )
+        return True
 
     _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
 

@@ -94,6 +94,12 @@ class OfferEntry:
     """``file`` or ``dir``."""
     size: int | None
     """Bytes, or None for a stream of unknown length (and for directories)."""
+    executable: bool = False
+    """A file the sender marked executable (it is written with the executable bit)."""
+    hidden: bool = False
+    """Some component of the path starts with a dot."""
+    lookalike: bool = False
+    """The path holds a character drawn like a separator or like nothing (``names.lookalike``)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,9 @@ class OfferReceived(Event):
     """Every entry of the offer, in order."""
     free: int | None
     """Free bytes on the output file system (None when writing to stdout)."""
+    home_hidden: tuple[str, ...] = ()
+    """Dot entries the offer would create directly in the user's home directory (the output
+    directory is the home directory): accepted only when confirmed on their own."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,27 @@ _WINDOWS_DEVICES = frozenset(
 
 # -- names ------------------------------------------------------------------------------------
 
+LOOKALIKE_SEPARATORS = frozenset(
+    "\u2215\u2044\u29f8\u29f5\u2571\u2572\uff0f\uff3c\u2216\ufe68\u29f9\u2298\u27cb\u27cd"
+)
+"""Characters drawn like ``/`` or ``\\`` (DIVISION SLASH, FRACTION SLASH, FULLWIDTH SOLIDUS, ...):
+in a name they are literal, but ``photos\u2215..\u2215.bashrc`` reads like a path."""
+BLANKS = frozenset(
+    "\u115f\u1160\u3164\uffa0\u2800\u00a0\u2000\u2001\u2002\u2003\u2004"
+    "\u2005\u2006\u2007\u2008\u2009\u200a\u202f\u205f\u3000"
+)
+"""Printable characters that show as nothing or as a plain space (fillers, odd spaces)."""
+
+
+def hidden(path: str) -> bool:
+    """Whether any component of ``path`` is a dot entry (hidden by ``ls`` and file managers)."""
+    return any(part.startswith(".") for part in path.split("/"))
+
+
+def lookalike(path: str) -> bool:
+    """Whether ``path`` holds a character that looks like a separator or like nothing."""
+    return any(ch in LOOKALIKE_SEPARATORS or ch in BLANKS for ch in path)
+
 
 def name_problem(path: str) -> str | None:
     """Why ``path`` is not a safe relative name to write, or None if it is."""

@@ -76,6 +76,18 @@ class OutputDir:
         """Release the directory descriptor."""
         os.close(self._root)
 
+    def home_hidden(self, entries: Sequence[Entry]) -> list[str]:
+        """The dot entries ``entries`` would create directly in the user's home directory (when
+        the output directory is it), in offer order."""
+        try:
+            home = os.path.realpath(os.path.expanduser("~"))
+            if os.path.realpath(self.path) != home:
+                return []
+        except OSError:
+            return []
+        tops = dict.fromkeys(e.path.split("/", 1)[0] for e in entries)
+        return [top for top in tops if top.startswith(".")]
+
     def free_bytes(self) -> int:
         """Free space available to this user on the output file system."""
         st = os.fstatvfs(self._root)
@@ -246,6 +258,10 @@ class StdoutOutput:
                 "(the sender can pipe a tar stream: tar c DIR | p2pcp send -)"
             )
 
+    def home_hidden(self, entries: Sequence[Entry]) -> list[str]:
+        """None: nothing is created on disk."""
+        return []
+
     def free_bytes(self) -> int | None:
         """Unknown: stdout has no free space to speak of."""
         return None
@@ -278,6 +294,9 @@ class Output(Protocol):
 
     def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
         """Refuse an offer that cannot be written here, before anything is."""
+
+    def home_hidden(self, entries: Sequence[Entry]) -> list[str]:
+        """Dot entries the offer would create directly in the user's home directory."""
 
     def free_bytes(self) -> int | None:
         """Bytes free for the output (None: no limit known)."""

@@ -34,6 +34,7 @@ from .events import (
     Resuming,
     TextReceived,
 )
+from .names import hidden, lookalike
 from .output import Output
 from .sources import FileReader, Source
 from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
@@ -349,11 +350,27 @@ class FileReceiver:
         offer = OfferReceived(
             files=self.peer.file_count,
             bytes=sum(e.size or 0 for e in entries if e.carries_data),
-            entries=tuple(OfferEntry(e.path, e.kind, e.size) for e in entries),
+            entries=tuple(
+                OfferEntry(
+                    e.path,
+                    e.kind,
+                    e.size,
+                    executable=e.executable,
+                    hidden=hidden(e.path),
+                    lookalike=lookalike(e.path),
+                )
+                for e in entries
+            ),
             free=self.output.free_bytes(),
+            home_hidden=tuple(self.output.home_hidden(entries)),
         )
         self.sink.emit(offer)
-        if not await self.decide(offer):
+        try:
+            accepted = await self.decide(offer)
+        except RefusedError:  # refused by a rule (hidden entries in home), with its own message
+            await self._send(p.Decline("declined", "the receiver declined"))
+            raise
+        if not accepted:
             await self._send(p.Decline("declined", "the receiver declined"))
             raise RefusedError("declined; nothing was written")
         if self.resume:

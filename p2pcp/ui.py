@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from typing import IO, Any, TextIO, assert_never, cast
 
 from rich.console import Console
@@ -49,6 +50,45 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{human_size(speed)}/s" if speed else "?", style="progress.data.speed")
+
+
+def _notes(entry: ev.OfferEntry) -> str:
+    notes = [
+        note
+        for flag, note in (
+            (entry.hidden, "hidden"),
+            (entry.executable, "executable"),
+            (entry.lookalike, "look-alike characters"),
+        )
+        if flag
+    ]
+    return ", ".join(notes)
+
+
+def attention(entries: Sequence[ev.OfferEntry]) -> list[str]:
+    """Lines naming every hidden entry (a hidden directory once, with what it holds), every
+    executable file and every name with look-alike characters, however long the offer."""
+    lines = []
+    hidden: dict[str, int] = {}
+    for entry in entries:
+        if entry.hidden:
+            parts = entry.path.split("/")
+            top = next(i for i, part in enumerate(parts) if part.startswith("."))
+            key = "/".join(parts[: top + 1])
+            hidden[key] = hidden.get(key, 0) + (key != entry.path)
+    if hidden:
+        named = [f"{key}/ (and {n} inside)" if n else key for key, n in hidden.items()]
+        lines.append(f"Hidden ({len(named)}): " + ", ".join(named))
+    executables = [e.path for e in entries if e.executable]
+    if executables:
+        lines.append(f"Executable ({len(executables)}): " + ", ".join(executables))
+    lookalikes = [e.path for e in entries if e.lookalike]
+    if lookalikes:
+        lines.append(
+            f"Look-alike separators or blank characters ({len(lookalikes)}; written as one "
+            "literal name each): " + ", ".join(lookalikes)
+        )
+    return lines
 
 
 def _safe(text: str) -> str:
@@ -222,17 +262,23 @@ class HumanSink:
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         table.add_column("offered", overflow="fold")
         table.add_column("size", justify="right", no_wrap=True)
+        flagged = any(_notes(e) for e in event.entries)
+        if flagged:
+            table.add_column("note", style="yellow")
         for entry in event.entries[:TABLE_ROWS]:
             size = (
                 "dir"
                 if entry.kind == "dir"
                 else ("stream" if entry.size is None else human_size(entry.size))
             )
-            table.add_row(_safe(entry.path), size)
+            table.add_row(_safe(entry.path), size, *([_notes(entry)] if flagged else []))
         rest = len(event.entries) - TABLE_ROWS
         if rest > 0:
-            table.add_row(f"... and {rest} more", "")
+            table.add_row(f"... and {rest} more", "", *([""] if flagged else []))
         self.console.print(table)
+        # Whatever the table cut, what could hide a trap is named in full.
+        for line in attention(event.entries):
+            self.console.print(f"[yellow]{_safe(line)}[/]")
         files = "file" if event.files == 1 else "files"
         line = f"{event.files} {files}, {human_size(event.bytes)} in all"
         if event.free is not None:

@@ -128,3 +128,100 @@ def test_a_prober_that_joins_and_leaves_without_guessing_does_not_end_the_sender
     sent = finish(sender)
     assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
     assert (out / "doc.txt").read_text() == "still for the real receiver"
+
+
+def _dotfile_offer(src: Path) -> list[str]:
+    """Ten photos first, then a startup file and an executable `ls` in dot directories: what a
+    hostile sender hides below the first rows of the offer table."""
+    src.mkdir()
+    names = []
+    for n in range(10):
+        (src / f"photo{n}.jpg").write_bytes(os.urandom(100))
+        names.append(f"photo{n}.jpg")
+    (src / ".config/autostart").mkdir(parents=True)
+    (src / ".config/autostart/update.desktop").write_text("[Desktop Entry]\nExec=sh -c evil\n")
+    (src / ".local/bin").mkdir(parents=True)
+    (src / ".local/bin/ls").write_text("#!/bin/sh\nevil\n")
+    (src / ".local/bin/ls").chmod(0o755)
+    return [*names, ".config", ".local"]
+
+
+def test_the_prompt_names_hidden_and_executable_entries_and_home_dot_entries_need_consent(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """Whatever the 10-row table cuts, the hidden entries and executables are named; an offer
+    that creates dot entries directly in the home directory is refused under --yes alone and
+    accepted with --allow-hidden. Elsewhere --yes accepts it, still naming them."""
+    src = tmp_path / "src"
+    names = _dotfile_offer(src)
+    home = tmp_path / "home"
+    home.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runs = {}
+    for name, out, extra in (
+        ("home --yes", home, []),
+        ("elsewhere --yes", elsewhere, []),
+        ("home --yes --allow-hidden", home, ["--allow-hidden"]),
+    ):
+        sender, code = start_send(signal_server, *names, cwd=src)
+        receiver = p2pcp(
+            "receive",
+            "--server",
+            signal_server.url,
+            "--yes",
+            *extra,
+            "-o",
+            str(out),
+            code,
+            env={"HOME": str(home)},
+        )
+        runs[name] = (finish(receiver), finish(sender))
+        if name == "home --yes":
+            assert list(home.iterdir()) == []  # refused: nothing written
+    refused, sent = runs["home --yes"]
+    assert refused.code == 6 and sent.code == 6, (refused.stderr, sent.stderr)
+    assert "would create .config, .local directly in your home directory" in refused.stderr
+    assert "--allow-hidden" in refused.stderr
+    for name, (got, _) in runs.items():
+        assert "... and 6 more" in got.stderr, name  # the table cut the dot entries
+        assert "Hidden (2): .config/ (and 2 inside), .local/ (and 2 inside)" in got.stderr, name
+        assert "Executable (1): .local/bin/ls" in got.stderr, name
+    for out in (elsewhere, home):
+        got, sent = runs["elsewhere --yes" if out == elsewhere else "home --yes --allow-hidden"]
+        assert got.code == 0 and sent.code == 0, got.stderr
+        assert os.access(out / ".local/bin/ls", os.X_OK)
+        assert (out / ".config/autostart/update.desktop").exists()
+
+
+def test_look_alike_separators_are_marked_and_written_as_one_name(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """`photos∕..∕..∕.bashrc` (U+2215 DIVISION SLASH) is one literal name: written as such,
+    and marked in the offer for people and in --json for scripts."""
+    name = "photos\u2215..\u2215..\u2215.bashrc"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / name).write_text("alias ls=evil\n")
+    (src / "plain.txt").write_text("plain\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    sender, code = start_send(signal_server, name, "plain.txt", cwd=src)
+    human = finish(p2pcp("receive", "--server", signal_server.url, "--yes", "-o", str(out), code))
+    assert human.code == 0 and finish(sender).code == 0, human.stderr
+    assert (
+        f"Look-alike separators or blank characters (1; written as one literal name each): {name}"
+        in human.stderr
+    )
+    assert "look-alike characters" in human.stderr  # the table's note column
+    assert sorted(p.name for p in out.iterdir()) == sorted([name, "plain.txt"])
+    again = tmp_path / "again"
+    again.mkdir()
+    sender, code = start_send(signal_server, name, "plain.txt", cwd=src)
+    got = receive(signal_server, code, "--yes", "-o", str(again))
+    assert got.code == 0 and finish(sender).code == 0
+    offer = next(e for e in got.events if e["event"] == "offer")
+    assert [(e["path"], e["lookalike"]) for e in offer["entries"]] == [
+        (name, True),
+        ("plain.txt", False),
+    ]

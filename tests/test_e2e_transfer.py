@@ -58,7 +58,17 @@ def test_one_file_and_json_events(signal_server: SignalServer, tmp_path: Path) -
     assert re.fullmatch(r"[0-9a-f]{2}(-[0-9a-f]{2}){4}", events[0]["verification"])
     assert events[1]["route"] == "direct"
     assert events[2]["files"] == 1 and events[2]["bytes"] == 3_000_000
-    assert events[2]["entries"] == [{"path": "report.bin", "kind": "file", "size": 3_000_000}]
+    assert events[2]["entries"] == [
+        {
+            "path": "report.bin",
+            "kind": "file",
+            "size": 3_000_000,
+            "executable": False,
+            "hidden": False,
+            "lookalike": False,
+        }
+    ]
+    assert events[2]["home_hidden"] == []
     assert "accepted" in names and "progress" in names
     done = events[-1]
     assert done["event"] == "done" and done["files"] == 1 and done["bytes"] == 3_000_000

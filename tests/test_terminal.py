@@ -295,3 +295,36 @@ def test_a_mistyped_code_argument_sends_nothing(signal_server: SignalServer) -> 
     assert result.code == 2
     assert "'zebar' is not a code word: did you mean 'zebra'?" in result.stderr
     assert "connect" not in signal_server.log_text()
+
+
+@pytest.mark.parametrize(("answer", "exit_code"), [("Enter", 6), ("y", 0)])
+def test_dot_entries_in_the_home_directory_are_confirmed_on_their_own(
+    signal_server: SignalServer, tmp_path: Path, tmux: str, answer: str, exit_code: int
+) -> None:
+    """`y` to the offer is not enough for a `.config` written straight into $HOME: a second
+    question, which defaults to no, names them."""
+    src = tmp_path / "src"
+    (src / ".config").mkdir(parents=True)
+    (src / ".config" / "autostart.desktop").write_text("Exec=evil\n")
+    (src / "photo.jpg").write_bytes(b"jpg")
+    home = tmp_path / "home"
+    home.mkdir()
+    code = str(make_code("4713"))
+    send = f"cd {shlex.quote(str(src))} && " + _command(
+        signal_server, "send photo.jpg .config", f"P2PCP_CODE={code}"
+    )
+    sender = Terminal(tmux, "send", send, 100, 20)
+    sender.wait_for("Waiting for the receiver")
+    receiver = Terminal(
+        tmux,
+        "receive",
+        _command(signal_server, f"receive -o {home} {code}", f"HOME={shlex.quote(str(home))}"),
+        100,
+        30,
+    )
+    receiver.wait_for(r"Accept\?")
+    receiver.keys("y", "Enter")
+    receiver.wait_for(r"This writes \.config directly in your home directory[\s\S]*Write\s+them\?")
+    receiver.keys(*([answer] if answer == "Enter" else [answer, "Enter"]))
+    receiver.wait_for(f"EXIT={exit_code}")
+    assert (home / ".config" / "autostart.desktop").exists() == (exit_code == 0)
