@@ -136,6 +136,9 @@ async def diagnose(server: str, tls: Tls, ice_servers: Sequence[IceServer]) -> R
         report = Report(
             {"url": server, "ok": True, "seconds": round(time.monotonic() - started, 3)}
         )
+        # TURN credentials come with a room (the server mints them for clients that hold one):
+        # open one, read the list, and leave it at once.
+        await signaling.allocate()
         servers = [*ice_servers, *(IceServer.from_json(s) for s in signaling.ice_servers)]
     finally:
         await signaling.close()

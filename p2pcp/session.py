@@ -219,7 +219,6 @@ async def _send(
         run.signaling = signaling = await Signaling.connect(
             lan.url if lan is not None else str(options.server), options.tls
         )
-        plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
         if options.code is None and lan is not None:
             options = dataclasses.replace(options, code=make_code(lan.nameplate))
         if options.code is not None:
@@ -228,6 +227,9 @@ async def _send(
                 raise ConnectError("this rendezvous server cannot open a room for a chosen code")
         else:
             code = make_code(await signaling.allocate())
+        # ICE gathering (STUN, TURN allocations) starts now, while the receiver is awaited: the
+        # TURN credentials came with the room.
+        plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
         sink.emit(CodeReady(str(code), options.server))  # always the first event
         for text in notices:
             sink.emit(Notice(text))
@@ -295,7 +297,6 @@ async def _receive(
 
         url = await find_sender(options.code.nameplate)
     run.signaling = signaling = await Signaling.connect(url, options.tls)
-    plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
     run.signaling = signaling = await join_room(
         signaling,
         url,
@@ -305,6 +306,7 @@ async def _receive(
         sink,
         lambda reconnected: setattr(run, "signaling", reconnected),
     )
+    plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
         box, verification = await handshake(signaling, options.code, RECEIVER, sink)
         offer = await receive_sealed(signaling, box, "offer")

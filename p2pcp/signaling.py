@@ -168,6 +168,7 @@ class Signaling:
         if nameplate is not None:
             request["nameplate"] = nameplate
         reply = await self._request(request, "allocated")
+        self._take_ice_servers(reply)
         nameplate = reply.get("nameplate")
         if not isinstance(nameplate, str):
             raise ConnectError("the rendezvous server sent a malformed nameplate")
@@ -175,7 +176,17 @@ class Signaling:
 
     async def join(self, nameplate: str) -> None:
         """Join the room of ``nameplate`` (CodeError if it does not exist or is used)."""
-        await self._request({"type": "join", "nameplate": nameplate}, "joined")
+        self._take_ice_servers(
+            await self._request({"type": "join", "nameplate": nameplate}, "joined")
+        )
+
+    def _take_ice_servers(self, reply: dict[str, Any]) -> None:
+        """A server mints TURN credentials only for a client in a room: ``allocated`` and
+        ``joined`` carry the full list (``welcome`` only STUN). An older server sends it all in
+        ``welcome`` and nothing here."""
+        servers = reply.get("ice_servers")
+        if isinstance(servers, list):
+            self.ice_servers = [s for s in servers if isinstance(s, dict)]
 
     async def wait_for_peer(self) -> None:
         """Block until the other side joins our room. A ``no_peer`` refusal is passed over: it

@@ -4,20 +4,21 @@ Wire protocol (version 1). Every WebSocket message is one UTF-8 JSON object with
 
 Server to client, on connect::
 
-    {"type": "welcome", "version": 1, "ice_servers": [{"urls": "stun:..."},
-     {"urls": "turn:...", "username": "1767225600:p2pcp", "credential": "..."}]}
+    {"type": "welcome", "version": 1, "ice_servers": [{"urls": "stun:..."}]}
 
-``ice_servers`` lists the STUN and TURN servers the operator configured (empty by default); TURN
-credentials are minted per connection in coturn's ``use-auth-secret`` scheme.
+``ice_servers`` lists the STUN servers the operator configured (empty by default). TURN servers
+come only to a client in a room: ``allocated`` and ``joined`` carry the full list, TURN included,
+with credentials minted for that client alone in coturn's ``use-auth-secret`` scheme (user name
+``<expiry>:<random id>``, valid ``--turn-ttl`` seconds, 10 minutes by default).
 
 Client to server, then the server's answer:
 
-- ``{"type": "allocate"}`` -> ``{"type": "allocated", "nameplate": "7"}``: a new room with a
-  random free nameplate of the shortest length that has one (1-9, then 10-99, ...), with this
-  connection as its first side. With
-  ``"nameplate": "42"`` it claims that nameplate (error ``nameplate_taken`` if in use).
-- ``{"type": "join", "nameplate": "7"}`` -> ``{"type": "joined", "nameplate": "7"}``, and the side
-  already there gets ``{"type": "peer_joined"}``.
+- ``{"type": "allocate"}`` -> ``{"type": "allocated", "nameplate": "7", "ice_servers": [...]}``:
+  a new room with a random free nameplate of the shortest length that has one (1-9, then 10-99,
+  ...), with this connection as its first side. With ``"nameplate": "42"`` it claims that
+  nameplate (error ``nameplate_taken`` if in use).
+- ``{"type": "join", "nameplate": "7"}`` -> ``{"type": "joined", "nameplate": "7",
+  "ice_servers": [...]}``, and the side already there gets ``{"type": "peer_joined"}``.
 - ``{"type": "relay", "body": ANY}`` -> the other side gets ``{"type": "relay", "body": ANY}``
   verbatim. The server never reads ``body`` (the peers seal it).
 
@@ -52,6 +53,7 @@ import contextlib
 import itertools
 import json
 import logging
+import secrets
 import ssl
 import time
 from collections import defaultdict
@@ -109,8 +111,10 @@ class Settings:
     """TURN server URLs handed to clients, with credentials minted from ``turn_secret``."""
     turn_secret: str | None = None
     """The secret shared with the TURN server (coturn ``static-auth-secret``)."""
-    turn_ttl: float = 86400.0
-    """Seconds minted TURN credentials stay valid."""
+    turn_ttl: float = 600.0
+    """Seconds minted TURN credentials stay valid for new allocations. An allocation made in
+    time keeps working after that: coturn accepts its refreshes and channel binds
+    (tests/test_turn.py)."""
     redis: str | None = None
     """``redis://`` URL: share rooms with every server process using the same Redis."""
     page: bool = True
@@ -228,7 +232,11 @@ class SignalServer:
         try:
             await self._send(
                 connection,
-                {"type": "welcome", "version": PROTOCOL_VERSION, "ice_servers": self._ice()},
+                {
+                    "type": "welcome",
+                    "version": PROTOCOL_VERSION,
+                    "ice_servers": self._ice(turn=False),
+                },
             )
             async for raw in connection:
                 await self._dispatch(side, connection, raw)
@@ -248,12 +256,14 @@ class SignalServer:
                     if peer is not None:
                         await self.store.send(peer, {"type": "peer_left", "reopened": reopened})
 
-    def _ice(self) -> list[dict[str, Any]]:
-        """The ICE servers for one client: STUN as configured, TURN with fresh credentials."""
+    def _ice(self, turn: bool = True) -> list[dict[str, Any]]:
+        """The ICE servers for one client: STUN as configured, and with ``turn`` TURN with
+        fresh credentials of its own (a random user id: coturn's per-user quotas then count
+        each client apart)."""
         servers: list[dict[str, Any]] = [{"urls": url} for url in self.settings.stun]
-        if self.settings.turn and self.settings.turn_secret:
+        if turn and self.settings.turn and self.settings.turn_secret:
             username, credential = mint(
-                self.settings.turn_secret, self.settings.turn_ttl, time.time()
+                self.settings.turn_secret, self.settings.turn_ttl, time.time(), secrets.token_hex(8)
             )
             servers += [
                 {"urls": url, "username": username, "credential": credential}
@@ -297,7 +307,10 @@ class SignalServer:
                 nameplate = await self.store.allocate(side, now, wanted)
                 self._nameplate_of[side] = nameplate
                 log.info("allocate side=%s nameplate=%s", side, nameplate)
-                await self._send(connection, {"type": "allocated", "nameplate": nameplate})
+                await self._send(
+                    connection,
+                    {"type": "allocated", "nameplate": nameplate, "ice_servers": self._ice()},
+                )
             elif kind == "join":
                 wanted = message.get("nameplate")
                 if not isinstance(wanted, str):
@@ -308,7 +321,9 @@ class SignalServer:
                 others = await self.store.join(wanted, side, now)
                 self._nameplate_of[side] = wanted
                 log.info("join side=%s nameplate=%s", side, wanted)
-                await self._send(connection, {"type": "joined", "nameplate": wanted})
+                await self._send(
+                    connection, {"type": "joined", "nameplate": wanted, "ice_servers": self._ice()}
+                )
                 for other in others:
                     await self.store.send(other, {"type": "peer_joined"})
             elif kind == "relay":

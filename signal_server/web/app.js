@@ -152,7 +152,10 @@ class Rendezvous {
       return this.expect(type);
     }
     if (message.type === "error") throw new UserError(serverError(message));
-    if (message.type === "welcome") this.iceServers = iceServers(message.ice_servers);
+    // STUN comes with the welcome; TURN (credentials minted for us) with allocated or joined.
+    if (["welcome", "allocated", "joined"].includes(message.type) && Array.isArray(message.ice_servers)) {
+      this.iceServers = iceServers(message.ice_servers);
+    }
     if (message.type !== type) {
       if (type !== "welcome" && message.type === "peer_left") {
         if (message.reopened === true) throw new Reopened("someone joined and left");
