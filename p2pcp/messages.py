@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 PROTOCOL_NAME = "p2pcp"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""Version 2: the receiver sends no hashes of its files (``have`` holds sizes); the sender
+answers with the hashes of its own prefixes (``resume.prefixes``) and the receiver says where
+data starts (``start``). Version 1 peers are still spoken to (see ``protocol.Peer.version``)."""
+OLDEST_VERSION = 1
 KIND_CONTROL = 0x00
 KIND_DATA = 0x01
 KIND_ZSTD = 0x02
@@ -85,8 +89,8 @@ class Held:
     """The file's index among the offer's files."""
     size: int
     """How many leading bytes it holds."""
-    sha256: str
-    """Hex SHA-256 of those bytes."""
+    sha256: str = ""
+    """Hex SHA-256 of those bytes: version 1 only; a version 2 receiver never sends one."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +105,24 @@ class Accept:
 
 @dataclass(frozen=True)
 class Resume:
-    """The sender's verdict on what the receiver holds, sent once, right after ``accept``."""
+    """The sender's answer to what the receiver holds, sent once, right after ``accept``."""
 
     offsets: tuple[tuple[int, int], ...] = ()
-    """(file index, offset): the file's data starts at ``offset`` (the held size if the prefix
-    matched the sender's file, else 0). Files not listed start at 0."""
+    """Version 1: (file index, offset): the file's data starts at ``offset`` (the held size if
+    the prefix matched the sender's file, else 0). Files not listed start at 0."""
+    prefixes: tuple[tuple[int, int, str], ...] = ()
+    """Version 2: (file index, size, hex SHA-256 of the sender's first ``size`` bytes of that
+    file) for what the receiver holds; the receiver compares them with its own and answers
+    with ``start``. Empty: every file starts at 0, and no ``start`` follows."""
+
+
+@dataclass(frozen=True)
+class Start:
+    """Version 2, receiver to sender, after a ``resume`` with prefixes: where data starts."""
+
+    offsets: tuple[tuple[int, int], ...] = ()
+    """(file index, offset): the held size where the receiver's prefix matched the sender's
+    hash, else 0. Files not listed start at 0."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +187,18 @@ class Abort:
 
 
 Message = (
-    Hello | Offer | Accept | Resume | Decline | Credit | Data | FileEnd | Done | Verified | Abort
+    Hello
+    | Offer
+    | Accept
+    | Resume
+    | Start
+    | Decline
+    | Credit
+    | Data
+    | FileEnd
+    | Done
+    | Verified
+    | Abort
 )
 
 TYPE_NAMES: dict[type[Any], str] = {
@@ -178,6 +206,7 @@ TYPE_NAMES: dict[type[Any], str] = {
     Offer: "offer",
     Accept: "accept",
     Resume: "resume",
+    Start: "start",
     Decline: "decline",
     Credit: "credit",
     FileEnd: "file_end",
@@ -204,9 +233,13 @@ def encode(message: Message) -> bytes:
     elif isinstance(message, Accept):
         body.update(
             credit=message.credit,
-            have=[{"index": h.index, "size": h.size, "sha256": h.sha256} for h in message.have],
+            have=[_held_json(h) for h in message.have],
         )
     elif isinstance(message, Resume):
+        body.update(offsets=[list(pair) for pair in message.offsets])
+        if message.prefixes:
+            body.update(prefixes=[list(p) for p in message.prefixes])
+    elif isinstance(message, Start):
         body.update(offsets=[list(pair) for pair in message.offsets])
     elif isinstance(message, Decline | Abort):
         body.update(reason=message.reason, message=message.message)
@@ -218,6 +251,13 @@ def encode(message: Message) -> bytes:
         body.update(files=message.files)
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return bytes((KIND_CONTROL,)) + payload
+
+
+def _held_json(held: Held) -> dict[str, Any]:
+    out: dict[str, Any] = {"index": held.index, "size": held.size}
+    if held.sha256:
+        out.update(sha256=held.sha256)
+    return out
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
@@ -272,16 +312,24 @@ def _from_json(body: dict[str, Any]) -> Message:
         have = body.get("have", [])
         if not isinstance(have, list) or not all(isinstance(h, dict) for h in have):
             raise ProtocolError("peer sent a malformed 'have' list")
-        held = tuple(Held(_int(h, "index"), _int(h, "size"), _digest(h)) for h in have)
+        held = tuple(
+            Held(_int(h, "index"), _int(h, "size"), _digest(h) if "sha256" in h else "")
+            for h in have
+        )
         return Accept(_int(body, "credit"), held)
-    if kind == "resume":
-        offsets = body.get("offsets")
-        if not isinstance(offsets, list) or not all(
-            isinstance(o, list) and len(o) == 2 and all(type(v) is int and v >= 0 for v in o)
-            for o in offsets
+    if kind in ("resume", "start"):
+        offsets = _offsets(body.get("offsets", []))
+        if kind == "start":
+            return Start(offsets)
+        prefixes = body.get("prefixes", [])
+        if not isinstance(prefixes, list) or not all(
+            isinstance(p, list) and len(p) == 3 and isinstance(p[2], str) for p in prefixes
         ):
-            raise ProtocolError("peer sent malformed resume offsets")
-        return Resume(tuple((o[0], o[1]) for o in offsets))
+            raise ProtocolError("peer sent malformed resume prefixes")
+        return Resume(
+            offsets,
+            tuple((*_offsets([p[:2]])[0], _digest({"sha256": p[2]})) for p in prefixes),
+        )
     if kind == "decline":
         return Decline(_str(body, "reason"), _str(body, "message"))
     if kind == "credit":
@@ -316,6 +364,15 @@ def _entry(raw: Any) -> Entry:
         if size > MAX_FILE_SIZE:
             raise ProtocolError("peer offered a file of impossible size")
     return Entry(_str(raw, "path"), "file", size, _bool(raw, "executable"))
+
+
+def _offsets(raw: Any) -> tuple[tuple[int, int], ...]:
+    if not isinstance(raw, list) or not all(
+        isinstance(o, list) and len(o) == 2 and all(type(v) is int and v >= 0 for v in o)
+        for o in raw
+    ):
+        raise ProtocolError("peer sent malformed resume offsets")
+    return tuple((o[0], o[1]) for o in raw)
 
 
 def _digest(body: dict[str, Any]) -> str:

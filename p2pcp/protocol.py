@@ -28,6 +28,7 @@ from .messages import (
     MAX_FILE_SIZE,
     MAX_OFFER_ENTRIES,
     MAX_TEXT_SIZE,
+    OLDEST_VERSION,
     PROTOCOL_NAME,
     PROTOCOL_VERSION,
     TYPE_NAMES,
@@ -44,6 +45,7 @@ from .messages import (
     Message,
     Offer,
     Resume,
+    Start,
     Verified,
     decode,
     encode,
@@ -73,8 +75,10 @@ __all__ = [  # the messages, re-exported: the protocol's vocabulary
     "Message",
     "Offer",
     "PROTOCOL_NAME",
+    "OLDEST_VERSION",
     "PROTOCOL_VERSION",
     "Resume",
+    "Start",
     "TYPE_NAMES",
     "Verified",
     "decode",
@@ -108,6 +112,8 @@ class State(enum.Enum):
     AWAIT_ANSWER = "await-answer"
     DECIDING = "deciding"
     ACCEPTED = "accepted"
+    AWAIT_START = "await-start"
+    STARTING = "starting"
     TRANSFERRING = "transferring"
     AWAIT_VERIFIED = "await-verified"
     VERIFYING = "verifying"
@@ -131,7 +137,8 @@ TRANSITIONS: dict[tuple[Role, State, str, type[Any]], State] = {
     (_S, State.AWAIT_HELLO, RECV, Hello): State.READY,
     (_S, State.READY, SEND, Offer): State.AWAIT_ANSWER,  # READY again while ``more``
     (_S, State.AWAIT_ANSWER, RECV, Accept): State.ACCEPTED,
-    (_S, State.ACCEPTED, SEND, Resume): State.TRANSFERRING,
+    (_S, State.ACCEPTED, SEND, Resume): State.TRANSFERRING,  # AWAIT_START with prefixes
+    (_S, State.AWAIT_START, RECV, Start): State.TRANSFERRING,
     (_S, State.AWAIT_ANSWER, RECV, Decline): State.DECLINED,
     (_S, State.TRANSFERRING, SEND, Data): State.TRANSFERRING,
     (_S, State.TRANSFERRING, SEND, FileEnd): State.TRANSFERRING,
@@ -143,7 +150,8 @@ TRANSITIONS: dict[tuple[Role, State, str, type[Any]], State] = {
     (_R, State.AWAIT_HELLO, RECV, Hello): State.AWAIT_OFFER,
     (_R, State.AWAIT_OFFER, RECV, Offer): State.DECIDING,  # AWAIT_OFFER again while ``more``
     (_R, State.DECIDING, SEND, Accept): State.ACCEPTED,
-    (_R, State.ACCEPTED, RECV, Resume): State.TRANSFERRING,
+    (_R, State.ACCEPTED, RECV, Resume): State.TRANSFERRING,  # STARTING with prefixes
+    (_R, State.STARTING, SEND, Start): State.TRANSFERRING,
     (_R, State.DECIDING, SEND, Decline): State.DECLINED,
     (_R, State.TRANSFERRING, RECV, Data): State.TRANSFERRING,
     (_R, State.TRANSFERRING, RECV, FileEnd): State.TRANSFERRING,
@@ -201,6 +209,8 @@ class Peer:
         self.files = _FileCursor()
         self.have: dict[int, Held] = {}
         """What the receiver said it holds, by file index."""
+        self.version = PROTOCOL_VERSION
+        """The version both sides speak: the lower of the two hellos'."""
         self.ended_by: str | None = None
         """SEND if this side said the last word (it should wait for the peer to close), RECV
         if the peer did (this side may close at once), None while the conversation goes on."""
@@ -251,16 +261,19 @@ class Peer:
         self._account(direction, message)
         if isinstance(message, Offer) and message.more:
             new = self.state
+        if isinstance(message, Resume) and message.prefixes:
+            new = State.AWAIT_START if self.role is Role.SENDER else State.STARTING
         self._set_state(new, direction)
 
     def _account(self, direction: str, message: Message) -> None:
         who = "peer sent" if direction == RECV else "tried to send"
         if isinstance(message, Hello) and direction == RECV:
-            if message.version != PROTOCOL_VERSION:
+            if message.version < OLDEST_VERSION:
                 raise ProtocolError(
                     f"peer speaks protocol version {message.version}, this p2pcp speaks "
-                    f"version {PROTOCOL_VERSION}: update the older side"
+                    f"versions {OLDEST_VERSION} to {PROTOCOL_VERSION}: update the older side"
                 )
+            self.version = min(PROTOCOL_VERSION, message.version)
             if self.role is Role.SENDER and ZSTD in self.compress and ZSTD in message.compress:
                 self.packer = Packer()
         elif isinstance(message, Offer):
@@ -277,6 +290,8 @@ class Peer:
                 self._check_have(message.have, who)
         elif isinstance(message, Resume):
             self._check_resume(message, who)
+        elif isinstance(message, Start):
+            self._check_starts(message.offsets, who)
         elif isinstance(message, Data):
             count = len(message.data)
             if count > self.credit:
@@ -300,8 +315,19 @@ class Peer:
             self.have[held.index] = held
 
     def _check_resume(self, message: Resume, who: str) -> None:
+        if message.prefixes:
+            if self.version < 2 or message.offsets:
+                raise ProtocolError(f"{who} resume prefixes outside protocol version 2")
+            for index, size, _ in message.prefixes:
+                held = self.have.get(index)
+                if held is None or size != held.size:
+                    raise ProtocolError(f"{who} a prefix of a file the receiver did not offer")
+            return
+        self._check_starts(message.offsets, who)
+
+    def _check_starts(self, offsets: tuple[tuple[int, int], ...], who: str) -> None:
         starts: dict[int, int] = {}
-        for index, offset in message.offsets:
+        for index, offset in offsets:
             held = self.have.get(index)
             if held is None or offset not in (0, held.size) or index in starts:
                 raise ProtocolError(f"{who} a resume offset the receiver did not offer")

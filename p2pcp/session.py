@@ -20,6 +20,7 @@ from .errors import (
     CodeError,
     ConnectError,
     Interrupted,
+    LocalWriteError,
     P2pcpError,
     PeerError,
     RefusedError,
@@ -48,9 +49,9 @@ from .rendezvous import (
 from .signaling import RoomReopened, Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
 from .sources import Source, build_sources, text_source
+from .transfer import DECLINES, FileReceiver, FileSender
 from .transfer import Confirm as Confirm  # for the CLI
 from .transfer import Decide as Decide
-from .transfer import FileReceiver, FileSender
 from .transport import Transport
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ async def _say_goodbye(
             elif isinstance(exc, RefusedError) and isinstance(worker, FileReceiver):
                 reason = "refused"  # a file in place differs from the sender's
             text = exc.message if isinstance(exc, P2pcpError) else ""
+            if isinstance(worker, FileReceiver) and isinstance(exc, RefusedError | LocalWriteError):
+                # About this disk: the peer gets the reason, not our paths, names or numbers.
+                text = DECLINES["refused"] if reason == "refused" else "the receiver cannot write"
             await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
         await transport.linger(LINGER)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from .events import (
 )
 from .names import hidden, lookalike
 from .output import Output
+from .patience import Patience, moves_on
 from .sources import FileReader, Source
 from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
 
@@ -43,22 +43,6 @@ log = logging.getLogger(__name__)
 
 CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
-SETUP_TIMEOUT = 30.0
-"""Longest wait for the peer's hello and offer: programs send them at once."""
-ANSWER_TIMEOUT = 900.0
-"""Longest wait for the receiver's answer to the offer: a person deciding."""
-IDLE_TIMEOUT = 120.0
-"""Longest silence once data moves."""
-
-
-def _test_timeouts() -> tuple[float, float, float]:
-    """``P2PCP_TEST_TIMEOUTS="setup,answer,idle"`` shortens the three for tests of a stalling
-    peer; nothing else reads it."""
-    raw = os.environ.get("P2PCP_TEST_TIMEOUTS")
-    if not raw:
-        return SETUP_TIMEOUT, ANSWER_TIMEOUT, IDLE_TIMEOUT
-    setup, answer, idle = (float(v) for v in raw.split(","))
-    return setup, answer, idle
 
 
 class FrameChannel(Protocol):
@@ -106,45 +90,6 @@ def _total(entries: Sequence[p.Entry]) -> int | None:
 # -- the transfer over a frame channel ------------------------------------------------------
 
 
-_SETUP_STATES = frozenset({p.State.START, p.State.AWAIT_HELLO, p.State.READY, p.State.AWAIT_OFFER})
-
-
-class Patience:
-    """Every wait on the peer has a deadline: :data:`SETUP_TIMEOUT` for its hello and offer,
-    :data:`ANSWER_TIMEOUT` for the receiver's decision, :data:`IDLE_TIMEOUT` once data moves.
-    The clock restarts when this side sends and when the peer makes progress; a frame that
-    carries none (empty data, zero credit) does not restart it, so a peer cannot hold the other
-    side forever with a trickle of nothing."""
-
-    def __init__(self) -> None:
-        self.setup, self.answer, self.idle = _test_timeouts()
-        self.since = time.monotonic()
-
-    def restart(self) -> None:
-        self.since = time.monotonic()
-
-    def limit(self, state: p.State) -> float:
-        if state in _SETUP_STATES:
-            return self.setup
-        if state is p.State.AWAIT_ANSWER:
-            return self.answer
-        return self.idle
-
-    def left(self, state: p.State) -> tuple[float, float]:
-        """The limit for ``state`` and the seconds left of it."""
-        limit = self.limit(state)
-        return limit, self.since + limit - time.monotonic()
-
-
-def _moves_on(message: p.Message) -> bool:
-    """Whether ``message`` moves the conversation on (for :class:`Patience`)."""
-    if isinstance(message, p.Data):
-        return len(message.data) > 0
-    if isinstance(message, p.Credit):
-        return message.bytes > 0
-    return True
-
-
 async def _next_message(channel: FrameChannel, peer: p.Peer, patience: Patience) -> p.Message:
     """The next message from the peer, within :class:`Patience`; an abort becomes an error."""
     limit, left = patience.left(peer.state)
@@ -156,7 +101,7 @@ async def _next_message(channel: FrameChannel, peer: p.Peer, patience: Patience)
     message = peer.receive(frame)
     if isinstance(message, p.Abort):
         raise _peer_abort(message)
-    if _moves_on(message):
+    if moves_on(message):
         patience.restart()
     return message
 
@@ -223,8 +168,25 @@ class FileSender:
             await self._recv()
 
     async def _resume(self, have: tuple[p.Held, ...]) -> None:
-        """Check each prefix the receiver holds against our file; tell it where data starts."""
+        """Version 2: send the hash of our prefix of each size the receiver holds; it says
+        where data starts. Version 1: check its hashes against ours and say so ourselves."""
         sources = self._data_sources
+        if self.peer.version >= 2:
+            hashers = {}
+            for held in have if self.resume else ():
+                hasher = await asyncio.to_thread(hash_prefix, sources[held.index].local, held.size)
+                if hasher is not None:
+                    hashers[held.index] = hasher
+            prefixes = tuple((i, have_size(have, i), h.hexdigest()) for i, h in hashers.items())
+            await self._send(p.Resume(prefixes=prefixes))
+            if prefixes:
+                start = await self._recv()
+                assert isinstance(start, p.Start)
+                for index, offset in start.offsets:
+                    if offset and index in hashers:
+                        self._starts[index] = (offset, hashers[index])
+                        self.bytes_skipped += offset
+            return
         offsets: list[tuple[int, int]] = []
         for held in have:
             hasher = None
@@ -368,18 +330,29 @@ class FileReceiver:
         try:
             accepted = await self.decide(offer)
         except RefusedError:  # refused by a rule (hidden entries in home), with its own message
-            await self._send(p.Decline("declined", "the receiver declined"))
+            await self._send(p.Decline("declined", DECLINES["declined"]))
             raise
         if not accepted:
-            await self._send(p.Decline("declined", "the receiver declined"))
+            await self._send(p.Decline("declined", DECLINES["declined"]))
             raise RefusedError("declined; nothing was written")
         if self.resume:
             self._held = await asyncio.to_thread(self.output.held, entries)
-        have = tuple(p.Held(i, h.size, h.sha256) for i, h in self._held.items())
+        if self.peer.version < 2:
+            self._held = {}  # a version 1 sender wants our hashes: it gets nothing to resume
+        # Sizes only: the hashes of our files never leave this side.
+        have = tuple(p.Held(i, h.size) for i, h in self._held.items())
         await self._send(p.Accept(CREDIT_WINDOW, have))
         verdict = await self._recv()
         assert isinstance(verdict, p.Resume)
-        self._apply(verdict)
+        starts = dict(verdict.offsets)
+        if verdict.prefixes:  # compared here, with our own hashes
+            theirs = {index: (size, sha) for index, size, sha in verdict.prefixes}
+            starts = {
+                i: h.size if theirs.get(i) == (h.size, h.sha256) else 0
+                for i, h in self._held.items()
+            }
+            await self._send(p.Start(tuple(starts.items())))
+        self._apply(starts)
         self.sink.emit(Accepted())
         self.started = time.monotonic()
         total = _total(entries)
@@ -387,9 +360,8 @@ class FileReceiver:
             self.sink.emit(Resuming(self.bytes_skipped, total))
         await self._receive_files(_Progress(self.sink, total, done=self.bytes_skipped))
 
-    def _apply(self, verdict: p.Resume) -> None:
-        """Keep what the sender confirmed; a complete file that differs is a conflict."""
-        starts = dict(verdict.offsets)
+    def _apply(self, starts: dict[int, int]) -> None:
+        """Keep what matched the sender's file; a complete file that differs is a conflict."""
         files = [e for e in self.peer.entries if e.carries_data]
         for index, held in list(self._held.items()):
             if starts.get(index, 0) == held.size:
@@ -405,14 +377,16 @@ class FileReceiver:
     async def _check(self, entries: Sequence[p.Entry]) -> None:
         try:
             self.output.check(entries, resume=self.resume)
-        except RefusedError as exc:
-            await self._send(p.Decline("refused", exc.message))
+        # The peer learns the reason code only: never a name that exists here, the output
+        # directory's path or a number from this disk (the user sees the whole message).
+        except RefusedError:
+            await self._send(p.Decline("refused", DECLINES["refused"]))
             raise
-        except LocalWriteError as exc:
-            await self._send(p.Decline("space", exc.message))
+        except LocalWriteError:
+            await self._send(p.Decline("space", DECLINES["space"]))
             raise
-        except TransferError as exc:
-            await self._send(p.Decline("unsafe", exc.message))
+        except TransferError:
+            await self._send(p.Decline("unsafe", DECLINES["unsafe"]))
             raise
 
     async def _receive_files(self, progress: _Progress) -> None:
@@ -479,6 +453,20 @@ def _peer_abort(message: p.Abort) -> P2pcpError:
     if message.reason == "refused":
         return RefusedError(f"the receiver refused: {show(message.message)[:300]}")
     return PeerError(f"the peer stopped the transfer: {show(message.message)[:300]}")
+
+
+DECLINES = {
+    "declined": "the receiver declined",
+    "refused": "files in the receiver's output directory are in the way",
+    "space": "the receiver cannot store the offer there",
+    "unsafe": "the receiver found the offer unsafe",
+}
+"""What a decline tells the sender, per reason: nothing of the receiver's disk."""
+
+
+def have_size(have: tuple[p.Held, ...], index: int) -> int:
+    """The size the receiver holds of file ``index``."""
+    return next(h.size for h in have if h.index == index)
 
 
 def _decline_error(message: p.Decline) -> P2pcpError:

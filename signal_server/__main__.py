@@ -79,7 +79,9 @@ def serve(
         help="Seconds a client has to complete the WebSocket handshake.",
     ),
     turn_ttl: float = typer.Option(
-        DEFAULTS.turn_ttl, metavar="N", help="Seconds minted TURN credentials stay valid for new allocations."
+        DEFAULTS.turn_ttl,
+        metavar="N",
+        help="Seconds minted TURN credentials stay valid for new allocations.",
     ),
     stun: list[str] = typer.Option(
         [],

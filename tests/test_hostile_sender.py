@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,7 @@ CASES: list[tuple[str, hostile.Scenario, list[str], str]] = [
         [],
         "'offer' while await-hello",
     ),
-    ("version-2", after_hello(p.encode(p.Hello(version=2)), hello=False), [], "protocol version 2"),
+    ("version-0", after_hello(p.encode(p.Hello(version=0)), hello=False), [], "protocol version 0"),
     ("text-frame", _text_message, [], "text message"),
     (
         "abort-with-escapes",
@@ -321,3 +322,84 @@ def test_a_stalling_sender_cannot_hold_the_receiver(
     assert outcome.code == 5, (outcome.stdout, outcome.stderr)
     assert outcome.last_event["message"] == message
     assert not (out / "a").exists()
+
+
+def test_the_receiver_sends_sizes_never_hashes_and_resumes_on_the_senders_hashes(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """Protocol version 2 against a real receiver: `have` names only sizes, for offered names
+    only; the sender's prefix hashes decide, on the receiver's side, to skip the identical file
+    and resume the partial one, and the receiver says so in `start`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    same = os.urandom(5000)
+    part = os.urandom(9000)
+    (out / "same.bin").write_bytes(same)
+    (out / ".part.bin.p2pcp-part").write_bytes(part[:4000])
+    (out / "other.bin").write_bytes(b"not offered")
+    (out / ".other.bin.p2pcp-part").write_bytes(b"not offered either")
+    seen: dict[str, Any] = {}
+
+    async def scenario(wire: hostile.Wire) -> None:
+        await wire.hello()
+        await wire.control(
+            {"type": "offer", "entries": [_file("same.bin", 5000), _file("part.bin", 9000)]}
+        )
+        raw = await wire.transport.recv()
+        seen["accept"] = json.loads(raw[1:])
+        prefixes = [
+            [0, 5000, hashlib.sha256(same).hexdigest()],
+            [1, 4000, hashlib.sha256(part[:4000]).hexdigest()],
+        ]
+        await wire.control({"type": "resume", "offsets": [], "prefixes": prefixes})
+        seen["start"] = json.loads((await wire.transport.recv())[1:])
+        await wire.control({"type": "file_end", "index": 0, "sha256": prefixes[0][2]})
+        await wire.send(b"\x01" + part[4000:])
+        await wire.control(
+            {"type": "file_end", "index": 1, "sha256": hashlib.sha256(part).hexdigest()}
+        )
+        await wire.control({"type": "done"})
+        seen["verified"] = json.loads((await wire.transport.recv())[1:])
+        await asyncio.sleep(60)
+
+    outcome = asyncio.run(hostile.run(signal_server.url, out, scenario))
+    assert outcome.code == 0, (outcome.stdout, outcome.stderr)
+    assert seen["accept"]["have"] == [{"index": 0, "size": 5000}, {"index": 1, "size": 4000}]
+    assert "sha256" not in json.dumps(seen["accept"])
+    assert seen["start"] == {"type": "start", "offsets": [[0, 5000], [1, 4000]]}
+    assert seen["verified"]["files"] == 2
+    assert (out / "part.bin").read_bytes() == part and (out / "same.bin").read_bytes() == same
+
+
+@pytest.mark.parametrize(
+    ("entries", "reason"),
+    [
+        ([_file("taken.txt", 3)], "refused"),  # a different file of that name is there
+        ([_file("huge.bin", 1 << 50)], "space"),
+        ([_file("link/x", 3)], "unsafe"),  # a symlink in the output directory
+    ],
+)
+def test_a_decline_tells_the_sender_nothing_of_the_receivers_disk(
+    signal_server: SignalServer, tmp_path: Path, entries: list[dict[str, Any]], reason: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "taken.txt").write_text("mine, and different")
+    os.symlink("..", out / "link")
+    seen: dict[str, Any] = {}
+
+    async def scenario(wire: hostile.Wire) -> None:
+        await wire.hello()
+        await wire.control({"type": "offer", "entries": entries})
+        seen["decline"] = json.loads((await wire.transport.recv())[1:])
+        await asyncio.sleep(60)
+
+    outcome = asyncio.run(hostile.run(signal_server.url, out, scenario))
+    assert outcome.code in (5, 6), outcome.stderr
+    decline = seen["decline"]
+    assert decline["type"] == "decline" and decline["reason"] == reason
+    text = decline["message"]
+    assert str(out) not in text and str(tmp_path) not in text
+    assert not any(ch.isdigit() for ch in text), text  # no sizes, no free bytes
+    assert "taken" not in text and "link" not in text, text
+    assert outcome.last_event["message"] != text  # the local user sees the whole message

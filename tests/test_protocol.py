@@ -139,8 +139,61 @@ def test_sender_rejects_receiver_only_messages() -> None:
 def test_version_mismatch_is_a_clear_error() -> None:
     receiver = p.Peer(p.Role.RECEIVER)
     receiver.send(p.Hello())
-    with pytest.raises(ProtocolError, match="protocol version 2.*version 1"):
-        receiver.receive(p.encode(p.Hello(version=2)))
+    with pytest.raises(ProtocolError, match="protocol version 0.*versions 1 to 2"):
+        receiver.receive(p.encode(p.Hello(version=0)))
+
+
+@pytest.mark.parametrize(("theirs", "spoken"), [(1, 1), (2, 2), (3, 2)])
+def test_both_sides_speak_the_lower_version(theirs: int, spoken: int) -> None:
+    receiver = p.Peer(p.Role.RECEIVER)
+    receiver.send(p.Hello())
+    receiver.receive(p.encode(p.Hello(version=theirs)))
+    assert receiver.version == spoken
+
+
+def _v2_pair_holding(size: int) -> Pair:
+    pair = Pair()
+    pair.offer(p.Entry("a", "file", 10))
+    pair.r2s(p.Accept(100, (p.Held(0, size),)))
+    return pair
+
+
+def test_version_2_resume_the_receiver_decides_from_the_senders_hashes() -> None:
+    pair = _v2_pair_holding(4)
+    pair.s2r(p.Resume(prefixes=((0, 4, "ab" * 32),)))
+    assert _state(pair.sender) is p.State.AWAIT_START
+    assert _state(pair.receiver) is p.State.STARTING
+    pair.r2s(p.Start(((0, 4),)))
+    assert _state(pair.sender) is _state(pair.receiver) is p.State.TRANSFERRING
+    pair.s2r(p.Data(b"x" * 6))  # only the rest
+    pair.s2r(p.FileEnd(0, "cd" * 32))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        p.Resume(prefixes=((0, 5, "ab" * 32),)),  # not the size held
+        p.Resume(prefixes=((1, 4, "ab" * 32),)),  # not a file held
+        p.Resume(((0, 4),), ((0, 4, "ab" * 32),)),  # both kinds at once
+    ],
+)
+def test_version_2_prefixes_must_match_what_is_held(bad: p.Resume) -> None:
+    pair = _v2_pair_holding(4)
+    with pytest.raises(ProtocolError):
+        pair.receiver.receive(p.encode(bad))
+
+
+def test_version_2_start_offsets_are_held_sizes_or_zero() -> None:
+    pair = _v2_pair_holding(4)
+    pair.s2r(p.Resume(prefixes=((0, 4, "ab" * 32),)))
+    with pytest.raises(ProtocolError, match="resume offset"):
+        pair.sender.receive(p.encode(p.Start(((0, 3),))))
+
+
+def test_a_version_2_receiver_sends_no_hash() -> None:
+    frame = p.encode(p.Accept(100, (p.Held(0, 4),)))
+    assert b"sha256" not in frame
+    assert p.decode(frame) == p.Accept(100, (p.Held(0, 4),))
 
 
 def test_more_bytes_than_declared() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from p2pcp import patience, transfer
 from p2pcp import protocol as p
-from p2pcp import transfer
 from p2pcp.errors import PeerError, ProtocolError, RefusedError, TransferError
 from p2pcp.events import Event, FileDone, Finished, OfferReceived
 from p2pcp.output import OutputDir
@@ -229,7 +229,7 @@ def test_out_of_order_frame_from_peer(tmp_path: Path) -> None:
 
 
 def test_a_stalling_peer_is_given_up_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transfer, "IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(patience, "IDLE_TIMEOUT", 0.5)
     out = tmp_path / "out"
     out.mkdir()
 

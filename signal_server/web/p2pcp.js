@@ -9,7 +9,8 @@ export { sha256 };
 export const APP_ID = "p2pcp.dev/v1";
 export const SENDER = "sender";
 export const RECEIVER = "receiver";
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2; // 2: the receiver sends sizes, never hashes (docs/protocol.md)
+export const OLDEST_VERSION = 1;
 
 const Point = ed25519.Point;
 const L = Point.Fn.ORDER;

@@ -110,12 +110,15 @@ export async function abortOnError(/** @type {Channel & {readyState: string}} */
   }
 }
 
+/** Both hellos; returns the version both sides speak (the lower of the two). */
 async function sayHello(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox) {
-  channel.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 1 }));
+  channel.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: p2pcp.PROTOCOL_VERSION }));
   const hello = await inbox.control("hello");
-  if (hello.protocol !== "p2pcp" || hello.version !== p2pcp.PROTOCOL_VERSION) {
+  if (hello.protocol !== "p2pcp" || !Number.isInteger(hello.version)
+    || hello.version < p2pcp.OLDEST_VERSION) {
     throw new PeerFault("the peer speaks another version of the p2pcp protocol");
   }
+  return Math.min(hello.version, p2pcp.PROTOCOL_VERSION);
 }
 
 // -- receiving ----------------------------------------------------------------------------------
@@ -301,7 +304,7 @@ async function readChunks(/** @type {Source} */ source, /** @type {number} */ fr
 export async function sendFiles(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox,
   /** @type {Source[]} */ sources, /** @type {SendView} */ view, chunkSize = 65535) {
   const entries = entriesOf(sources);
-  await sayHello(channel, inbox);
+  const version = await sayHello(channel, inbox);
   for (let at = 0; at < entries.length; at += 500) {
     const part = entries.slice(at, at + 500);
     channel.send(p2pcp.controlFrame({ type: "offer", entries: part, more: at + 500 < entries.length }));
@@ -320,21 +323,39 @@ export async function sendFiles(/** @type {Channel} */ channel, /** @type {Inbox
   const hashes = new Map();
   /** @type {[number, number][]} */
   const offsets = [];
-  for (const held of answer.have) {
-    const source = sources[held && held.index];
-    if (!source || !p2pcp.isCount(held.size) || held.size > source.size || starts.has(held.index)) {
+  /** @type {[number, number, string][]} */
+  const prefixes = [];
+  /** @type {Map<number, number>} */
+  const held = new Map();
+  for (const have of answer.have) {
+    const source = sources[have && have.index];
+    if (!source || !p2pcp.isCount(have.size) || have.size > source.size || held.has(have.index)) {
       throw new p2pcp.ProtocolError("protocol error: a bad 'have' entry");
     }
+    held.set(have.index, have.size);
     const hash = p2pcp.sha256.create();
-    await readChunks(source, 0, held.size, async (chunk) => {
+    await readChunks(source, 0, have.size, async (chunk) => {
       hash.update(chunk);
     });
-    const match = p2pcp.hex(hash.clone().digest()) === held.sha256;
-    starts.set(held.index, match ? held.size : 0);
-    if (match) hashes.set(held.index, hash);
-    offsets.push([held.index, match ? held.size : 0]);
+    const digest = p2pcp.hex(hash.clone().digest());
+    hashes.set(have.index, hash);
+    // Version 2: our hash goes to the receiver, which compares it with its own and says where
+    // data starts. Version 1: the receiver sent its hash, and we decide.
+    if (version >= 2) prefixes.push([have.index, have.size, digest]);
+    else offsets.push([have.index, digest === have.sha256 ? have.size : 0]);
   }
-  channel.send(p2pcp.controlFrame({ type: "resume", offsets }));
+  channel.send(p2pcp.controlFrame(prefixes.length ? { type: "resume", offsets: [], prefixes }
+    : { type: "resume", offsets }));
+  if (prefixes.length) offsets.push(...(await inbox.control("start")).offsets || []);
+  for (const pair of offsets) {
+    const [index, offset] = Array.isArray(pair) ? pair : [-1, -1];
+    if (!held.has(index) || (offset !== 0 && offset !== held.get(index))) {
+      throw new p2pcp.ProtocolError("protocol error: a bad resume offset");
+    }
+    if (offset) starts.set(index, offset);
+    else hashes.delete(index);
+  }
+  for (const index of held.keys()) if (!starts.has(index)) hashes.delete(index);
   let credit = answer.credit;
   let sent = 0;
   // Whoever waits leaves its wake-up here (an object: TypeScript narrows a plain `let` to null).

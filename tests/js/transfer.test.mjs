@@ -134,7 +134,7 @@ test("the sender never runs past the credit it was given", async () => {
   const sending = sendFiles(sender, sender.inbox, [source("a.bin", data)], sendView(), 1 << 16);
   sending.catch(() => {}); // ended below by the peer's abort
   peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 1 }));
-  assert.equal((await peer.inbox.control("hello")).version, 1);
+  assert.equal((await peer.inbox.control("hello")).version, 2);
   await peer.inbox.control("offer");
   peer.send(p2pcp.controlFrame({ type: "accept", credit: 1 << 20, have: [] }));
   await peer.inbox.control("resume");
@@ -170,6 +170,45 @@ test("a resume after a matching prefix sends only the rest; a wrong prefix sends
     peer.send(p2pcp.controlFrame({ type: "verified", files: 1 }));
     await sending;
   }
+});
+
+test("version 2: the sender hashes its prefixes, the receiver's start decides", async () => {
+  const data = new Uint8Array(randomBytes(300_000));
+  for (const offset of [100_000, 0]) {
+    const [sender, peer] = pair();
+    const sending = sendFiles(sender, sender.inbox, [source("a.bin", data)], sendView());
+    peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 2 }));
+    await peer.inbox.control("hello");
+    await peer.inbox.control("offer");
+    peer.send(p2pcp.controlFrame({
+      type: "accept", credit: CREDIT_WINDOW, have: [{ index: 0, size: 100_000 }],
+    }));
+    const resume = await peer.inbox.control("resume");
+    assert.deepEqual(resume.prefixes, [[0, 100_000, sha(data.slice(0, 100_000))]]);
+    assert.deepEqual(resume.offsets, []);
+    peer.send(p2pcp.controlFrame({ type: "start", offsets: [[0, offset]] }));
+    const parts = [];
+    let frame;
+    while ((frame = await peer.inbox.next()).data) parts.push(frame.data);
+    assert.equal(frame.control.sha256, sha(data));
+    assert.equal(sha(Buffer.concat(parts)), sha(data.slice(offset)));
+    await peer.inbox.control("done");
+    peer.send(p2pcp.controlFrame({ type: "verified", files: 1 }));
+    await sending;
+  }
+});
+
+test("version 2: a start offset the receiver did not hold is a protocol error", async () => {
+  const [sender, peer] = pair();
+  const sending = sendFiles(sender, sender.inbox, [source("a.bin", new Uint8Array(1000))], sendView());
+  sending.catch(() => {});
+  peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 2 }));
+  await peer.inbox.control("hello");
+  await peer.inbox.control("offer");
+  peer.send(p2pcp.controlFrame({ type: "accept", credit: CREDIT_WINDOW, have: [{ index: 0, size: 10 }] }));
+  await peer.inbox.control("resume");
+  peer.send(p2pcp.controlFrame({ type: "start", offsets: [[0, 7]] }));
+  await assert.rejects(sending, (error) => error instanceof p2pcp.ProtocolError);
 });
 
 test("a declined offer: the receiver says so, the sender hears why", async () => {
