@@ -403,3 +403,33 @@ def test_a_decline_tells_the_sender_nothing_of_the_receivers_disk(
     assert not any(ch.isdigit() for ch in text), text  # no sizes, no free bytes
     assert "taken" not in text and "link" not in text, text
     assert outcome.last_event["message"] != text  # the local user sees the whole message
+
+
+def test_a_version_1_sender_gets_no_hashes_and_still_delivers(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """A p2pcp of protocol version 1 (its hello says 1) is still spoken to: the receiver
+    answers in version 1 but holds nothing back for it to hash, so the partial file here is
+    not offered for resume and the file arrives whole."""
+    out = tmp_path / "out"
+    out.mkdir()
+    data = os.urandom(6000)
+    (out / ".f.bin.p2pcp-part").write_bytes(data[:3000])
+    seen: dict[str, Any] = {}
+
+    async def scenario(wire: hostile.Wire) -> None:
+        await wire.hello(p.Hello(version=1))
+        await wire.control({"type": "offer", "entries": [_file("f.bin", 6000)]})
+        seen["accept"] = json.loads((await wire.transport.recv())[1:])
+        await wire.control({"type": "resume", "offsets": []})
+        await wire.send(b"\x01" + data)
+        await wire.control(
+            {"type": "file_end", "index": 0, "sha256": hashlib.sha256(data).hexdigest()}
+        )
+        await wire.control({"type": "done"})
+        await asyncio.sleep(60)
+
+    outcome = asyncio.run(hostile.run(signal_server.url, out, scenario))
+    assert outcome.code == 0, outcome.stderr
+    assert seen["accept"]["have"] == []
+    assert (out / "f.bin").read_bytes() == data
