@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -105,6 +106,13 @@ def serve(
     redis: str | None = typer.Option(
         None, metavar="URL", help="redis://HOST:PORT/DB: share rooms with other server processes."
     ),
+    trusted_proxy: list[str] = typer.Option(
+        [],
+        metavar="CIDR",
+        help="A reverse proxy or load balancer in front (repeatable): from these addresses "
+        "only, the client's address for the per-address limits is the right-most untrusted hop "
+        "of X-Forwarded-For.",
+    ),
     tls_cert: str | None = typer.Option(None, help="PEM certificate chain: serve wss:// directly."),
     tls_key: str | None = typer.Option(None, help="PEM private key for --tls-cert."),
     page: bool = typer.Option(
@@ -120,6 +128,11 @@ def serve(
     until SIGINT or SIGTERM. Example: p2pcp-signal --host 0.0.0.0 --port 8765"""
     if bool(tls_cert) != bool(tls_key):
         raise typer.BadParameter("--tls-cert and --tls-key go together")
+    for cidr in trusted_proxy:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise typer.BadParameter(f"--trusted-proxy: not an address or CIDR: {cidr}") from None
     if turn and not turn_secret:
         raise typer.BadParameter("--turn needs --turn-secret (or P2PCP_TURN_SECRET)")
     settings = Settings(
@@ -129,6 +142,7 @@ def serve(
         turn=tuple(turn),
         turn_secret=turn_secret,
         redis=redis,
+        trusted_proxies=tuple(trusted_proxy),
         tls_cert=tls_cert,
         tls_key=tls_key,
         page=page,

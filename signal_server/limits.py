@@ -22,6 +22,40 @@ def client_key(address: str) -> str:
     return str(ip)
 
 
+def client_address(
+    peer: str,
+    forwarded: list[str],
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
+) -> str:
+    """The client's address for the per-address limits. From a trusted proxy (``peer`` in one
+    of ``trusted``), the right-most ``X-Forwarded-For`` hop that is not itself a trusted proxy
+    (each proxy appends the address it saw, so hops left of it could be forged by the client);
+    from anyone else, ``peer``, whatever the header says."""
+    if not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in forwarded for hop in header.split(",")]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed chain: count the proxy itself
+        if not _within(hop, trusted):
+            return hop
+    return peer
+
+
+def _within(
+    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
 @dataclass
 class TokenBucket:
     """At most ``rate`` events per second on average, bursts of up to ``burst``."""

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import itertools
 import json
 import logging
@@ -65,7 +66,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .limits import Metrics, SlidingWindow, TokenBucket, client_key
+from .limits import Metrics, SlidingWindow, TokenBucket, client_address, client_key
 from .page import Page
 from .rooms import RoomError
 from .store import MemoryStore, RedisStore, RoomStore
@@ -117,6 +118,8 @@ class Settings:
     (tests/test_turn.py)."""
     redis: str | None = None
     """``redis://`` URL: share rooms with every server process using the same Redis."""
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of reverse proxies (a load balancer) whose ``X-Forwarded-For`` names the client."""
     page: bool = True
     """Serve the browser page (``signal_server/web/``) at ``/``."""
 
@@ -143,6 +146,9 @@ class SignalServer:
         self._buckets: dict[str, TokenBucket] = {}
         self._ips: dict[str, str] = {}
         self._page = Page() if settings.page else None
+        self._trusted = tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in settings.trusted_proxies
+        )
 
     @property
     def port(self) -> int:
@@ -206,7 +212,11 @@ class SignalServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         side = f"{self.store.server_id}:{next(self._ids)}"
-        ip = client_key(str(connection.remote_address[0]) if connection.remote_address else "-")
+        peer = str(connection.remote_address[0]) if connection.remote_address else "-"
+        forwarded = (
+            connection.request.headers.get_all("X-Forwarded-For") if connection.request else []
+        )
+        ip = client_key(client_address(peer, forwarded, self._trusted))
         if not self._connection_rate.allow(ip, time.time()):
             self._reject(side, "connection_rate")
             await self._error(
@@ -252,9 +262,9 @@ class SignalServer:
             log.info("disconnect side=%s nameplate=%s", side, nameplate or "-")
             if nameplate is not None:
                 with contextlib.suppress(Exception):  # the store may be gone at shutdown
-                    peer, reopened = await self.store.leave(nameplate, side)
-                    if peer is not None:
-                        await self.store.send(peer, {"type": "peer_left", "reopened": reopened})
+                    other, reopened = await self.store.leave(nameplate, side)
+                    if other is not None:
+                        await self.store.send(other, {"type": "peer_left", "reopened": reopened})
 
     def _ice(self, turn: bool = True) -> list[dict[str, Any]]:
         """The ICE servers for one client: STUN as configured, and with ``turn`` TURN with

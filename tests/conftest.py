@@ -47,6 +47,7 @@ TIERS = {
     "test_doctor": "netlab",
     "test_lan": "netlab",
     "test_netlab": "netlab",
+    "test_proxy": "netlab",
     # Chromium and node
     "test_browser": "browser",
     "test_web": "browser",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
-from signal_server.limits import SlidingWindow, client_key
+from signal_server.limits import SlidingWindow, client_address, client_key
 from signal_server.rooms import RoomError, Rooms
 
 
@@ -149,3 +151,19 @@ def test_per_address_records_are_forgotten_once_idle() -> None:
     assert window.forget_idle(100.0) == 1000  # every address silent for 60 s or more
     assert len(window) == 1
     assert window.allow("192.0.2.1", 101.0) and not window.allow("192.0.2.1", 102.0)
+
+
+def test_the_client_behind_a_trusted_proxy_is_the_right_most_untrusted_hop() -> None:
+    trusted = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"))
+    # nginx on loopback appended the address it saw; what the client wrote to the left is not
+    # believed, nor a hop that is itself a trusted proxy.
+    assert client_address("127.0.0.1", ["9.9.9.9, 198.51.100.7"], trusted) == "198.51.100.7"
+    assert client_address("127.0.0.1", ["198.51.100.7, 10.1.2.3"], trusted) == "198.51.100.7"
+    assert client_address("127.0.0.1", ["9.9.9.9", "198.51.100.7"], trusted) == "198.51.100.7"
+    # From anyone else the header is ignored.
+    assert client_address("198.51.100.8", ["9.9.9.9"], trusted) == "198.51.100.8"
+    # No header, only proxies, or garbage: the proxy itself counts.
+    assert client_address("127.0.0.1", [], trusted) == "127.0.0.1"
+    assert client_address("127.0.0.1", ["10.0.0.5"], trusted) == "127.0.0.1"
+    assert client_address("127.0.0.1", ["not-an-address"], trusted) == "127.0.0.1"
+    assert client_address("::ffff:127.0.0.1", ["2001:db8::1"], trusted) == "2001:db8::1"
