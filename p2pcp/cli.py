@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.prompt import Confirm, Prompt
+from rich.prompt import Prompt
 
 from . import __version__, config, session
+from .ask import ask_yes_no
 from .code import Code, parse_code
 from .doctor import diagnose
 from .errors import ExitCode, Interrupted, P2pcpError, RefusedError, UsageError
@@ -162,8 +163,8 @@ def _confirmer(sink: Sink, verify: bool) -> session.Confirm | None:
     async def confirm(verification: str) -> bool:
         if isinstance(sink, HumanSink):
             sink.pause()
-        question = f"Does the other screen show {verification}?"
-        return bool(await asyncio.to_thread(Confirm.ask, question, console=console, default=False))
+        question = f"Does the other screen show {escape(verification)}?"
+        return await ask_yes_no(console, question, default=False)
 
     return confirm
 
@@ -282,7 +283,14 @@ def _read_code(code: str | None, console: Console) -> Code:
         return parse_code(line)
     _complete_code_words()
     while True:
-        typed = Prompt.ask("Enter the code (Tab completes words)", console=console)
+        try:
+            typed = Prompt.ask("Enter the code (Tab completes words)", console=console)
+        except KeyboardInterrupt:
+            console.print()  # end the prompt's line before the error
+            raise Interrupted() from None
+        except EOFError:
+            console.print()
+            raise UsageError("no code given: stdin closed at the prompt") from None
         try:
             return parse_code(typed)
         except UsageError as exc:
@@ -372,16 +380,14 @@ def receive(
             return True
         if isinstance(sink, HumanSink):
             sink.pause()
-        if not await asyncio.to_thread(Confirm.ask, "Accept?", console=console, default=True):
+        if not await ask_yes_no(console, "Accept?", default=True):
             return False
         if offer.home_hidden and not allow_hidden:
             question = (
                 f"This writes [bold]{escape(home)}[/] directly in your home directory "
                 "(startup files and settings live there). Write them?"
             )
-            return bool(
-                await asyncio.to_thread(Confirm.ask, question, console=console, default=False)
-            )
+            return await ask_yes_no(console, question, default=False)
         return True
 
     _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)

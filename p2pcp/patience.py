@@ -3,6 +3,7 @@ what counts as progress that restarts the clock. Pure: the transfer workers cons
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -48,6 +49,8 @@ class Patience:
             return self.setup
         if state is p.State.AWAIT_ANSWER:
             return self.answer
+        if state is p.State.DECIDING:
+            return math.inf  # this side's user is deciding: the peer waits for us
         return self.idle
 
     def left(self, state: p.State) -> tuple[float, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +95,7 @@ async def _next_message(channel: FrameChannel, peer: p.Peer, patience: Patience)
     """The next message from the peer, within :class:`Patience`; an abort becomes an error."""
     limit, left = patience.left(peer.state)
     try:
-        async with asyncio.timeout(max(left, 0.0)):
+        async with asyncio.timeout(None if math.isinf(left) else max(left, 0.0)):
             frame = await channel.recv()
     except TimeoutError:
         raise PeerError(f"the peer sent nothing for {limit:.0f} s; giving up") from None
@@ -328,7 +329,7 @@ class FileReceiver:
         )
         self.sink.emit(offer)
         try:
-            accepted = await self.decide(offer)
+            accepted = await self._decide(offer)
         except RefusedError:  # refused by a rule (hidden entries in home), with its own message
             await self._send(p.Decline("declined", DECLINES["declined"]))
             raise
@@ -359,6 +360,22 @@ class FileReceiver:
         if self.bytes_skipped:
             self.sink.emit(Resuming(self.bytes_skipped, total))
         await self._receive_files(_Progress(self.sink, total, done=self.bytes_skipped))
+
+    async def _decide(self, offer: OfferReceived) -> bool:
+        """Ask (the user, or the flags) while listening to the peer: the sender may only
+        cancel now, and its cancel ends the question at once."""
+        decision = asyncio.ensure_future(self.decide(offer))
+        watch = asyncio.ensure_future(self._recv())
+        try:
+            await asyncio.wait({decision, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (decision, watch):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(decision, watch, return_exceptions=True)
+        if watch.done() and not watch.cancelled():
+            watch.result()  # the peer's abort (or the channel's failure) raises here
+        return decision.result()
 
     def _apply(self, starts: dict[int, int]) -> None:
         """Keep what matched the sender's file; a complete file that differs is a conflict."""

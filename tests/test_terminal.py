@@ -166,7 +166,7 @@ def test_send_and_receive_as_a_person_sees_them(
     receiver.keys(f"-{second}", "Enter")
 
     # 3. The offer as a table, the total and the free space, then the prompt.
-    screen = receiver.wait_for(r"Accept\? \[y/n\]")
+    screen = receiver.wait_for(r"Accept\? \[Y/n\]")
     for row in (
         r"holiday\s+dir",
         r"holiday/notes\.txt\s+23 B",
@@ -328,3 +328,72 @@ def test_dot_entries_in_the_home_directory_are_confirmed_on_their_own(
     receiver.keys(*([answer] if answer == "Enter" else [answer, "Enter"]))
     receiver.wait_for(f"EXIT={exit_code}")
     assert (home / ".config" / "autostart.desktop").exists() == (exit_code == 0)
+
+
+def _at_the_accept_prompt(
+    signal_server: SignalServer, tmp_path: Path, tmux: str, nameplate: str
+) -> tuple[Terminal, Terminal, Path]:
+    (tmp_path / "f.txt").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    code = str(make_code(nameplate))
+    sender = Terminal(
+        tmux,
+        "send",
+        _command(signal_server, f"send {tmp_path / 'f.txt'}", f"P2PCP_CODE={code}"),
+        80,
+        20,
+    )
+    sender.wait_for("Waiting for the receiver")
+    receiver = Terminal(
+        tmux, "receive", _command(signal_server, f"receive -o {out} {code}"), 80, 20
+    )
+    receiver.wait_for(r"Accept\? \[Y/n\]")
+    return sender, receiver, out
+
+
+def test_ctrl_c_at_the_accept_prompt_ends_at_once(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    """Ctrl-C at `Accept?` ends the receiver without waiting for Enter (exit 130), on a line
+    of its own; the sender learns it was cancelled (exit 5). Before, the receiver stayed alive
+    until Enter was pressed."""
+    sender, receiver, out = _at_the_accept_prompt(signal_server, tmp_path, tmux, "4714")
+    receiver.keys("C-c")
+    screen = receiver.wait_for(r"EXIT=130", timeout=10)
+    assert re.search(r"^error: interrupted$", screen, re.MULTILINE), screen
+    sender.wait_for(r"the peer cancelled the transfer[\s\S]*EXIT=5", timeout=15)
+    assert list(out.iterdir()) == []
+
+
+def test_the_senders_cancel_reaches_a_receiver_still_deciding(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    """The sender presses Ctrl-C while the receiver sits at `Accept?`: the receiver says so at
+    once and exits 5, nobody pressing anything. Before, it learned only after answering."""
+    sender, receiver, out = _at_the_accept_prompt(signal_server, tmp_path, tmux, "4715")
+    sender.keys("C-c")
+    sender.wait_for(r"EXIT=130", timeout=10)
+    screen = receiver.wait_for(r"EXIT=5", timeout=10)
+    assert re.search(r"^error: the peer cancelled the transfer$", screen, re.MULTILINE), screen
+    assert list(out.iterdir()) == []
+
+
+def test_ctrl_c_at_the_code_prompt_ends_the_line(signal_server: SignalServer, tmux: str) -> None:
+    receiver = Terminal(tmux, "receive", _command(signal_server, "receive"), 80, 10)
+    receiver.wait_for(r"Enter the code")
+    receiver.keys("7-acorn", "C-c")
+    screen = receiver.wait_for(r"EXIT=130", timeout=10)
+    assert re.search(r"^error: interrupted$", screen, re.MULTILINE), screen
+
+
+@pytest.mark.parametrize(("answer", "accepted"), [("yes", True), ("NO", False)])
+def test_the_accept_prompt_takes_yes_and_no(
+    signal_server: SignalServer, tmp_path: Path, tmux: str, answer: str, accepted: bool
+) -> None:
+    sender, receiver, out = _at_the_accept_prompt(
+        signal_server, tmp_path, tmux, "4716" if accepted else "4717"
+    )
+    receiver.keys(answer, "Enter")
+    receiver.wait_for(f"EXIT={0 if accepted else 6}", timeout=30)
+    assert (out / "f.txt").exists() == accepted
