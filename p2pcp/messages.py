@@ -69,6 +69,15 @@ class Hello:
     """Protocol version the sender of this message speaks."""
     compress: tuple[str, ...] = ()
     """Compressed data frames this side takes and sends (``zstd``); empty for none."""
+    keepalive: int = 0
+    """Seconds between this side's keep-alives when it has nothing else to send (0: it sends
+    none, and must not be sent any: an earlier p2pcp or the page before them)."""
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Sent when this side has sent nothing else for a while, to a peer that announced
+    keep-alives in its hello; in any state, and never progress (``patience.moves_on``)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +197,7 @@ class Abort:
 
 Message = (
     Hello
+    | KeepAlive
     | Offer
     | Accept
     | Resume
@@ -203,6 +213,7 @@ Message = (
 
 TYPE_NAMES: dict[type[Any], str] = {
     Hello: "hello",
+    KeepAlive: "keepalive",
     Offer: "offer",
     Accept: "accept",
     Resume: "resume",
@@ -228,6 +239,8 @@ def encode(message: Message) -> bytes:
         body.update(protocol=PROTOCOL_NAME, version=message.version)
         if message.compress:
             body.update(compress=list(message.compress))
+        if message.keepalive:
+            body.update(keepalive=message.keepalive)
     elif isinstance(message, Offer):
         body.update(entries=[_entry_json(e) for e in message.entries], more=message.more)
     elif isinstance(message, Accept):
@@ -302,7 +315,10 @@ def _from_json(body: dict[str, Any]) -> Message:
         compress = body.get("compress", [])
         if not isinstance(compress, list) or not all(isinstance(c, str) for c in compress):
             raise ProtocolError("peer sent a malformed 'compress' list")
-        return Hello(_int(body, "version"), tuple(compress))
+        keepalive = _int(body, "keepalive") if "keepalive" in body else 0
+        return Hello(_int(body, "version"), tuple(compress), keepalive)
+    if kind == "keepalive":
+        return KeepAlive()
     if kind == "offer":
         entries = body.get("entries")
         if not isinstance(entries, list):

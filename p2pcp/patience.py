@@ -1,13 +1,25 @@
-"""Every wait on the peer has a deadline (docs/protocol.md, "Conversation"): how long, and
-what counts as progress that restarts the clock. Pure: the transfer workers consult it."""
+"""Every wait on the peer has a deadline (docs/protocol.md, "Conversation"): how long, what
+counts as progress that restarts the clock, and the read of the next message under them."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
+from typing import Protocol
 
 from . import protocol as p
+from .errors import P2pcpError, PeerError, RefusedError
+from .escape import show
+
+
+class Receiving(Protocol):
+    """What reading needs of a channel."""
+
+    async def recv(self) -> bytes:
+        """Receive one frame."""
+
 
 SETUP_TIMEOUT = 30.0
 """Longest wait for the peer's hello and offer: programs send them at once."""
@@ -66,3 +78,31 @@ def moves_on(message: p.Message) -> bool:
     if isinstance(message, p.Credit):
         return message.bytes > 0
     return True
+
+
+async def next_message(channel: Receiving, peer: p.Peer, patience: Patience) -> p.Message:
+    """The next message from the peer, within :class:`Patience`; an abort becomes an error,
+    and keep-alives are passed over (they move nothing on)."""
+    while True:
+        limit, left = patience.left(peer.state)
+        try:
+            async with asyncio.timeout(None if math.isinf(left) else max(left, 0.0)):
+                frame = await channel.recv()
+        except TimeoutError:
+            raise PeerError(f"the peer sent nothing for {limit:.0f} s; giving up") from None
+        message = peer.receive(frame)
+        if isinstance(message, p.Abort):
+            raise peer_abort(message)
+        if isinstance(message, p.KeepAlive):
+            continue
+        if moves_on(message):
+            patience.restart()
+        return message
+
+
+def peer_abort(message: p.Abort) -> P2pcpError:
+    if message.reason == "cancelled":
+        return PeerError("the peer cancelled the transfer")
+    if message.reason == "refused":
+        return RefusedError(f"the receiver refused: {show(message.message)[:300]}")
+    return PeerError(f"the peer stopped the transfer: {show(message.message)[:300]}")

@@ -42,6 +42,7 @@ from .messages import (
     FileEnd,
     Held,
     Hello,
+    KeepAlive,
     Message,
     Offer,
     Resume,
@@ -64,6 +65,7 @@ __all__ = [  # the messages, re-exported: the protocol's vocabulary
     "FileEnd",
     "Held",
     "Hello",
+    "KeepAlive",
     "KIND_CONTROL",
     "KIND_DATA",
     "KIND_ZSTD",
@@ -93,6 +95,11 @@ __all__ = [  # the messages, re-exported: the protocol's vocabulary
 ]
 
 log = logging.getLogger(__name__)
+
+KEEPALIVE_INTERVAL = 1
+"""Seconds of silence after which a side sends a keep-alive (docs/protocol.md)."""
+GONE_AFTER = 10.0
+"""Seconds without a frame from a peer that sends keep-alives, after which it is gone."""
 
 
 class Role(enum.Enum):
@@ -211,6 +218,9 @@ class Peer:
         """What the receiver said it holds, by file index."""
         self.version = PROTOCOL_VERSION
         """The version both sides speak: the lower of the two hellos'."""
+        self.peer_keepalive = 0
+        """Seconds between the peer's keep-alives, from its hello (0: it sends none and must
+        be sent none)."""
         self.ended_by: str | None = None
         """SEND if this side said the last word (it should wait for the peer to close), RECV
         if the peer did (this side may close at once), None while the conversation goes on."""
@@ -229,7 +239,7 @@ class Peer:
 
     def hello(self) -> Hello:
         """This side's first message."""
-        return Hello(compress=self.compress)
+        return Hello(compress=self.compress, keepalive=KEEPALIVE_INTERVAL)
 
     def send(self, message: Message) -> bytes:
         """Check ``message`` against the state and return its frame."""
@@ -247,6 +257,10 @@ class Peer:
         return message
 
     def _advance(self, direction: str, message: Message) -> None:
+        if isinstance(message, KeepAlive):
+            if self.state in (State.START, State.AWAIT_HELLO) and direction == RECV:
+                raise ProtocolError("peer sent 'keepalive' before its hello")
+            return  # any time after the hellos; it changes nothing
         if isinstance(message, Abort):
             if self.finished:
                 raise ProtocolError("abort after the transfer ended")
@@ -274,6 +288,7 @@ class Peer:
                     f"versions {OLDEST_VERSION} to {PROTOCOL_VERSION}: update the older side"
                 )
             self.version = min(PROTOCOL_VERSION, message.version)
+            self.peer_keepalive = message.keepalive
             if self.role is Role.SENDER and ZSTD in self.compress and ZSTD in message.compress:
                 self.packer = Packer()
         elif isinstance(message, Offer):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,9 +33,10 @@ from .events import (
     Resuming,
     TextReceived,
 )
+from .heartbeat import Beating, beating
 from .names import hidden, lookalike
 from .output import Output
-from .patience import Patience, moves_on
+from .patience import Patience, next_message
 from .sources import FileReader, Source
 from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
 
@@ -46,8 +46,8 @@ CREDIT_WINDOW = 16 * 1024 * 1024
 PROGRESS_INTERVAL = 0.2
 
 
-class FrameChannel(Protocol):
-    """What the transfer needs of a transport."""
+class FrameChannel(Beating, Protocol):
+    """What the transfer needs of a transport (keep-alives' needs included)."""
 
     @property
     def max_message(self) -> int:
@@ -91,22 +91,6 @@ def _total(entries: Sequence[p.Entry]) -> int | None:
 # -- the transfer over a frame channel ------------------------------------------------------
 
 
-async def _next_message(channel: FrameChannel, peer: p.Peer, patience: Patience) -> p.Message:
-    """The next message from the peer, within :class:`Patience`; an abort becomes an error."""
-    limit, left = patience.left(peer.state)
-    try:
-        async with asyncio.timeout(None if math.isinf(left) else max(left, 0.0)):
-            frame = await channel.recv()
-    except TimeoutError:
-        raise PeerError(f"the peer sent nothing for {limit:.0f} s; giving up") from None
-    message = peer.receive(frame)
-    if isinstance(message, p.Abort):
-        raise _peer_abort(message)
-    if moves_on(message):
-        patience.restart()
-    return message
-
-
 class FileSender:
     """Offers ``sources`` and streams them, honouring the receiver's credit and resuming what
     the receiver already holds when its prefix matches."""
@@ -136,7 +120,7 @@ class FileSender:
         self._patience.restart()
 
     async def _recv(self) -> p.Message:
-        return await _next_message(self.channel, self.peer, self._patience)
+        return await next_message(self.channel, self.peer, self._patience)
 
     @property
     def _data_sources(self) -> list[Source]:
@@ -144,6 +128,10 @@ class FileSender:
 
     async def run(self) -> None:
         """The whole conversation; returns once the receiver verified every file."""
+        async with beating(self.channel, self.peer):
+            await self._converse()
+
+    async def _converse(self) -> None:
         await self._send(self.peer.hello())
         await self._recv()
         await self._offer()
@@ -289,12 +277,13 @@ class FileReceiver:
         self._patience.restart()
 
     async def _recv(self) -> p.Message:
-        return await _next_message(self.channel, self.peer, self._patience)
+        return await next_message(self.channel, self.peer, self._patience)
 
     async def run(self) -> None:
         """The whole conversation; returns once every file is verified and in place."""
         try:
-            await self._run()
+            async with beating(self.channel, self.peer):
+                await self._run()
         except BaseException as exc:
             writer, self._writer = self._writer, None
             if writer is not None and writer.entry.size is not None and _keeps_partials(exc):
@@ -462,14 +451,6 @@ class FileReceiver:
         if self._ungranted >= CREDIT_WINDOW // 4:
             grant, self._ungranted = self._ungranted, 0
             await self._send(p.Credit(grant))
-
-
-def _peer_abort(message: p.Abort) -> P2pcpError:
-    if message.reason == "cancelled":
-        return PeerError("the peer cancelled the transfer")
-    if message.reason == "refused":
-        return RefusedError(f"the receiver refused: {show(message.message)[:300]}")
-    return PeerError(f"the peer stopped the transfer: {show(message.message)[:300]}")
 
 
 DECLINES = {

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import re
 import socket
+import time
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
@@ -129,6 +130,8 @@ class Transport:
         self._low = asyncio.Event()
         self._closed = asyncio.Event()
         self._failure: Exception | None = None
+        self.last_sent = self.last_heard = time.monotonic()
+        """When a frame last left and last arrived (for keep-alives, ``heartbeat.py``)."""
         self.remote_max_message = DEFAULT_REMOTE_MAX_MESSAGE
         self._watchdog: asyncio.Task[None] | None = None
         self._probe: asyncio.Task[bool] | None = None
@@ -151,6 +154,7 @@ class Transport:
             if isinstance(message, str):
                 self._fail(ProtocolError("peer sent a text message on the data channel"))
                 return
+            self.last_heard = time.monotonic()
             self._inbox_bytes += len(message)
             if self._inbox_bytes > self.max_inbox_bytes:
                 self._fail(ProtocolError("peer ignored flow control"))
@@ -402,6 +406,11 @@ class Transport:
         if self._failure is not None:
             raise self._failure
         self._channel.send(frame)
+        self.last_sent = time.monotonic()
+
+    def fail(self, exc: Exception) -> None:
+        """End the connection's use with ``exc``: every wait on it raises it."""
+        self._fail(exc)
 
     async def recv(self) -> bytes:
         """The next frame from the peer."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import IO, Any, TextIO, assert_never, cast
 
@@ -33,6 +34,8 @@ from .doctor import Report
 from .escape import show, show_text
 
 TABLE_ROWS = 10
+STALLED_AFTER = 3.0
+"""Seconds without progress after which the bars say "stalled"."""
 
 
 def human_size(count: float) -> str:
@@ -45,9 +48,14 @@ def human_size(count: float) -> str:
 
 
 class _RateColumn(ProgressColumn):
-    """Transfer rate in the same binary units as the sizes."""
+    """Transfer rate in the same binary units as the sizes; "stalled" when nothing has moved
+    for STALLED_AFTER seconds (the peer may be gone: keep-alives end it after 10 s)."""
 
     def render(self, task: Task) -> Text:
+        updated = task.fields.get("updated")
+        if not task.finished and updated is not None:
+            if time.monotonic() - updated > STALLED_AFTER:
+                return Text("stalled", style="bold yellow")
         speed = task.finished_speed or task.speed
         return Text(f"{human_size(speed)}/s" if speed else "?", style="progress.data.speed")
 
@@ -294,12 +302,14 @@ class HumanSink:
         if self._progress is None:
             self._start(event.total)
         assert self._progress is not None and self._overall is not None and self._file is not None
-        self._progress.update(self._overall, completed=event.bytes)
+        now = time.monotonic()
+        self._progress.update(self._overall, completed=event.bytes, updated=now)
         self._progress.update(
             self._file,
             completed=event.file_bytes,
             total=event.file_size,
             description=_safe(event.path)[-30:],
+            updated=now,
         )
 
     def _start(self, total: int | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -41,6 +42,12 @@ class End:
         self, link: Link, out: asyncio.Queue[bytes], inbox: asyncio.Queue[bytes], sender: bool
     ) -> None:
         self.link, self.out, self.inbox, self.sender = link, out, inbox, sender
+        self.last_sent = self.last_heard = time.monotonic()
+        self.failure: Exception | None = None
+
+    def fail(self, exc: Exception) -> None:
+        self.failure = exc
+        self.inbox.put_nowait(b"")  # wakes a reader, which raises
 
     @property
     def max_message(self) -> int:
@@ -52,9 +59,13 @@ class End:
             self.link.queued += len(frame)
             self.link.peak = max(self.link.peak, self.link.queued)
         await self.out.put(frame)
+        self.last_sent = time.monotonic()
 
     async def recv(self) -> bytes:
         frame = await self.inbox.get()
+        if self.failure is not None:
+            raise self.failure
+        self.last_heard = time.monotonic()
         if not self.sender:
             self.link.queued -= len(frame)
             if self.link.receiver_delay:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import segno
-from helpers import PYTHON, SignalServer, finish, p2pcp, require
+from helpers import PYTHON, SignalServer, finish, p2pcp, require, start_send
 
 from p2pcp.code import make_code
 from p2pcp.wordlist import WORDS
@@ -397,3 +397,36 @@ def test_the_accept_prompt_takes_yes_and_no(
     receiver.keys(answer, "Enter")
     receiver.wait_for(f"EXIT={0 if accepted else 6}", timeout=30)
     assert (out / "f.txt").exists() == accepted
+
+
+def test_a_dead_sender_is_seen_stalled_then_gone_in_seconds(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    """kill -9 of the sender mid-transfer: within about 3 s the receiver's bar says "stalled",
+    and once the peer has been silent for 10 s (no keep-alive) the receiver exits 5 saying so.
+    Before, the bar froze for 35 s and the receiver gave up after ICE's consent checks."""
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(400):
+            f.write(os.urandom(1 << 20))
+    out = tmp_path / "out"
+    out.mkdir()
+    slow = {"P2PCP_LARGE_PACKETS": "0"}  # standard packets: the transfer outlasts the kill
+    sender, code = start_send(signal_server, str(big), env=slow)
+    receiver = Terminal(
+        tmux,
+        "receive",
+        _command(signal_server, f"receive --yes -o {out} {code}", "P2PCP_LARGE_PACKETS=0"),
+        100,
+        12,
+    )
+    receiver.wait_for(r"total .* MiB/s")
+    sender.kill()
+    sender.wait(10)
+    killed = time.monotonic()
+    receiver.wait_for(r"stalled", timeout=8)
+    screen = receiver.wait_for(r"EXIT=5", timeout=25)
+    gone = time.monotonic() - killed
+    assert "the peer stopped answering (nothing for 10 s)" in screen, screen
+    assert gone < 20, gone  # 10 s of silence, not ICE's 30 s and more
+    assert not (out / "big.bin").exists()

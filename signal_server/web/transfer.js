@@ -7,6 +7,9 @@
 import * as p2pcp from "./p2pcp.js";
 import { CREDIT_WINDOW, MAX_TEXT_SIZE, SEND_HIGH_WATER, SEND_LOW_WATER } from "./constants.js";
 
+/** Seconds without a frame from a peer that sends keep-alives, after which it is gone. */
+const GONE_AFTER_S = 10;
+
 /** A failure the user should read as it is (no "error:" prefix, no stack in the console). */
 export class UserError extends Error {}
 /** The peer stopped (its abort) or broke the protocol: it needs no abort from us. */
@@ -58,17 +61,54 @@ export class Inbox {
     this.queue = [];
     /** @type {((item: Uint8Array | Error) => void)[]} */
     this.waiters = [];
+    this.lastHeard = Date.now();
+    /** @type {ReturnType<typeof setInterval> | null} */
+    this.beating = null;
   }
 
   /** A frame from the channel, or the error that ends the conversation. */
   push(/** @type {Uint8Array | Error} */ item) {
+    if (!(item instanceof Error)) this.lastHeard = Date.now();
     const waiter = this.waiters.shift();
     if (waiter) waiter(item);
     else this.queue.push(item);
   }
 
-  /** The next frame, parsed; the peer's abort throws a PeerFault with its (escaped) message. */
+  /**
+   * Keep-alives (docs/protocol.md) to a peer that announced them every `seconds`: one from us
+   * each second, and the conversation ends when the peer has been silent for GONE_AFTER.
+   */
+  beat(/** @type {Channel} */ channel, /** @type {number} */ seconds) {
+    const goneAfter = Math.max(GONE_AFTER_S, 3 * seconds);
+    this.beating = setInterval(() => {
+      if (Date.now() - this.lastHeard > goneAfter * 1000) {
+        this.stopBeating();
+        this.push(new UserError(`the peer stopped answering (nothing for ${goneAfter} s)`));
+        return;
+      }
+      try {
+        channel.send(p2pcp.controlFrame({ type: "keepalive" }));
+      } catch {
+        // a closed channel: its close event ends the conversation
+      }
+    }, 1000);
+  }
+
+  stopBeating() {
+    if (this.beating !== null) clearInterval(this.beating);
+    this.beating = null;
+  }
+
+  /** The next frame, parsed; the peer's abort throws a PeerFault with its (escaped) message.
+   * Keep-alives are passed over. */
   async next() {
+    for (;;) {
+      const frame = await this.nextFrame();
+      if (!frame.control || frame.control.type !== "keepalive") return frame;
+    }
+  }
+
+  async nextFrame() {
     const queued = this.queue.shift();
     const item = queued !== undefined ? queued
       : await new Promise((resolve) => this.waiters.push(resolve));
@@ -112,12 +152,15 @@ export async function abortOnError(/** @type {Channel & {readyState: string}} */
 
 /** Both hellos; returns the version both sides speak (the lower of the two). */
 async function sayHello(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox) {
-  channel.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: p2pcp.PROTOCOL_VERSION }));
+  channel.send(p2pcp.controlFrame({
+    type: "hello", protocol: "p2pcp", version: p2pcp.PROTOCOL_VERSION, keepalive: 1,
+  }));
   const hello = await inbox.control("hello");
   if (hello.protocol !== "p2pcp" || !Number.isInteger(hello.version)
     || hello.version < p2pcp.OLDEST_VERSION) {
     throw new PeerFault("the peer speaks another version of the p2pcp protocol");
   }
+  if (Number.isInteger(hello.keepalive) && hello.keepalive > 0) inbox.beat(channel, hello.keepalive);
   return Math.min(hello.version, p2pcp.PROTOCOL_VERSION);
 }
 
@@ -187,6 +230,15 @@ class TextSink {
  * @returns {Promise<{verified: number, moved: number}>}
  */
 export async function receiveFiles(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox,
+  /** @type {ReceiveView} */ view) {
+  try {
+    return await receiving(channel, inbox, view);
+  } finally {
+    inbox.stopBeating();
+  }
+}
+
+async function receiving(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox,
   /** @type {ReceiveView} */ view) {
   await sayHello(channel, inbox);
   const entries = await takeOffer(inbox);
@@ -302,6 +354,15 @@ async function readChunks(/** @type {Source} */ source, /** @type {number} */ fr
  * `verified`.
  */
 export async function sendFiles(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox,
+  /** @type {Source[]} */ sources, /** @type {SendView} */ view, chunkSize = 65535) {
+  try {
+    await sending(channel, inbox, sources, view, chunkSize);
+  } finally {
+    inbox.stopBeating();
+  }
+}
+
+async function sending(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox,
   /** @type {Source[]} */ sources, /** @type {SendView} */ view, chunkSize = 65535) {
   const entries = entriesOf(sources);
   const version = await sayHello(channel, inbox);

@@ -318,3 +318,19 @@ test("a control frame nested 200000 deep is a protocol error, not a crash", asyn
   assert.ok(outcome.reason instanceof p2pcp.ProtocolError);
   assert.equal(view.offered, null);
 });
+
+test("keep-alives: sent each second to a peer that announced them, passed over when received", async () => {
+  const [sender, peer] = pair();
+  const sending = sendFiles(sender, sender.inbox, [source("a.bin", new Uint8Array(10))], sendView());
+  peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 2, keepalive: 1 }));
+  assert.equal((await peer.inbox.control("hello")).keepalive, 1);
+  await peer.inbox.control("offer");
+  peer.send(p2pcp.controlFrame({ type: "keepalive" })); // passed over by the page
+  await new Promise((resolve) => setTimeout(resolve, 1300)); // a receiver deciding
+  peer.send(p2pcp.controlFrame({ type: "accept", credit: CREDIT_WINDOW, have: [] }));
+  assert.equal((await peer.inbox.nextFrame()).control.type, "keepalive"); // sent while waiting
+  for (;;) if ((await peer.inbox.next()).control?.type === "done") break;
+  peer.send(p2pcp.controlFrame({ type: "verified", files: 1 }));
+  await sending;
+  assert.equal(sender.inbox.beating, null, "the heartbeat stops with the conversation");
+});
