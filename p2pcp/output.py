@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 import time
 from collections.abc import Sequence
@@ -108,8 +109,24 @@ class OutputDir:
                 f"not enough space in {show(self.path)}: the offer needs {total} bytes, "
                 f"{free} are free"
             )
+        self._check_writable()
         for entry in entries:
             self._check_entry(entry, resume)
+
+    def _check_writable(self) -> None:
+        """Create and remove a probe file: a read-only or immutable directory, or a read-only
+        file system, is refused before the user is asked, not after."""
+        probe = f".p2pcp-probe-{secrets.token_hex(6)}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                         dir_fd=self._root)  # fmt: skip
+        except OSError as exc:
+            raise LocalWriteError(
+                f"cannot write in the output directory {show(self.path)}: {exc.strerror}"
+            ) from None
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe, dir_fd=self._root)
 
     def _check_entry(self, entry: Entry, resume: bool) -> None:
         parts = entry.path.split("/")

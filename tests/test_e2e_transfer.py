@@ -18,6 +18,7 @@ from helpers import (
     p2pcp,
     read_line,
     receive,
+    require,
     sha256_file,
     start_send,
     tree,
@@ -311,3 +312,29 @@ def test_signal_mid_transfer_ends_both_sides_cleanly(
     # Nothing under the final name; the partial is kept beside it for a later resume.
     assert {p.name for p in out.iterdir()} <= {".big.bin.p2pcp-part"}
     assert not (out / "big.bin").exists()
+
+
+def test_an_output_directory_that_cannot_be_written_is_refused_before_asking(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """An immutable output directory (chattr +i: even root cannot write) is found before the
+    offer is shown or accepted, and the error names the directory. Before, the user accepted
+    and then read 'cannot write pic.bin: Operation not permitted'."""
+    require("chattr")
+    (tmp_path / "pic.bin").write_bytes(b"x" * 1000)
+    out = tmp_path / "locked"
+    out.mkdir()
+    subprocess.run(["chattr", "+i", str(out)], check=True)
+    try:
+        sender, code = start_send(signal_server, str(tmp_path / "pic.bin"))
+        got = receive(signal_server, code, "--yes", "-o", str(out))
+        sent = finish(sender)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert got.code == 5, got.stderr
+    assert got.events[-1]["message"] == (
+        f"cannot write in the output directory {out}: Operation not permitted"
+    )
+    assert not any(e["event"] == "offer" for e in got.events)  # never shown, never accepted
+    assert sent.code == 5 and "cannot store the offer there" in sent.events[-1]["message"]
+    assert list(out.iterdir()) == []
