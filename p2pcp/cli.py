@@ -145,10 +145,20 @@ def _fail(sink: Sink, exc: P2pcpError, debug: bool) -> NoReturn:
     raise typer.Exit(int(exc.exit_code))
 
 
-def _sink(json_mode: bool, verb: str, quiet: bool, message: bool = False, qr: bool = False) -> Sink:
+def _sink(
+    json_mode: bool,
+    verb: str,
+    quiet: bool,
+    message: bool = False,
+    qr: bool = False,
+    bars: bool = True,
+) -> Sink:
     if json_mode:
         return JsonSink()
-    return HumanSink(verb, quiet=quiet, message=message, qr=qr)
+    return HumanSink(verb, quiet=quiet, message=message, qr=qr, progress=bars)
+
+
+NO_PROGRESS = "Plain lines instead of progress bars and spinners (NO_COLOR only drops colour)."
 
 
 VERIFY_HELP = "Show a verification string on both screens and ask to confirm they match."
@@ -224,13 +234,14 @@ def send(
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the code and errors."),
+    no_progress: bool = typer.Option(False, "--no-progress", help=NO_PROGRESS),
     qr: bool = typer.Option(False, "--qr", help="Also draw the receive command as a QR code."),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
     """Send files, directories, stdin or a text message; prints a code for the receiver."""
     _setup_logging(debug)
-    sink = _sink(json_mode, "sent", quiet, message=text is not None, qr=qr)
+    sink = _sink(json_mode, "sent", quiet, message=text is not None, qr=qr, bars=not no_progress)
     try:
         if verify and not sys.stdin.isatty():
             raise UsageError("--verify asks a question: stdin must be a terminal")
@@ -332,12 +343,13 @@ def receive(
     insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
     json_mode: bool = typer.Option(False, "--json", help="Print NDJSON events on stdout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
+    no_progress: bool = typer.Option(False, "--no-progress", help=NO_PROGRESS),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
     """Receive files (or a text message) with a code from the sender."""
     _setup_logging(debug)
-    sink = _sink(json_mode, "received", quiet)
+    sink = _sink(json_mode, "received", quiet, bars=not no_progress)
     console = Console(stderr=True, highlight=False)
     try:
         settings = _settings(

@@ -9,55 +9,20 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Sequence
 from typing import IO, Any, TextIO, assert_never, cast
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from rich.status import Status
 from rich.table import Table
-from rich.text import Text
 
 from . import events as ev
+from .bars import Bars, human_size
 from .doctor import Report
 from .escape import show, show_text
 
 TABLE_ROWS = 10
-STALLED_AFTER = 3.0
-"""Seconds without progress after which the bars say "stalled"."""
-
-
-def human_size(count: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
-
-
-class _RateColumn(ProgressColumn):
-    """Transfer rate in the same binary units as the sizes; "stalled" when nothing has moved
-    for STALLED_AFTER seconds (the peer may be gone: keep-alives end it after 10 s)."""
-
-    def render(self, task: Task) -> Text:
-        updated = task.fields.get("updated")
-        if not task.finished and updated is not None:
-            if time.monotonic() - updated > STALLED_AFTER:
-                return Text("stalled", style="bold yellow")
-        speed = task.finished_speed or task.speed
-        return Text(f"{human_size(speed)}/s" if speed else "?", style="progress.data.speed")
 
 
 def _notes(entry: ev.OfferEntry) -> str:
@@ -136,6 +101,7 @@ class HumanSink:
         quiet: bool = False,
         message: bool = False,
         qr: bool = False,
+        progress: bool = True,
     ) -> None:
         # At a terminal rich wraps long lines at word boundaries for its real width; elsewhere
         # (a pipe, a log file) it must not break lines at all.
@@ -146,10 +112,8 @@ class HumanSink:
         self.message = message
         """The transfer is a text message (the sender knows up front, the receiver on arrival)."""
         self.qr = qr
-        self.interactive = self.console.is_terminal and not quiet
-        self._progress: Progress | None = None
-        self._overall: TaskID | None = None
-        self._file: TaskID | None = None
+        self.interactive = self.console.is_terminal and not quiet and progress
+        self._bars: Bars | None = None
         self._status: Status | None = None
 
     def emit(self, event: ev.AnyEvent) -> None:
@@ -200,9 +164,9 @@ class HumanSink:
         if self._status is not None:
             self._status.stop()
             self._status = None
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
 
     def _wait(self, text: str) -> None:
         self.pause()
@@ -266,6 +230,7 @@ class HumanSink:
 
     def _on_offer(self, event: ev.OfferReceived) -> None:
         if all(e.kind == "text" for e in event.entries):
+            self.message = True  # shown when it arrives; no table, no bars
             return
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         table.add_column("offered", overflow="fold")
@@ -288,43 +253,23 @@ class HumanSink:
         for line in attention(event.entries):
             self.console.print(f"[yellow]{_safe(line)}[/]")
         files = "file" if event.files == 1 else "files"
-        line = f"{event.files} {files}, {human_size(event.bytes)} in all"
+        streams = any(e.size is None and e.kind != "dir" for e in event.entries)
+        size = "size unknown" if streams else f"{human_size(event.bytes)} in all"
+        line = f"{event.files} {files}, {size}"
         if event.free is not None:
-            line += f"; {human_size(event.free)} free there"
+            line += f"; {human_size(event.free)} free on this disk"
         self.console.print(line)
 
     def _on_accepted(self, event: ev.Accepted) -> None:
         self.pause()
 
     def _on_progress(self, event: ev.Progress) -> None:
-        if not self.interactive:
-            return
-        if self._progress is None:
-            self._start(event.total)
-        assert self._progress is not None and self._overall is not None and self._file is not None
-        now = time.monotonic()
-        self._progress.update(self._overall, completed=event.bytes, updated=now)
-        self._progress.update(
-            self._file,
-            completed=event.file_bytes,
-            total=event.file_size,
-            description=_safe(event.path)[-30:],
-            updated=now,
-        )
-
-    def _start(self, total: int | None) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=None),
-            DownloadColumn(binary_units=True),
-            _RateColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            expand=False,
-        )
-        self._overall = self._progress.add_task("total", total=total)
-        self._file = self._progress.add_task("", total=None)
-        self._progress.start()
+        if not self.interactive or self.message:
+            return  # a text message is shown, not measured
+        path = _safe(event.path)
+        if self._bars is None:
+            self._bars = Bars(self.console, event.total, path, event.bytes - event.file_bytes)
+        self._bars.update(event.bytes, path, event.file_bytes, event.file_size)
 
     def _on_resuming(self, event: ev.Resuming) -> None:
         total = f" of {human_size(event.total)}" if event.total is not None else ""
@@ -346,14 +291,19 @@ class HumanSink:
         if self.message:
             self.console.print(f"Done: the message was {self.verb} and verified")
             return
-        rate = event.bytes_transferred / event.seconds if event.seconds > 0 else 0.0
         files = "file" if event.files == 1 else "files"
         verified = "; the receiver verified every file" if self.verb == "sent" else ", all verified"
         if event.bytes_skipped:
             verified += f" ({human_size(event.bytes_skipped)} were already there)"
+        if not event.bytes_transferred:  # all there already: nothing moved, no rate to speak of
+            self.console.print(f"Done: {event.files} {files}, nothing needed to move{verified}")
+            return
+        # The rate of bars.py: bytes that crossed the network over the seconds they took.
+        rate = event.bytes_transferred / event.seconds if event.seconds > 0 else 0.0
+        speed = f" ({human_size(rate)}/s)" if event.seconds >= 0.05 else ""
         self.console.print(
             f"Done: {self.verb} {event.files} {files}, {human_size(event.bytes_transferred)} in "
-            f"{event.seconds:.1f} s ({human_size(rate)}/s){verified}"
+            f"{event.seconds:.1f} s{speed}{verified}"
         )
 
 

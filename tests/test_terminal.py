@@ -6,6 +6,7 @@ The finished screens of the main flow, normalised (code, addresses, rates), must
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import segno
@@ -172,7 +174,7 @@ def test_send_and_receive_as_a_person_sees_them(
         r"holiday/notes\.txt\s+23 B",
         r"holiday/raw/beach\.jpg\s+3\.0 MiB",
         r"holiday/video\.mp4\s+12\.0 MiB",
-        r"3 files, 15\.0 MiB in all; .* free there",
+        r"3 files, 15\.0 MiB in all; .* free on this disk",
     ):
         assert re.search(row, screen), (row, screen)
     # 2. The route in words on both screens, and the same verification string.
@@ -420,7 +422,7 @@ def test_a_dead_sender_is_seen_stalled_then_gone_in_seconds(
         100,
         12,
     )
-    receiver.wait_for(r"total .* MiB/s")
+    receiver.wait_for(r"big\.bin .* MiB/s")
     sender.kill()
     sender.wait(10)
     killed = time.monotonic()
@@ -430,3 +432,78 @@ def test_a_dead_sender_is_seen_stalled_then_gone_in_seconds(
     assert "the peer stopped answering (nothing for 10 s)" in screen, screen
     assert gone < 20, gone  # 10 s of silence, not ICE's 30 s and more
     assert not (out / "big.bin").exists()
+
+
+def _receive_in_tmux(
+    signal_server: SignalServer, tmux: str, code: str, args: str, width: int = 60, env: str = ""
+) -> str:
+    """A receiver at a ``width``-column terminal, answered `y`; its last screen."""
+    receiver = Terminal(
+        tmux, f"r{uuid.uuid4().hex[:6]}", _command(signal_server, f"receive {args} {code}", env),
+        width, 30,
+    )  # fmt: skip
+    screen = receiver.wait_for(r"Accept\? \[Y/n\]|EXIT=")
+    if "EXIT=" not in screen:
+        receiver.keys("y", "Enter")
+    return receiver.wait_for(r"EXIT=\d+")
+
+
+def test_quiet_honest_screens_at_60_columns(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    """One line per bar at 60 columns with names cut in the middle; one bar for one file; a
+    text shows only the text; a stream says "size unknown"; files already there say so
+    instead of a rate of 0 B/s; --no-progress gives plain lines."""
+    long = "a-very-long-file-name-that-goes-on-and-on-and-on-forever.bin"
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / long).write_bytes(os.urandom(8 << 20))
+    (folder / "0-small.txt").write_text("small\n")  # sent first: the long name is last
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def send(*args: str, stdin: Any = subprocess.DEVNULL) -> tuple[Any, str]:
+        process = p2pcp("send", "--server", signal_server.url, "--json", *args, stdin=stdin)
+        assert process.stdout is not None
+        return process, json.loads(process.stdout.readline())["code"]
+
+    # Two files: a total bar and a file bar, each on one line, the long name cut in the middle.
+    sender, code = send(str(folder))
+    screen = _receive_in_tmux(signal_server, tmux, code, f"-o {out}")
+    finish(sender)
+    bars = [line for line in screen.splitlines() if "━" in line]
+    assert len(bars) == 2 and all(len(line) <= 60 for line in bars), screen
+    name = bars[1].split()[0]
+    assert bars[0].startswith("total") and "…" in name and name.endswith(".bin"), bars
+    # The same again: everything is there already.
+    sender, code = send(str(folder))
+    screen = _receive_in_tmux(signal_server, tmux, code, f"-o {out}")
+    finish(sender)
+    assert "nothing needed to move" in screen and "0 B/s" not in screen, screen
+    # One file: one bar, named after it.
+    sender, code = send(str(folder / "0-small.txt"))
+    screen = _receive_in_tmux(signal_server, tmux, code, f"-o {tmp_path}")
+    finish(sender)
+    assert len([line for line in screen.splitlines() if "━" in line]) <= 1, screen
+    # A text: the text, and no bar.
+    sender, code = send("--text", "meet at noon")
+    screen = _receive_in_tmux(signal_server, tmux, code, "")
+    finish(sender)
+    assert "meet at noon" in screen and "━" not in screen and "total" not in screen, screen
+    # A stream of unknown size.
+    sender, code = send("--name", "stream.bin", "-", stdin=subprocess.PIPE)
+    assert sender.stdin is not None
+    sender.stdin.write("streamed\n" * 1000)
+    sender.stdin.close()
+    sender.stdin = None
+    screen = _receive_in_tmux(signal_server, tmux, code, f"-o {out}")
+    finish(sender)
+    assert "1 file, size unknown" in screen and "0 B in all" not in screen, screen
+    # --no-progress: plain lines, no bar, no spinner.
+    sender, code = send(str(folder / "0-small.txt"))
+    other = tmp_path / "other"
+    other.mkdir()
+    screen = _receive_in_tmux(signal_server, tmux, code, f"--no-progress -o {other}")
+    finish(sender)
+    assert "━" not in screen and not SPINNER.search(screen), screen
+    assert "received 0-small.txt (6 B)" in screen, screen
