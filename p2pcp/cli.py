@@ -23,6 +23,7 @@ from rich.prompt import Prompt
 from . import __version__, config, session
 from .ask import ask_yes_no
 from .code import Code, parse_code
+from .configcli import config_app
 from .doctor import diagnose
 from .errors import ExitCode, Interrupted, P2pcpError, RefusedError, UsageError
 from .escape import ShownFormatter, show, show_all
@@ -64,6 +65,16 @@ def _main(
 CA_HELP = "Trust this PEM CA bundle for a wss:// server (env P2PCP_CA_FILE)."
 INSECURE_HELP = "Do not verify a wss:// server's certificate (for testing only)."
 ICE_HELP = "A STUN or TURN server URL (repeatable) (env P2PCP_ICE_SERVERS, comma-separated)."
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # NaN too
+        raise typer.BadParameter(f"{text!r} is not a number of seconds")
+    return value
 
 
 def _settings(**flags: Any) -> dict[str, config.Setting]:
@@ -275,7 +286,9 @@ def _complete_code_words() -> None:
         return
 
     def complete(text: str, state: int) -> str | None:
-        matches = [w for w in WORDS if w.startswith(text.lower())]
+        # After the first word comes a hyphen: "8-apo" Tab gives "8-apollo-".
+        first = readline.get_line_buffer()[: readline.get_begidx()].count("-") == 1
+        matches = [w + ("-" if first else "") for w in WORDS if w.startswith(text.lower())]
         return matches[state] if state < len(matches) else None
 
     readline.set_completer_delims(" -")
@@ -333,7 +346,8 @@ def receive(
     wait: float = typer.Option(
         0.0,
         "--wait",
-        min=0.0,
+        parser=_seconds,
+        metavar="SECONDS",
         help="If no sender holds the code yet, keep asking for up to this many seconds "
         "(for scripts that start both sides at once with a chosen code).",
     ),
@@ -438,38 +452,28 @@ def doctor(
     _run(sink, check(), debug)
 
 
-config_app = typer.Typer(help="Show the settings in effect.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
 
-@config_app.command("show")
-def config_show(
-    json_mode: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-) -> None:
-    """Print every setting in effect and where it comes from (flag > env > file > default)."""
-    try:
-        settings = config.effective({})
-    except P2pcpError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(int(exc.exit_code)) from None
-    path = config.config_path()
-    if json_mode:
-        body = {k: {"value": s.value, "source": s.source} for k, s in settings.items()}
-        typer.echo(json.dumps({"config_file": str(path), "settings": body}))
-        return
-    exists = "" if path.exists() else " (not present)"
-    typer.echo(f"config file: {path}{exists}")
-    for key, setting in settings.items():
-        typer.echo(f"{key} = {json.dumps(setting.value)}  ({setting.source})")
+CLICK_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+"""The command-line parser's errors (Typer's click, vendored or not)."""
 
 
 def main() -> NoReturn:
-    """Entry point of ``p2pcp`` (parser errors exit 2, as Typer does)."""
+    """Entry point of ``p2pcp``: the parser's errors are one ``error:`` line and exit 2, like
+    every other error of ours."""
     try:
-        app()
-        status: object = 0
+        status: object = app(standalone_mode=False, prog_name="p2pcp")
     except SystemExit as exc:
         status = exc.code
+    except CLICK_ERROR as exc:
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        message = exc.format_message()  # type: ignore[attr-defined]
+        sys.stderr.write(f"error: {show(message)}{hint}\n")
+        status = getattr(exc, "exit_code", 2)
     _exit(status)
 
 

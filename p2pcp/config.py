@@ -70,6 +70,13 @@ def load_file(path: Path) -> dict[str, Any]:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read the config file {path}: {exc}") from None
+    check_file(data, path)
+    return data
+
+
+def check_file(data: Mapping[str, Any], path: Path) -> None:
+    """UsageError (exit 2) for a setting the file must not hold: unknown, of the wrong type, or
+    a server URL that is not ws:// or wss:// (caught here, not when ``send`` connects)."""
     unknown = sorted(set(data) - set(SETTINGS))
     if unknown:
         raise UsageError(
@@ -78,7 +85,27 @@ def load_file(path: Path) -> dict[str, Any]:
     for key, spec in SETTINGS.items():
         if key in data and not isinstance(data[key], spec.kind):
             raise UsageError(f"config file {path}: {key!r} must be a {spec.kind.__name__}")
-    return data
+    if "server" in data:
+        check_server(data["server"], f"config file {path}: ")
+
+
+def check_server(url: str, where: str = "") -> None:
+    """A rendezvous server is a ws:// or wss:// URL."""
+    if not url.startswith(("ws://", "wss://")):
+        raise UsageError(f"{where}the server must be a ws:// or wss:// URL, not {url!r}")
+
+
+def parse_value(key: str, text: str) -> Any:
+    """A setting's value from the command line (``config set``), as the file would hold it."""
+    spec = SETTINGS.get(key)
+    if spec is None:
+        raise UsageError(f"unknown setting {key!r} (known: {', '.join(SETTINGS)})")
+    if spec.kind is bool:
+        answer = text.strip().lower()
+        if answer not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            raise UsageError(f"{key} is true or false, not {text!r}")
+        return answer in ("true", "yes", "1", "on")
+    return _from_env(spec.kind, text)
 
 
 def _from_env(kind: type, text: str) -> Any:
@@ -104,6 +131,9 @@ def resolve(
             settings[key] = Setting(file[key], f"file {path}")
         else:
             settings[key] = Setting(spec.default, "default")
+    server = settings["server"]
+    if server.value is not None:
+        check_server(server.value, "" if server.source == "flag" else f"{server.source}: ")
     return settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -338,3 +339,43 @@ def test_an_output_directory_that_cannot_be_written_is_refused_before_asking(
     assert not any(e["event"] == "offer" for e in got.events)  # never shown, never accepted
     assert sent.code == 5 and "cannot store the offer there" in sent.events[-1]["message"]
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["receive", "--wait", "abc", "1-acorn-acorn"],
+            "error: Invalid value for '--wait': 'abc' is not a number of seconds "
+            "(see p2pcp receive --help)",
+        ),
+        (["receive", "--bogus"], "error: No such option: --bogus (see p2pcp receive --help)"),
+        (
+            ["send", "--server", "http://example.org", "x"],
+            "error: the server must be a ws:// or wss:// URL, not 'http://example.org'",
+        ),
+    ],
+)
+def test_usage_errors_are_one_error_line_and_exit_2(args: list[str], message: str) -> None:
+    result = finish(p2pcp(*args))
+    assert result.code == 2 and result.stderr == message + "\n", result.stderr
+
+
+def test_config_set_and_init_and_a_bad_server_in_the_file(tmp_path: Path) -> None:
+    """`config set` is the one command that points p2pcp at a server; an http:// server in the
+    file is a usage error (exit 2) when the file is read, not a connect error when sending."""
+    path = tmp_path / "p2pcp" / "config.toml"
+    env = {"P2PCP_CONFIG": str(path)}
+    assert finish(p2pcp("config", "init", env=env)).code == 0
+    assert "# server = " in path.read_text()
+    assert finish(p2pcp("config", "init", env=env)).code == 2  # never overwritten
+    done = finish(p2pcp("config", "set", "server", "wss://r.example.org", env=env))
+    assert done.code == 0 and path.stat().st_mode & 0o777 == 0o600
+    shown = json.loads(finish(p2pcp("config", "show", "--json", env=env)).stdout)
+    assert shown["settings"]["server"] == {"value": "wss://r.example.org", "source": f"file {path}"}
+    assert finish(p2pcp("config", "set", "overwrite", "maybe", env=env)).code == 2
+    path.write_text('server = "http://r.example.org"\n')
+    for args in (["config", "show"], ["send", "--text", "hi"]):
+        result = finish(p2pcp(*args, env=env))
+        assert result.code == 2, result.stderr
+        assert "the server must be a ws:// or wss:// URL" in result.stderr

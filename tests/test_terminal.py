@@ -162,10 +162,12 @@ def test_send_and_receive_as_a_person_sees_them(
     receiver.keys(f"{nameplate}-{first}-{_typo(second)}", "Enter")
     receiver.wait_for(rf"is not a code word: did you mean '{second}'\?\n.*Enter the code")
     assert "join" not in signal_server.log_text()
-    # Tab completes a word from a unique prefix.
+    # Tab completes a word from a unique prefix, and after the first word adds the hyphen.
     receiver.keys(f"{nameplate}-{_unique_prefix(first)}", "Tab")
-    receiver.wait_for(rf"Enter the code.*{nameplate}-{first}")
-    receiver.keys(f"-{second}", "Enter")
+    receiver.wait_for(rf"(?m)Enter the code.*{nameplate}-{first}-$")
+    receiver.keys(_unique_prefix(second), "Tab")
+    receiver.wait_for(rf"(?m)Enter the code.*{nameplate}-{first}-{second}$")
+    receiver.keys("Enter")
 
     # 3. The offer as a table, the total and the free space, then the prompt.
     screen = receiver.wait_for(r"Accept\? \[Y/n\]")
