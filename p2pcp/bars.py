@@ -16,18 +16,11 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, ProgressColumn, Task, TaskID
 from rich.text import Text
 
+from .units import human_size
+
 STALLED_AFTER = 3.0
 """Seconds without progress after which a bar says "stalled" (keep-alives end the transfer
 after 10 s of silence from the peer)."""
-
-
-def human_size(count: float) -> str:
-    """``1536`` -> ``1.5 KiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 def middle(text: str, width: int) -> str:

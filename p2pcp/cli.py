@@ -18,19 +18,19 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.prompt import Prompt
 
 from . import __version__, config, session
 from .ask import ask_yes_no
-from .code import Code, parse_code
+from .code import parse_code
+from .codeprompt import read_code
 from .configcli import config_app
 from .doctor import diagnose
 from .errors import ExitCode, Interrupted, P2pcpError, RefusedError, UsageError
 from .escape import ShownFormatter, show, show_all
 from .events import OfferReceived
+from .partials import partials
 from .protocol import MAX_TEXT_SIZE
 from .ui import HumanSink, JsonSink, show_report
-from .wordlist import WORDS
 
 app = typer.Typer(
     name="p2pcp",
@@ -278,49 +278,6 @@ def send(
     _run(sink, session.send(options, sink, _confirmer(sink, verify)), debug)
 
 
-def _complete_code_words() -> None:
-    """Tab completion of code words at the prompt (where Python has readline)."""
-    try:
-        import readline
-    except ImportError:  # pragma: no cover - Windows, or Python built without readline
-        return
-
-    def complete(text: str, state: int) -> str | None:
-        # After the first word comes a hyphen: "8-apo" Tab gives "8-apollo-".
-        first = readline.get_line_buffer()[: readline.get_begidx()].count("-") == 1
-        matches = [w + ("-" if first else "") for w in WORDS if w.startswith(text.lower())]
-        return matches[state] if state < len(matches) else None
-
-    readline.set_completer_delims(" -")
-    readline.set_completer(complete)
-    readline.parse_and_bind("tab: complete")
-
-
-def _read_code(code: str | None, console: Console) -> Code:
-    text = code or os.environ.get("P2PCP_CODE")
-    if text:
-        return parse_code(text)
-    if not sys.stdin.isatty():
-        line = sys.stdin.readline()
-        if not line.strip():
-            raise UsageError("no code given: pass it as an argument, in P2PCP_CODE, or on stdin")
-        return parse_code(line)
-    _complete_code_words()
-    while True:
-        try:
-            typed = Prompt.ask("Enter the code (Tab completes words)", console=console)
-        except KeyboardInterrupt:
-            console.print()  # end the prompt's line before the error
-            raise Interrupted() from None
-        except EOFError:
-            console.print()
-            raise UsageError("no code given: stdin closed at the prompt") from None
-        try:
-            return parse_code(typed)
-        except UsageError as exc:
-            console.print(f"[red]{exc.message}[/]")
-
-
 @app.command(epilog=RECEIVE_EPILOG)
 def receive(
     code: str | None = typer.Argument(None, help="The code from the sender (env P2PCP_CODE)."),
@@ -359,9 +316,17 @@ def receive(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors."),
     no_progress: bool = typer.Option(False, "--no-progress", help=NO_PROGRESS),
     verify: bool = typer.Option(False, "--verify", help=VERIFY_HELP),
+    list_partials: bool = typer.Option(
+        False, "--list-partials", help="List the partial files (.NAME.p2pcp-part) under -o."
+    ),
+    clean_partials: bool = typer.Option(
+        False, "--clean-partials", help="Delete the partial files under -o (no resume then)."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
     """Receive files (or a text message) with a code from the sender."""
+    if list_partials or clean_partials:
+        partials(output, clean_partials, json_mode)
     _setup_logging(debug)
     sink = _sink(json_mode, "received", quiet, bars=not no_progress)
     console = Console(stderr=True, highlight=False)
@@ -381,7 +346,7 @@ def receive(
         if (verify or not yes) and not sys.stdin.isatty():
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
         options = session.ReceiveOptions(
-            code=_read_code(code, console),
+            code=read_code(code, console),
             server=settings["server"].value,
             output=target,
             overwrite=settings["overwrite"].value,

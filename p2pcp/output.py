@@ -60,6 +60,9 @@ class OutputDir:
     ``O_NOFOLLOW``, so no symlink (already there or raced in) is ever written through.
     """
 
+    keeps_partials = True
+    """A broken transfer leaves partial files here to resume."""
+
     def __init__(self, path: str, overwrite: bool) -> None:
         self.path = path
         self.overwrite = overwrite
@@ -246,22 +249,31 @@ class OutputDir:
     def stale_partials(self, days: float = 7, limit: int = 10_000) -> list[str]:
         """Partial files below the output directory older than ``days`` (``limit`` names read)."""
         cutoff = time.time() - days * 86400
-        stale: list[str] = []
+        return [path for path, st in self.partials(limit) if st.st_mtime < cutoff]
+
+    def partials(self, limit: int | None = None) -> list[tuple[str, os.stat_result]]:
+        """Every partial file below the output directory (regular files named like one; no
+        symlink followed), with its stat, after at most ``limit`` names read."""
+        found: list[tuple[str, os.stat_result]] = []
         seen = 0
         for root, dirs, names in os.walk(self.path):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
             for name in names:
                 seen += 1
-                if seen > limit:
-                    return stale
+                if limit is not None and seen > limit:
+                    return found
                 path = os.path.join(root, name)
-                if name.endswith(PART_SUFFIX) and os.lstat(path).st_mtime < cutoff:
-                    stale.append(path)
-        return stale
+                if name.endswith(PART_SUFFIX):
+                    st = os.lstat(path)
+                    if stat.S_ISREG(st.st_mode):
+                        found.append((path, st))
+        return found
 
 
 class StdoutOutput:
     """``-o -``: the receiver takes exactly one file (or a text) and writes it to stdout."""
+
+    keeps_partials = False
 
     path = "-"
     overwrite = False
@@ -305,6 +317,9 @@ class StdoutOutput:
 
 class Output(Protocol):
     """Where a receiver puts what it is offered."""
+
+    keeps_partials: bool
+    """Whether a broken transfer leaves something here to resume."""
 
     overwrite: bool
     """Whether files in place may be replaced."""

@@ -27,6 +27,7 @@ from .events import (
     AllSent,
     EventSink,
     FileDone,
+    Notice,
     OfferEntry,
     OfferReceived,
     Progress,
@@ -38,6 +39,7 @@ from .names import hidden, lookalike
 from .output import Output
 from .patience import Patience, next_message
 from .sources import FileReader, Source
+from .units import human_size
 from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
 
 log = logging.getLogger(__name__)
@@ -290,6 +292,11 @@ class FileReceiver:
                 writer.suspend()
             elif writer is not None:
                 writer.abort()
+            kept = self.bytes_received + self.bytes_skipped
+            if kept and _keeps_partials(exc) and self.output.keeps_partials:
+                self.sink.emit(
+                    Notice(f"{human_size(kept)} kept: run the same command again to resume")
+                )
             raise
 
     async def _run(self) -> None:

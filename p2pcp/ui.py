@@ -18,9 +18,10 @@ from rich.status import Status
 from rich.table import Table
 
 from . import events as ev
-from .bars import Bars, human_size
+from .bars import Bars
 from .doctor import Report
 from .escape import show, show_text
+from .units import human_size
 
 TABLE_ROWS = 10
 

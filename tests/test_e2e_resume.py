@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -246,3 +247,38 @@ def test_a_hard_link_planted_at_a_partial_name_is_never_written_through(
     assert victim.stat().st_nlink == 1  # the planted name was replaced, not written through
     assert (out / "data.bin").read_bytes() == data
     assert got.events[-1]["bytes_skipped"] == 0
+
+
+def test_an_interrupted_receiver_says_what_it_kept_and_partials_can_be_listed_and_cleaned(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """Ctrl-C mid-transfer ends with "N MiB kept: run the same command again to resume";
+    --list-partials shows the hidden partial files (and old ones in subdirectories), and
+    --clean-partials removes them."""
+    src = tmp_path / "data.bin"
+    _write_random(src, 64 * MIB)
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "sub" / ".old.iso.p2pcp-part").write_bytes(b"x" * 1000)
+    sender, receiver = _start(signal_server, [str(src)], out, env=STANDARD_PACKETS)
+    while True:
+        event = json.loads(read_line(receiver))
+        if event["event"] == "progress" and event["bytes"] >= 8 * MIB:
+            break
+    receiver.send_signal(signal.SIGINT)
+    got = finish(receiver)
+    finish(sender)
+    assert got.code == 130, got.stderr
+    kept = [e["message"] for e in got.events if e["event"] == "warning"]
+    assert kept and re.fullmatch(r"[\d.]+ MiB kept: run the same command again to resume", kept[-1])
+    listed = finish(p2pcp("receive", "--list-partials", "-o", str(out)))
+    assert listed.code == 0, listed.stderr
+    assert ".data.bin.p2pcp-part" in listed.stderr and "sub/.old.iso.p2pcp-part" in listed.stderr
+    assert "2 partial files" in listed.stderr
+    listed_json = json.loads(
+        finish(p2pcp("receive", "--list-partials", "--json", "-o", str(out))).stdout
+    )
+    assert len(listed_json["partials"]) == 2
+    cleaned = finish(p2pcp("receive", "--clean-partials", "-o", str(out)))
+    assert cleaned.code == 0 and "2 partial files" in cleaned.stderr
+    assert not list(out.rglob("*.p2pcp-part")) and (out / "sub").is_dir()
