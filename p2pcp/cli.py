@@ -185,7 +185,10 @@ def _confirmer(sink: Sink, verify: bool) -> session.Confirm | None:
         if isinstance(sink, HumanSink):
             sink.pause()
         question = f"Does the other screen show {escape(verification)}?"
-        return await ask_yes_no(console, question, default=False)
+        matches = await ask_yes_no(console, question, default=False)
+        if matches and isinstance(sink, HumanSink):
+            sink.waiting("Waiting for the other side to check the verification string...")
+        return matches
 
     return confirm
 

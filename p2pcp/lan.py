@@ -22,7 +22,6 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from signal_server.server import Settings, SignalServer
 
 from .errors import ConnectError
-from .protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +29,9 @@ SERVICE = "_p2pcp._tcp.local."
 LOOKUP_SECONDS = 5.0
 SURVEY_SECONDS = 1.0
 MAX_NAMEPLATE = 999
+ANNOUNCEMENT_VERSION = "1"
+"""The announcement's own format (TXT ``version``): the data channel's protocol version is
+agreed in the hellos, so a sender and a receiver of different p2pcp releases still meet."""
 
 
 def _local_ipv4() -> list[str]:
@@ -64,7 +66,7 @@ async def _browse(seconds: float, wanted: str | None, own: str = "") -> dict[str
                     continue
                 props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
                 addresses = info.parsed_addresses(IPVersion.V4Only)
-                if props.get("version") != str(PROTOCOL_VERSION) or not addresses or not info.port:
+                if props.get("version") != ANNOUNCEMENT_VERSION or not addresses or not info.port:
                     continue
                 found[props.get("nameplate", "")] = f"ws://{addresses[0]}:{info.port}"
     except TimeoutError:
@@ -80,8 +82,9 @@ async def find_sender(nameplate: str, seconds: float = LOOKUP_SECONDS) -> str:
     found = await _browse(seconds, nameplate)
     if nameplate not in found:
         raise ConnectError(
-            f"no sender with code number {nameplate} was found on this network; if the sender "
-            "is elsewhere, use a rendezvous server: --server URL or P2PCP_SERVER"
+            f"no sender with code number {nameplate} was found on this network: check the "
+            "number (a mistyped one finds nobody), or if the sender is elsewhere, use a "
+            "rendezvous server: --server URL or P2PCP_SERVER"
         )
     return found[nameplate]
 
@@ -98,22 +101,19 @@ class LanHost:
         self._survey: asyncio.Task[None] | None = None
 
     async def start(self, nameplate: str | None = None) -> None:
-        """Serve and announce ``nameplate`` (that of a code the user chose), or one picked at
-        random among those nobody announces."""
+        """Serve and announce ``nameplate`` (that of a code the user chose), or one drawn at
+        random; warn if another sender on the network announces the same."""
         try:
             await self._server.start()
         except OSError as exc:
             raise ConnectError(f"cannot start the local rendezvous server: {exc}") from None
         self.url = f"ws://127.0.0.1:{self._server.port}"
-        if nameplate is None:  # one nobody announces: look first (the code is printed after)
-            taken = await _browse(SURVEY_SECONDS, None)
-            free = [n for n in range(1, MAX_NAMEPLATE + 1) if str(n) not in taken]
-            self.nameplate = str(free[secrets.randbelow(len(free))])
-            await self._announce(self._service_name())
-            return
-        # A chosen code (a script, or both sides started at once): announce at once, so the
-        # receiver finds it a second sooner, and look for another sender with it meanwhile: a
-        # receiver that reaches the other one fails the PAKE ("wrong code"), so say why.
+        # Announce at once, so the code is on the screen without waiting (a chosen code, or
+        # one of MAX_NAMEPLATE drawn at random: two senders on one network rarely draw the
+        # same), and look for another sender with it meanwhile: a receiver that reaches the
+        # other one fails the PAKE ("wrong code"), so say why.
+        if nameplate is None:
+            nameplate = str(1 + secrets.randbelow(MAX_NAMEPLATE))
         self.nameplate = nameplate
         own = self._service_name()
         await self._announce(own)
@@ -139,7 +139,7 @@ class LanHost:
             name,
             addresses=[socket.inet_aton(a) for a in addresses],
             port=self._server.port,
-            properties={"nameplate": self.nameplate, "version": str(PROTOCOL_VERSION)},
+            properties={"nameplate": self.nameplate, "version": ANNOUNCEMENT_VERSION},
         )
         self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
         # No probing for a name conflict (RFC 6762 8.1, three queries 250 ms apart): the

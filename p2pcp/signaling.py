@@ -135,7 +135,8 @@ class Signaling:
             if reason == "no_such_nameplate":
                 raise NoSender(
                     "no sender is waiting with this code: check the number, or the sender may "
-                    "have stopped"
+                    "have stopped; a sender started without a server is found on its own "
+                    "network only (leave out --server and P2PCP_SERVER there)"
                 )
             if reason == "crowded":
                 raise CodeError("this code is already in use or was used before; ask for a new one")

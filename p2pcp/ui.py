@@ -169,6 +169,10 @@ class HumanSink:
             self._bars.stop()
             self._bars = None
 
+    def waiting(self, text: str) -> None:
+        """A spinner with ``text`` until the next thing happens (plain text off a terminal)."""
+        self._wait(text)
+
     def _wait(self, text: str) -> None:
         self.pause()
         if self.interactive:
@@ -269,6 +273,7 @@ class HumanSink:
             return  # a text message is shown, not measured
         path = _safe(event.path)
         if self._bars is None:
+            self.pause()  # a spinner (waiting for the peer) gives way to the bars
             self._bars = Bars(self.console, event.total, path, event.bytes - event.file_bytes)
         self._bars.update(event.bytes, path, event.file_bytes, event.file_size)
 

@@ -255,8 +255,10 @@ def test_verify_on_both_sides_at_60_columns_without_colour(
     sender_screen = sender.wait_for(rf"Does the other screen show {re.escape(asked)}\?")
     assert f"Verification: {asked}" in sender_screen and f"Verification: {asked}" in screen
     assert not (out / "contract-final-signed-version.pdf").exists()
-    sender.keys("y", "Enter")
+    # The first to answer is told it waits for the other (before, its screen just stopped).
     receiver.keys("y", "Enter")
+    receiver.wait_for(r"Waiting for the other side to check the verification")
+    sender.keys("y", "Enter")
     sender_done = sender.wait_for("EXIT=0")
     receiver_done = receiver.wait_for("EXIT=0")
     # 6. 60 columns: long lines wrap between words, never inside one; NO_COLOR means no colour.
