@@ -34,6 +34,9 @@ class CodeReady(Event):
     """The full code, e.g. ``7-guitar-ocean``."""
     server: str | None
     """The rendezvous server URL, or None when the sender serves the LAN itself (mDNS)."""
+    page: str | None = None
+    """The server's browser page with the code filled in (``http(s)://HOST/#CODE``), or None
+    when it serves none: a phone can receive there."""
 
 
 @dataclass(frozen=True)

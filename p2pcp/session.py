@@ -234,7 +234,8 @@ async def _send(
         # ICE gathering (STUN, TURN allocations) starts now, while the receiver is awaited: the
         # TURN credentials came with the room.
         plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
-        sink.emit(CodeReady(str(code), options.server))  # always the first event
+        # Always the first event.
+        sink.emit(CodeReady(str(code), options.server, signaling.page_url(str(code))))
         for text in notices:
             sink.emit(Notice(text))
         while True:

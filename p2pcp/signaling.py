@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -71,6 +72,8 @@ class Signaling:
         self._ws = ws
         self.ice_servers: list[dict[str, Any]] = list(welcome.get("ice_servers") or [])
         """ICE servers the rendezvous server recommends (may be empty)."""
+        self.serves_page = False
+        """Whether the server serves the browser page at ``/`` (its welcome says ``page``)."""
 
     @classmethod
     async def connect(cls, url: str, tls: Tls | None = None) -> Signaling:
@@ -107,7 +110,15 @@ class Signaling:
             await ws.close()
             raise ConnectError(f"{url} is not a p2pcp rendezvous server")
         self.ice_servers = list(welcome.get("ice_servers") or [])
+        self.serves_page = welcome.get("page") is True
         return self
+
+    def page_url(self, code: str) -> str | None:
+        """The browser page's address with ``code`` in its fragment (which browsers never send
+        to the server), or None when the server does not serve the page."""
+        if not self.serves_page:
+            return None
+        return re.sub(r"^ws", "http", self.url.rstrip("/"), count=1) + f"/#{code}"
 
     async def _next(self) -> dict[str, Any]:
         try:

@@ -190,10 +190,14 @@ class HumanSink:
         self.console.print(f"Code: [bold]{event.code}[/]")
         self.console.print("On the other machine run:")
         self.console.print(f"  [bold]{escape(command)}[/]")
+        if event.page:
+            self.console.print(f"or open [bold]{escape(event.page)}[/] in a browser")
         if self.qr:
             import segno  # only for --qr: it costs 20 ms of start-up
 
-            qr = segno.make(command, error="l")
+            # A phone that scans it lands on the page ready to receive; without a page, the
+            # command (for a phone with a terminal, or a copy).
+            qr = segno.make(event.page or command, error="l")
             qr.terminal(out=cast(TextIO, self.console.file), compact=True)
         self._wait("Waiting for the receiver to connect...")
 

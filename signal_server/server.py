@@ -4,9 +4,10 @@ Wire protocol (version 1). Every WebSocket message is one UTF-8 JSON object with
 
 Server to client, on connect::
 
-    {"type": "welcome", "version": 1, "ice_servers": [{"urls": "stun:..."}]}
+    {"type": "welcome", "version": 1, "ice_servers": [{"urls": "stun:..."}], "page": true}
 
-``ice_servers`` lists the STUN servers the operator configured (empty by default). TURN servers
+``ice_servers`` lists the STUN servers the operator configured (empty by default); ``page``
+says whether the browser page is served at ``/`` (a client may point people there). TURN servers
 come only to a client in a room: ``allocated`` and ``joined`` carry the full list, TURN included,
 with credentials minted for that client alone in coturn's ``use-auth-secret`` scheme (user name
 ``<expiry>:<random id>``, valid ``--turn-ttl`` seconds, 10 minutes by default).
@@ -246,6 +247,7 @@ class SignalServer:
                     "type": "welcome",
                     "version": PROTOCOL_VERSION,
                     "ice_servers": self._ice(turn=False),
+                    "page": self._page is not None,
                 },
             )
             async for raw in connection:

@@ -10,6 +10,7 @@ context, as WebCrypto requires.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -245,3 +246,27 @@ def test_declining_in_the_page_ends_the_cli_with_exit_6(
     assert "declined" in page.inner_text("#status")
     result = finish(sender)
     assert result.code == 6, result.stdout + result.stderr
+
+
+def test_the_page_receives_from_its_address_with_the_code_in_the_fragment(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    """What `p2pcp send --qr` encodes when the server serves the page: the page's address with
+    the code after `#`. Opened, the page fills in the code and receives at once, and takes the
+    code out of the address bar (a fragment never reaches the server)."""
+    (tmp_path / "hello.txt").write_text("scanned from a phone\n")
+    sender = p2pcp("send", "--server", signal_server.url, "--json", str(tmp_path / "hello.txt"))
+    assert sender.stdout is not None
+    first = json.loads(sender.stdout.readline())
+    code = first["code"]
+    address = f"http://127.0.0.1:{signal_server.port}/#{code}"
+    assert first["page"] == address
+    page.goto("about:blank")  # as a phone opens it: a fresh load, not a hash change
+    page.goto(address)
+    _connected(page, sender)
+    assert page.evaluate("location.hash") == "" and page.input_value("#code") == code
+    page.click("#accept")
+    assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
+    result = finish(sender)
+    assert result.code == 0, result.stderr
+    assert code.split("-", 1)[1] not in signal_server.log_text()  # the words stayed home

@@ -109,6 +109,8 @@ def _normalise(screen: str, code: str, server: str, out: str) -> str:
     text = text.replace(f"{nameplate}-{first}-{typo}", "7-guitar-ocaen")
     text = text.replace(f"'{typo}'", "'ocaen'").replace(f"'{second}'", "'ocean'")
     text = text.replace(code, "7-guitar-ocean").replace(server, "ws://rendezvous.example:8765")
+    page = server.replace("ws://", "http://", 1)
+    text = text.replace(page, "http://rendezvous.example:8765")
     text = text.replace(out, "~/Downloads")
     text = re.sub(r"\d+\.\d+\.\d+\.\d+", "192.0.2.7", text)
     text = re.sub(r"[0-9a-f]{2}(-[0-9a-f]{2}){4}", "3f-a0-11-9c-42", text)
@@ -126,8 +128,7 @@ def _normalise(screen: str, code: str, server: str, out: str) -> str:
     # The QR code drawn for the real command, redrawn for the normalised one.
     qr_lines = [line for line in text.splitlines() if set(line) <= set("█▀▄ ") and line]
     if qr_lines:
-        command = "p2pcp receive --server ws://rendezvous.example:8765 7-guitar-ocean"
-        drawn = _qr(command)
+        drawn = _qr("http://rendezvous.example:8765/#7-guitar-ocean")
         text = text.replace("\n".join(qr_lines), drawn)
     return text
 
@@ -154,7 +155,10 @@ def test_send_and_receive_as_a_person_sees_them(
     assert f"\x1b[1m{code}" in sender.screen(escapes=True)
     assert f"p2pcp receive --server {signal_server.url} {code}" in screen
     assert SPINNER.search(screen)
-    assert _qr(f"p2pcp receive --server {signal_server.url} {code}") in screen
+    # The server serves the page: the QR code opens it with the code filled in, for a phone.
+    page = signal_server.url.replace("ws://", "http://", 1) + f"/#{code}"
+    assert f"or open {page} in a browser" in screen
+    assert _qr(page) in screen
 
     receiver = Terminal(tmux, "receive", _command(signal_server, f"receive -o {out}"), 100, 40)
     receiver.wait_for(r"Enter the code")

@@ -618,5 +618,20 @@ if (!window.isSecureContext || !globalThis.crypto || !crypto.subtle) {
   buttons(false);
 } else {
   removeOldParts();
+  receiveFromFragment();
+  window.addEventListener("hashchange", receiveFromFragment); // a code pasted into this tab
 }
 document.body.dataset.ready = "yes";
+
+/**
+ * `/#7-guitar-ocean` (the QR code `p2pcp send --qr` shows): fill in the code and receive. The
+ * fragment never reaches the server; it is taken out of the address bar and history at once.
+ */
+function receiveFromFragment() {
+  const code = decodeURIComponent(location.hash.slice(1)).trim();
+  if (!code) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  if (busy) return;
+  the("code", HTMLInputElement).value = code;
+  run(receive);
+}
