@@ -25,12 +25,19 @@ from .code import parse_code
 from .codeprompt import read_code
 from .configcli import config_app
 from .doctor import diagnose
-from .errors import ExitCode, Interrupted, P2pcpError, RefusedError, UsageError
+from .errors import (
+    ConnectError,
+    ExitCode,
+    Interrupted,
+    P2pcpError,
+    RefusedError,
+    UsageError,
+)
 from .escape import ShownFormatter, show, show_all
 from .events import OfferReceived
 from .partials import partials
 from .protocol import MAX_TEXT_SIZE
-from .ui import HumanSink, JsonSink, show_report
+from .ui import HumanSink, JsonSink, show_lan_report, show_report
 
 app = typer.Typer(
     name="p2pcp",
@@ -396,21 +403,30 @@ def doctor(
     json_mode: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
-    """Check the rendezvous server, its STUN and TURN servers, and this host's NAT; say what
-    will work from here."""
+    """Check the rendezvous server, its STUN and TURN servers, and this host's NAT; without a
+    server, the LAN mode and one real transfer through it. Say what will work from here."""
     _setup_logging(debug)
     sink = _sink(json_mode, "checked", quiet=False)
     try:
         settings = _settings(server=server, ice_servers=ice_server, ca_file=ca_file)
         url = settings["server"].value
-        if url is None:
-            raise UsageError("doctor checks a rendezvous server: pass --server URL")
         tls = session.Tls(settings["ca_file"].value, insecure)
         ice_servers = config.ice_servers(settings["ice_servers"].value)
     except P2pcpError as exc:
         _fail(sink, exc, debug)
 
     async def check() -> None:
+        if url is None:  # no server: the LAN mode, and one real transfer through it
+            from .landoctor import diagnose_lan
+
+            lan = await diagnose_lan()
+            if json_mode:
+                typer.echo(json.dumps(show_all({"lan": lan.to_json()})))
+            else:
+                show_lan_report(lan, Console(highlight=False))
+            if not lan.ok:
+                raise ConnectError("LAN mode does not work on this host (see above)")
+            return
         report = await diagnose(url, tls, ice_servers)
         if json_mode:
             typer.echo(json.dumps(show_all(report.to_json())))

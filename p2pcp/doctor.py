@@ -53,7 +53,9 @@ class Report:
     """The UDP socket the STUN questions came from."""
     stun: list[StunAnswer] = field(default_factory=list)
     nat: str = "unknown"
-    """``none``, ``cone``, ``symmetric``, ``udp-blocked`` or ``unknown``."""
+    """``none``, ``cone``, ``symmetric``, ``udp-blocked`` (the relay answers over TCP, not
+    UDP), ``no-answer`` (no STUN server answered, and nothing says UDP is blocked) or
+    ``unknown``."""
     direct: str = "unknown"
     """``yes``, ``limited`` (only with peers on the same LAN or without NAT), ``no``."""
     turn: list[TurnAnswer] = field(default_factory=list)
@@ -98,8 +100,14 @@ def _advice(report: Report) -> list[str]:
         "udp-blocked": "No STUN server answered over UDP: UDP seems blocked here. WebRTC needs "
         "UDP for a direct path; only TURN over TCP can carry the transfer.",
         "unknown": "Only one STUN server answered, so the kind of NAT is unknown.",
+        "no-answer": "No STUN server answered: they may be down, or UDP may be blocked here "
+        "(nothing tells which). Transfers on this LAN need neither: p2pcp doctor without "
+        "--server checks them.",
     }
     advice = [lines[report.nat]]
+    if report.nat == "no-answer" and "udp" in relays:
+        advice = ["No STUN server answered, though UDP works here (the TURN relay answered over "
+                  "UDP): the STUN servers seem down; ask the server's operator."]  # fmt: skip
     if not report.stun:
         advice = ["The server hands out no STUN server, so this host's public address and NAT "
                   "are unknown; ask its operator to add one (p2pcp-signal --stun)."]  # fmt: skip
@@ -113,7 +121,10 @@ def _advice(report: Report) -> list[str]:
             "NAT, UDP blocked) will fail; ask its operator to add one (p2pcp-signal --turn)."
         )
     if report.nat == "udp-blocked" and "tcp" not in relays:
-        advice.append("Without UDP and without TURN over TCP, no transfer can work from here.")
+        advice.append(
+            "Without UDP and without TURN over TCP, no transfer to another network can work "
+            "from here (on this LAN, p2pcp doctor without --server checks LAN mode)."
+        )
     missing = [c.name for c in report.stack if not c.in_force]
     if missing:
         advice.append(
@@ -150,15 +161,24 @@ async def diagnose(server: str, tls: Tls, ice_servers: Sequence[IceServer]) -> R
     )
     report.local = _address(local)
     report.stun = [StunAnswer(str(u), _address(mapped)) for u, mapped in answers]
+    report.turn = [_turn_answer(a) for a in allocations]
     if stun_urls and local is not None:
         seen = [(u.host, mapped) for u, mapped in answers if mapped is not None]
         report.nat = classify(local[1], get_host_addresses(True, False), seen)
+        if report.nat == "udp-blocked" and not _udp_blocked(report.turn):
+            report.nat = "no-answer"  # the STUN servers may just be down
         report.direct = VERDICT.get(report.nat, "unknown")
-    report.turn = [_turn_answer(a) for a in allocations]
     webrtc.install()
     report.stack = webrtc.changes(deep=True)
     report.advice = _advice(report)
     return report
+
+
+def _udp_blocked(turn: Sequence[TurnAnswer]) -> bool:
+    """No STUN answer means UDP is blocked only when the relay answered over TCP and not over
+    UDP (the servers are up, UDP is not); with no such evidence they may just be down."""
+    ok = {t.transport for t in turn if t.ok}
+    return "tcp" in ok and "udp" not in ok
 
 
 def _turn_answer(allocation: Allocation) -> TurnAnswer:

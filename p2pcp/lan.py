@@ -34,7 +34,7 @@ ANNOUNCEMENT_VERSION = "1"
 agreed in the hellos, so a sender and a receiver of different p2pcp releases still meet."""
 
 
-def _local_ipv4() -> list[str]:
+def local_ipv4() -> list[str]:
     addresses = []
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
@@ -43,7 +43,7 @@ def _local_ipv4() -> list[str]:
     return addresses
 
 
-async def _browse(seconds: float, wanted: str | None, own: str = "") -> dict[str, str]:
+async def browse(seconds: float, wanted: str | None, own: str = "") -> dict[str, str]:
     """Nameplates announced on the network -> rendezvous URL (stops early at ``wanted``), but
     for the service named ``own`` (this process's announcement)."""
     aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
@@ -79,7 +79,7 @@ async def _browse(seconds: float, wanted: str | None, own: str = "") -> dict[str
 
 async def find_sender(nameplate: str, seconds: float = LOOKUP_SECONDS) -> str:
     """The rendezvous URL of the sender announcing ``nameplate`` on this network."""
-    found = await _browse(seconds, nameplate)
+    found = await browse(seconds, nameplate)
     if nameplate not in found:
         raise ConnectError(
             f"no sender with code number {nameplate} was found on this network: check the "
@@ -120,7 +120,7 @@ class LanHost:
         self._survey = asyncio.create_task(self._warn_of_twin(own))
 
     async def _warn_of_twin(self, own: str) -> None:
-        if self.nameplate in await _browse(SURVEY_SECONDS, None, own):
+        if self.nameplate in await browse(SURVEY_SECONDS, None, own):
             log.warning(
                 "another sender on this network announces number %s: its receiver may reach "
                 "the wrong sender and fail with a wrong code",
@@ -131,7 +131,7 @@ class LanHost:
         return f"p2pcp-{self.nameplate}-{secrets.token_hex(4)}.{SERVICE}"
 
     async def _announce(self, name: str) -> None:
-        addresses = _local_ipv4()
+        addresses = local_ipv4()
         if not addresses:
             raise ConnectError("no network interface to announce the transfer on")
         self._info = AsyncServiceInfo(

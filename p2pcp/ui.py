@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import IO, Any, TextIO, assert_never, cast
+from typing import IO, TYPE_CHECKING, Any, TextIO, assert_never, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,7 +21,11 @@ from . import events as ev
 from .bars import Bars
 from .doctor import Report
 from .escape import show, show_text
+from .landoctor import LanReport
 from .units import human_size
+
+if TYPE_CHECKING:
+    from .landoctor import LanReport  # imports zeroconf: only for doctor
 
 TABLE_ROWS = 10
 
@@ -340,5 +344,18 @@ def show_report(report: Report, console: Console) -> None:
         table.add_row("aiortc change", change.name, state)
     console.print(table)
     console.print(f"NAT: [bold]{report.nat}[/]   direct connections: [bold]{report.direct}[/]")
+    for line in report.advice:
+        console.print(f"- {_safe(line)}")
+
+
+def show_lan_report(report: LanReport, console: Console) -> None:
+    """``p2pcp doctor`` without a server: each LAN check, then the advice."""
+    table = Table(title="p2pcp doctor: LAN mode", title_justify="left", show_header=True)
+    table.add_column("check")
+    table.add_column("result")
+    for step in report.steps:
+        mark = "[green]ok[/]" if step.ok else "[red]failed[/]"
+        table.add_row(step.name, f"{mark} {_safe(step.detail)}")
+    console.print(table)
     for line in report.advice:
         console.print(f"- {_safe(line)}")

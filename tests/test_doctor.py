@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from helpers import PYTHON
-from netlab import Node, Services, Site, env_without_config, lab, start_services
+from netlab import SERVER_ADDRESSES, Node, Services, Site, env_without_config, lab, start_services
 
 ENV = env_without_config()
 
@@ -58,3 +58,22 @@ def test_doctor_without_turn_says_relay_is_missing(tmp_path: Path) -> None:
         report = _doctor(the_lab.hosts[0], services)
     assert report["turn"] == [] and report["nat"] == "symmetric"
     assert any("TURN" in line for line in report["advice"]), report
+
+
+def test_a_dead_stun_server_is_not_taken_for_blocked_udp(tmp_path: Path) -> None:
+    """The only STUN server is dead, but the relay answers over UDP: doctor says the STUN
+    servers seem down, not that UDP is blocked or that no transfer can work from here."""
+    with lab(Site("cone")) as the_lab:
+        services = start_services(the_lab, tmp_path, stun=False)
+        done = subprocess.run(
+            the_lab.hosts[0].command(
+                PYTHON, "-m", "p2pcp", "doctor", "--json", "--server", services.url,
+                "--ice-server", f"stun:{SERVER_ADDRESSES[1]}:9",
+            ),
+            capture_output=True, text=True, env=ENV, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["nat"] == "no-answer" and report["direct"] == "unknown", report
+    advice = " ".join(report["advice"])
+    assert "the STUN servers seem down" in advice and "no transfer" not in advice, advice

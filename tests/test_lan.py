@@ -107,3 +107,55 @@ def test_a_chosen_code_is_announced_under_its_own_number(tmp_path: Path) -> None
         sender.communicate(timeout=60)
     assert got.returncode == 0 and sender.returncode == 0, got.stdout
     assert (out / "f.txt").read_text() == "chosen"
+
+
+def _doctor(host: Host) -> tuple[int, dict[str, object]]:
+    done = subprocess.run(
+        host.command(PYTHON, "-m", "p2pcp", "doctor", "--json"),
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    report: dict[str, object] = json.loads(done.stdout.splitlines()[0])["lan"]
+    return done.returncode, report
+
+
+def _steps(report: dict[str, object]) -> dict[str, bool]:
+    return {str(s["name"]): bool(s["ok"]) for s in report["steps"]}  # type: ignore[attr-defined]
+
+
+def test_doctor_without_a_server_checks_the_lan_mode_and_runs_a_transfer() -> None:
+    """All well: each check passes and a real 4 MiB transfer through the embedded server and
+    mDNS is verified, with its speed. A firewall dropping TCP to the LAN address, or mDNS
+    blocked, is named, and doctor exits 4."""
+    with lan(1) as (host,):
+        code, report = _doctor(host)
+        assert code == 0, report
+        assert _steps(report) == {
+            "interfaces": True,
+            "mDNS": True,
+            "firewall": True,
+            "transfer": True,
+        }
+        assert isinstance(report["mb_per_s"], float) and report["mb_per_s"] > 0
+        host.run(
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "-d",
+            host.address,
+            "--dport",
+            "1024:65535",
+            "-j",
+            "DROP",
+        )
+        code, report = _doctor(host)
+        assert code == 4 and _steps(report) == {"interfaces": True, "mDNS": True, "firewall": False}
+        assert "firewall" in " ".join(map(str, report["advice"])), report  # type: ignore[call-overload]
+        host.run("iptables", "-F", "INPUT")
+        host.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "5353", "-j", "DROP")
+        code, report = _doctor(host)
+        assert code == 4 and _steps(report) == {"interfaces": True, "mDNS": False}, report
