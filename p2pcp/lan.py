@@ -34,19 +34,29 @@ ANNOUNCEMENT_VERSION = "1"
 agreed in the hellos, so a sender and a receiver of different p2pcp releases still meet."""
 
 
-def local_ipv4() -> list[str]:
+def local_addresses() -> list[str]:
+    """This host's addresses a peer on the LAN can reach: IPv4 but loopback, and IPv6 but
+    loopback and link-local (a link-local address needs its interface named to be used)."""
     addresses = []
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ipaddress.ip_address(ip.ip).is_loopback:
-                addresses.append(ip.ip)
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            if not address.is_loopback and not address.is_link_local:
+                addresses.append(str(address))
     return addresses
+
+
+def _zeroconf() -> AsyncZeroconf:
+    """mDNS over IPv4, and over IPv6 too where this host has an IPv6 address to offer."""
+    both = any(":" in a for a in local_addresses())
+    return AsyncZeroconf(ip_version=IPVersion.All if both else IPVersion.V4Only)
 
 
 async def browse(seconds: float, wanted: str | None, own: str = "") -> dict[str, str]:
     """Nameplates announced on the network -> rendezvous URL (stops early at ``wanted``), but
     for the service named ``own`` (this process's announcement)."""
-    aiozc = AsyncZeroconf(ip_version=IPVersion.V4Only)
+    aiozc = _zeroconf()
     names: asyncio.Queue[str] = asyncio.Queue()
 
     def on_change(
@@ -65,7 +75,9 @@ async def browse(seconds: float, wanted: str | None, own: str = "") -> dict[str,
                 if not await info.async_request(aiozc.zeroconf, 3000):
                     continue
                 props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
-                addresses = info.parsed_addresses(IPVersion.V4Only)
+                addresses = info.parsed_addresses(IPVersion.V4Only) or [
+                    f"[{a}]" for a in info.parsed_addresses(IPVersion.V6Only)
+                ]
                 if props.get("version") != ANNOUNCEMENT_VERSION or not addresses or not info.port:
                     continue
                 found[props.get("nameplate", "")] = f"ws://{addresses[0]}:{info.port}"
@@ -93,7 +105,8 @@ class LanHost:
     """A sender's own rendezvous server, announced on the LAN."""
 
     def __init__(self) -> None:
-        self._server = SignalServer(Settings(host="0.0.0.0", port=0, page=False))
+        # Every address, IPv6 and IPv4, on one port: an IPv6-only LAN works too.
+        self._server = SignalServer(Settings(host="::", port=0, page=False))
         self._zeroconf: AsyncZeroconf | None = None
         self._info: AsyncServiceInfo | None = None
         self.nameplate = ""
@@ -131,17 +144,20 @@ class LanHost:
         return f"p2pcp-{self.nameplate}-{secrets.token_hex(4)}.{SERVICE}"
 
     async def _announce(self, name: str) -> None:
-        addresses = local_ipv4()
+        addresses = local_addresses()
         if not addresses:
             raise ConnectError("no network interface to announce the transfer on")
         self._info = AsyncServiceInfo(
             SERVICE,
             name,
-            addresses=[socket.inet_aton(a) for a in addresses],
+            addresses=[
+                socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a)
+                for a in addresses
+            ],
             port=self._server.port,
             properties={"nameplate": self.nameplate, "version": ANNOUNCEMENT_VERSION},
         )
-        self._zeroconf = AsyncZeroconf(ip_version=IPVersion.V4Only)
+        self._zeroconf = _zeroconf()
         # No probing for a name conflict (RFC 6762 8.1, three queries 250 ms apart): the
         # instance name carries 32 random bits, so no other host has it.
         await self._zeroconf.async_register_service(self._info, cooperating_responders=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from .lan import LanHost, browse, local_ipv4
+from .lan import LanHost, browse, local_addresses
 
 TRANSFER_BYTES = 4 * 1024 * 1024
 
@@ -52,9 +52,9 @@ class LanReport:
 async def diagnose_lan() -> LanReport:
     """Run the LAN checks in order; a failed one ends the run (what follows needs it)."""
     report = LanReport()
-    addresses = local_ipv4()
+    addresses = local_addresses()
     report.steps.append(
-        Step("interfaces", bool(addresses), ", ".join(addresses) or "no non-loopback IPv4 address")
+        Step("interfaces", bool(addresses), ", ".join(addresses) or "no address but loopback")
     )
     if not addresses:
         report.advice.append("No network interface to announce on: connect to a network.")

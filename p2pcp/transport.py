@@ -350,7 +350,8 @@ class Transport:
             return "direct", None
         local, remote = pair.local_candidate, pair.remote_candidate
         kind = "relay" if "relay" in (local.type, remote.type) else "direct"
-        return kind, f"{remote.host}:{remote.port}"
+        host = f"[{remote.host}]" if ":" in remote.host else remote.host  # IPv6 in brackets
+        return kind, f"{host}:{remote.port}"
 
     def _relayed_over_tcp(self) -> bool:
         """Whether this side's end of the selected pair is a TURN relay reached over TCP."""

@@ -56,6 +56,7 @@ import itertools
 import json
 import logging
 import secrets
+import socket
 import ssl
 import time
 from collections import defaultdict
@@ -125,6 +126,23 @@ class Settings:
     """Serve the browser page (``signal_server/web/``) at ``/``."""
 
 
+def _dual_stack(port: int) -> socket.socket | None:
+    """A listening socket on every IPv6 and IPv4 address with one port (``--host ::``), or
+    None where this host has no IPv6 (then ``::`` is left to asyncio)."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class SignalServer:
     """Pairs connections by nameplate and relays between the two sides of each room."""
 
@@ -173,10 +191,12 @@ class SignalServer:
     async def start(self) -> None:
         """Connect the room store, bind and start serving."""
         await self.store.start(self._deliver)
+        dual = _dual_stack(self.settings.port) if self.settings.host == "::" else None
         self._server = await serve(
             self._handle,
-            self.settings.host,
-            self.settings.port,
+            None if dual else self.settings.host,
+            None if dual else self.settings.port,
+            sock=dual,
             # Frames up to twice the limit are read and answered with an error; larger ones
             # close the connection (code 1009) without being buffered.
             max_size=2 * self.settings.max_message_bytes,

@@ -1,7 +1,8 @@
 """Network namespaces made by the tests: hosts on one Ethernet segment, nothing else.
 
 ``lan(n)`` builds a switch namespace with a bridge and ``n`` host namespaces, each joined to the
-bridge by a veth pair and given 10.77.<k>.<i>/24. mDNS and WebRTC traffic stays inside; all of it
+bridge by a veth pair and given 10.77.<k>.<i>/24 (or, with ``ipv6_only``, fd77:<k>::<i>/64 and
+no IPv4 address). mDNS and WebRTC traffic stays inside; all of it
 is deleted afterwards, also when the test fails.
 """
 
@@ -20,7 +21,7 @@ Host = Node
 
 
 @contextmanager
-def lan(count: int) -> Iterator[list[Host]]:
+def lan(count: int, ipv6_only: bool = False) -> Iterator[list[Host]]:
     require("ip", root=True)
     tag = uuid.uuid4().hex[:6]
     subnet = int(tag[:2], 16) % 200 + 20
@@ -51,9 +52,20 @@ def lan(count: int) -> Iterator[list[Host]]:
                 switch,
             )
             ip("-n", switch, "link", "set", f"port{i}", "master", "br0", "up")
-            address = f"10.77.{subnet}.{i + 1}"
-            ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
-            ip("-n", name, "link", "set", "eth0", "up")
+            if ipv6_only:  # fd77:<k>::<i>/64 and the link-local one, no IPv4 at all
+                address = f"fd77:{subnet}::{i + 1}"
+                for knob in ("all", "default"):  # no duplicate address detection: ready at once
+                    subprocess.run(
+                        ["ip", "netns", "exec", name, "sysctl", "-qw",
+                         f"net.ipv6.conf.{knob}.accept_dad=0"],
+                        check=True,
+                    )  # fmt: skip
+                ip("-n", name, "link", "set", "eth0", "up")
+                ip("-n", name, "addr", "add", f"{address}/64", "dev", "eth0", "nodad")
+            else:
+                address = f"10.77.{subnet}.{i + 1}"
+                ip("-n", name, "addr", "add", f"{address}/24", "dev", "eth0")
+                ip("-n", name, "link", "set", "eth0", "up")
             hosts.append(Host(name, address))
         yield hosts
     finally:

@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from helpers import PYTHON, sha256_file
 from netns import Host, lan
 
@@ -62,11 +63,15 @@ def test_two_processes_on_one_host_without_a_server(tmp_path: Path) -> None:
     assert events[0] == {"event": "searching", "nameplate": code.split("-")[0]}
 
 
-def test_two_hosts_on_one_lan_find_each_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ipv6_only", [False, True], ids=["ipv4", "ipv6-only"])
+def test_two_hosts_on_one_lan_find_each_other(tmp_path: Path, ipv6_only: bool) -> None:
+    """Also on a LAN with only IPv6 addresses (fd77::/64): announced and browsed over IPv6,
+    the embedded server on every address. (Before, `send` exited 4 there: "no network
+    interface to announce the transfer on".)"""
     (tmp_path / "report.pdf").write_bytes(os.urandom(3_000_000))
     out = tmp_path / "out"
     out.mkdir()
-    with lan(2) as (sending, receiving):
+    with lan(2, ipv6_only=ipv6_only) as (sending, receiving):
         sender, code = _send(sending, tmp_path / "report.pdf")
         got = _receive(receiving, code, out)
         sender.communicate(timeout=60)
@@ -74,7 +79,8 @@ def test_two_hosts_on_one_lan_find_each_other(tmp_path: Path) -> None:
     assert sha256_file(out / "report.pdf") == sha256_file(tmp_path / "report.pdf")
     connected = next(e for e in _events(got.stdout) if e["event"] == "connected")
     assert connected["route"] == "direct"
-    assert str(connected["peer"]).startswith(sending.address + ":")
+    peer = str(connected["peer"])
+    assert peer.startswith(f"[{sending.address}]:" if ipv6_only else f"{sending.address}:"), peer
 
 
 def test_a_code_nobody_announces_exits_4_within_10_seconds(tmp_path: Path) -> None:
