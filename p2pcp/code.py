@@ -7,7 +7,6 @@ carry 16 bits) and, together with the nameplate, form the PAKE password.
 
 from __future__ import annotations
 
-import difflib
 import secrets
 from dataclasses import dataclass
 
@@ -66,13 +65,25 @@ def edit_distance(a: str, b: str) -> int:
     return rows[-1][-1]
 
 
+def _shared_ends(a: str, b: str) -> int:
+    """Letters ``a`` and ``b`` share at their start plus at their end."""
+    head = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    rest_a, rest_b = a[head:][::-1], b[head:][::-1]
+    tail = next(
+        (i for i, (x, y) in enumerate(zip(rest_a, rest_b, strict=False)) if x != y),
+        min(len(rest_a), len(rest_b)),
+    )
+    return head + tail
+
+
 def suggest_word(word: str) -> str | None:
     """The code word closest to a mistyped ``word``, if one is close enough (at most two
-    edits, or a word it begins); ties go to the most similar by difflib's ratio."""
-    best = min(
-        WORDS,
-        key=lambda w: (edit_distance(word, w), -difflib.SequenceMatcher(None, word, w).ratio()),
-    )
+    edits, or a word it begins); ties go to the one sharing more letters at its start and end,
+    then to the first in the list. The page (``signal_server/web/p2pcp.js``) does the same,
+    checked against ``tests/vectors/typos.json``."""
+    best = min(WORDS, key=lambda w: (edit_distance(word, w), -_shared_ends(word, w)))
     if edit_distance(word, best) <= 2:
         return best
     starting = [w for w in WORDS if w.startswith(word)]

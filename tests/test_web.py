@@ -20,11 +20,13 @@ from p2pcp.wordlist import WORDS
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(Path(__file__).parent / "vectors"))
 import make_pake  # noqa: E402
+import make_typos  # noqa: E402
 
 
 def test_the_shared_vectors_are_what_the_python_side_computes() -> None:
-    """tests/vectors/pake.json is the Python side's output; tests/js/ holds the page to it."""
+    """tests/vectors/*.json are the Python side's outputs; tests/js/ holds the page to them."""
     assert (ROOT / "tests/vectors/pake.json").read_text() == make_pake.render()
+    assert (ROOT / "tests/vectors/typos.json").read_text() == make_typos.render()
 
 
 def test_the_page_code_matches_the_vectors_under_node() -> None:

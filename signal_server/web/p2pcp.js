@@ -207,6 +207,49 @@ function aesKey(raw) {
 
 // -- codes ------------------------------------------------------------------------------------
 
+/** Damerau-Levenshtein distance (adjacent transpositions count one), as p2pcp/code.py. */
+export function editDistance(/** @type {string} */ a, /** @type {string} */ b) {
+  /** @type {number[][]} */
+  const rows = [Array.from({ length: b.length + 1 }, (_, j) => j)];
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min(rows[i - 1][j] + 1, row[j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        row[j] = Math.min(row[j], rows[i - 2][j - 2] + 1);
+      }
+    }
+    rows.push(row);
+  }
+  return rows[a.length][b.length];
+}
+
+function sharedEnds(/** @type {string} */ a, /** @type {string} */ b) {
+  let head = 0;
+  while (head < a.length && head < b.length && a[head] === b[head]) head++;
+  let tail = 0;
+  while (tail < a.length - head && tail < b.length - head
+    && a[a.length - 1 - tail] === b[b.length - 1 - tail]) tail++;
+  return head + tail;
+}
+
+/** The code word the CLI would suggest for a mistyped one (tests/vectors/typos.json), or null. */
+export function suggestWord(/** @type {string} */ word, /** @type {string[]} */ words) {
+  let best = words[0];
+  let bestKey = [Infinity, 0];
+  for (const w of words) {
+    const key = [editDistance(word, w), -sharedEnds(word, w)];
+    if (key[0] < bestKey[0] || (key[0] === bestKey[0] && key[1] < bestKey[1])) {
+      best = w;
+      bestKey = key;
+    }
+  }
+  if (bestKey[0] <= 2) return best;
+  const starting = words.filter((w) => w.startsWith(word));
+  return word.length >= 3 && starting.length ? starting[0] : null;
+}
+
 /** Parse a typed code as p2pcp/code.py does: case and blanks do not matter; every word must be
  * a code word, so a typo never burns the one guess a code allows. Throws Error with a message. */
 export function parseCode(text, words) {
@@ -218,7 +261,10 @@ export function parseCode(text, words) {
   const rest = parts.slice(1);
   if (rest.length !== 2) throw new Error("a code is a number and two words, like 7-guitar-ocean");
   for (const word of rest) {
-    if (!words.includes(word)) throw new Error(`'${word}' is not a code word`);
+    if (!words.includes(word)) {
+      const hint = suggestWord(word, words);
+      throw new Error(`'${word}' is not a code word${hint ? `: did you mean '${hint}'?` : ""}`);
+    }
   }
   return { nameplate: parts[0], code: parts.join("-") };
 }

@@ -92,3 +92,10 @@ test("frames round-trip and malformed frames are refused", () => {
     assert.throws(() => p2pcp.parseFrame(bad), p2pcp.ProtocolError);
   }
 });
+
+test("the page suggests the word the CLI suggests for every typo in tests/vectors/typos.json", () => {
+  const typos = JSON.parse(readFileSync(new URL("../vectors/typos.json", import.meta.url)));
+  const wrong = Object.entries(typos).filter(([typo, hint]) => p2pcp.suggestWord(typo, WORDS) !== hint);
+  assert.deepEqual(wrong, []);
+  assert.throws(() => p2pcp.parseCode("7-acorn-zebar", WORDS), /'zebar' is not a code word: did you mean 'zebra'\?/);
+});
