@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -105,7 +106,7 @@ def test_cli_send_to_browser_receive(
     assert not page.query_selector_all("#offer img")
     page.click("#accept")
     assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
-    assert "2 items received and verified" in page.inner_text("#status")
+    assert "2 files received and verified" in page.inner_text("#status")
     result = finish(sender)
     assert result.code == 0, result.stderr
     shown_by_cli = next(e["verification"] for e in result.events if e["event"] == "verification")
@@ -270,3 +271,96 @@ def test_the_page_receives_from_its_address_with_the_code_in_the_fragment(
     result = finish(sender)
     assert result.code == 0, result.stderr
     assert code.split("-", 1)[1] not in signal_server.log_text()  # the words stayed home
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): sha256_file(p) for p in root.rglob("*") if p.is_file()}
+
+
+def _cli_receives_what_the_page_sends(signal_server: SignalServer, page: Page, out: Path) -> None:
+    page.click("#send")
+    page.wait_for_selector("#ticket:not([hidden])", state="attached", timeout=30_000)
+    code = page.inner_text("#your-code")
+    out.mkdir()
+    result = finish(
+        p2pcp("receive", "--server", signal_server.url, "--json", "--yes", "-o", str(out), code)
+    )
+    assert result.code == 0, result.stderr
+    assert _wait_state(page, "done", "error", timeout=30) == "done", page.inner_text("#status")
+
+
+def test_the_page_sends_a_folder_three_levels_deep_with_its_paths(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    """The folder picker (webkitdirectory) sends relative paths: the CLI gets the same tree."""
+    album = tmp_path / "album"
+    (album / "2024" / "summer").mkdir(parents=True)
+    (album / "notes.txt").write_text("top\n")
+    (album / "2024" / "list.txt").write_text("middle\n")
+    (album / "2024" / "summer" / "beach.bin").write_bytes(os.urandom(3 * MIB))
+    page.set_input_files("#folder", str(album))
+    out = tmp_path / "out"
+    _cli_receives_what_the_page_sends(signal_server, page, out)
+    assert _tree(out / "album") == _tree(album)
+    assert "3 files sent and verified" in page.inner_text("#status")
+
+
+def test_files_and_folders_dropped_on_the_page_are_sent(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    """A drop (a DataTransfer made in the page, as the browser makes one) sends what it held."""
+    page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(["dropped one\\n"], "one.txt"));
+            data.items.add(new File(["dropped two\\n"], "two.txt"));
+            document.dispatchEvent(new DragEvent("drop", { dataTransfer: data, bubbles: true }));
+        }"""
+    )
+    deadline = time.monotonic() + 10
+    while "2 files ready to send" not in page.inner_text("#drop"):
+        assert time.monotonic() < deadline, page.inner_text("#drop")
+        time.sleep(0.1)
+    out = tmp_path / "out"
+    _cli_receives_what_the_page_sends(signal_server, page, out)
+    assert (out / "one.txt").read_text() == "dropped one\n"
+    assert (out / "two.txt").read_text() == "dropped two\n"
+
+
+def test_phone_layout_dark_mode_tap_targets_and_a_typo_caught_before_sending(
+    signal_server: SignalServer, page: Page
+) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.emulate_media(color_scheme="dark")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(18, 18, 18)", background
+    for selector in ("#receive", "#send", "#code", "#files"):
+        box = page.locator(selector).bounding_box()
+        assert box is not None and box["height"] >= 44, (selector, box)
+    page.fill("#code", "7-acorn-zebar")
+    page.click("#receive")
+    assert _wait_state(page, "error") == "error"
+    assert "'zebar' is not a code word: did you mean 'zebra'?" in page.inner_text("#status")
+    assert "connect side=" not in signal_server.log_text()  # nothing was sent
+
+
+def test_progress_says_which_file_how_fast_and_how_long(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    (tmp_path / "a.bin").write_bytes(os.urandom(40 * MIB))
+    (tmp_path / "b.bin").write_bytes(os.urandom(MIB))
+    sender, code = start_send(signal_server, str(tmp_path / "a.bin"), str(tmp_path / "b.bin"))
+    page.fill("#code", code)
+    page.click("#receive")
+    _connected(page, sender)
+    assert "2 files, 43.0 MB" in page.inner_text("#offer-total")  # 41 MiB, in MB
+    page.click("#accept")
+    seen = ""
+    deadline = time.monotonic() + 60
+    while not re.search(r"file 1 of 2 · a\.bin · [\d.]+ [kMG]?B/s · \d+:\d\d left", seen):
+        assert time.monotonic() < deadline, seen
+        seen = page.inner_text("#progress-text")
+        time.sleep(0.05)
+    assert _wait_state(page, "done", "error") == "done"
+    assert "Done: 2 files received and verified" in page.inner_text("#status")
+    assert finish(sender).code == 0

@@ -380,29 +380,76 @@ async function receive() {
   await abortOnError(channel, async () => {
     const { verified, moved } = await receiveFiles(channel, inbox, receiveView());
     setState("done");
-    say(`Done: ${verified} ${verified === 1 ? "item" : "items"} received and verified (${formatSize(moved)}).`);
+    say(`Done: ${countFiles(verified)} received and verified (${formatSize(moved)}).`);
   });
   await closeSoon(channel, pc);
 }
 
+/** "1 file" or "3 files": the same words for the same counts, offer to end. */
+function countFiles(/** @type {number} */ n) {
+  return `${n} ${n === 1 ? "file" : "files"}`;
+}
+
+/**
+ * The bar and the line under it: file k of n, its name, the rate and the time left. The rate
+ * is the CLI's: bytes moved over the seconds since data started.
+ */
+class Meter {
+  constructor(/** @type {number} */ files) {
+    this.bar = the("progress", HTMLProgressElement);
+    this.line = $("progress-text");
+    this.files = files;
+    this.file = 0;
+    this.name = "";
+    this.total = 1;
+    this.started = 0;
+    cleanups.push(() => {
+      this.line.hidden = true;
+    });
+  }
+
+  start(/** @type {number} */ total) {
+    setState("transferring");
+    this.total = Math.max(total, 1);
+    this.started = performance.now();
+    this.bar.hidden = this.line.hidden = false;
+    this.bar.max = this.total;
+    this.bar.value = 0;
+  }
+
+  next(/** @type {string} */ name) {
+    this.file++;
+    this.name = shown(name);
+    say(`Moving ${this.name}…`);
+  }
+
+  update(/** @type {number} */ moved) {
+    this.bar.value = moved;
+    const seconds = (performance.now() - this.started) / 1000;
+    const rate = seconds > 0.2 ? moved / seconds : 0;
+    const left = rate ? Math.round((this.total - moved) / rate) : null;
+    this.line.textContent = [
+      `file ${this.file} of ${this.files}`,
+      this.name,
+      rate ? `${formatSize(rate)}/s` : "",
+      left === null ? "" : `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")} left`,
+    ].filter((part) => part).join(" · ");
+  }
+}
+
 /** @returns {import("./transfer.js").ReceiveView} */
 function receiveView() {
-  const progress = the("progress", HTMLProgressElement);
+  /** @type {Meter | null} */
+  let meter = null;
   return {
     accept: (entries) => {
       setState("connected");
+      meter = new Meter(entries.filter((e) => e.kind !== "dir").length);
       return askToAccept(entries);
     },
-    started: (total) => {
-      setState("transferring");
-      progress.hidden = false;
-      progress.max = Math.max(total, 1);
-      progress.value = 0;
-    },
-    receiving: (entry) => say(`Receiving ${shown(entry.path)}…`),
-    progress: (moved) => {
-      progress.value = moved;
-    },
+    started: (total) => meter?.start(total),
+    receiving: (entry) => meter?.next(entry.path),
+    progress: (moved) => meter?.update(moved),
     open: async (entry) => {
       const sink = await FileSink.open(entry.path);
       cleanups.push(() => sink.discard());
@@ -423,10 +470,10 @@ function askToAccept(entries) {
     row.insertCell().textContent = entry.kind === "dir" ? `${entry.path}/` : entry.path;
     row.insertCell().textContent = entry.kind === "dir" ? "" : formatSize(entry.size);
   }
-  const files = entries.filter((e) => e.kind === "file").length;
+  const files = entries.filter((e) => e.kind !== "dir").length;
   const bytes = entries.reduce((n, e) => n + (e.kind === "dir" ? 0 : e.size || 0), 0);
-  $("offer-total").textContent = entries.length > 1000 ? `${entries.length} entries (first 1000 shown), ${formatSize(bytes)}`
-    : `${files} ${files === 1 ? "file" : "files"}, ${formatSize(bytes)}`;
+  const shownRows = entries.length > 1000 ? ` (first 1000 of ${entries.length} entries shown)` : "";
+  $("offer-total").textContent = `${countFiles(files)}, ${formatSize(bytes)}${shownRows}`;
   $("offer-box").hidden = false;
   say("The sender offers what is listed. Accept?");
   $("accept").focus();
@@ -524,13 +571,24 @@ async function removeOldParts() {
 
 // -- sending ------------------------------------------------------------------------------------
 
+/** What the user picked, chose as a folder, or dropped: each file with its path to send. */
+function picked() {
+  /** @type {{file: File, path: string}[]} */
+  const chosen = [
+    ...Array.from(the("files", HTMLInputElement).files || []).map((file) => ({ file, path: file.name })),
+    ...Array.from(the("folder", HTMLInputElement).files || [])
+      .map((file) => ({ file, path: file.webkitRelativePath || file.name })),
+    ...dropped,
+  ];
+  return chosen;
+}
+
 async function send() {
-  /** @type {File[]} */
-  const files = Array.from(the("files", HTMLInputElement).files || []);
-  if (!files.length) throw new UserError("pick one or more files to send first");
+  const chosen = picked();
+  if (!chosen.length) throw new UserError("pick or drop one or more files or a folder to send first");
   /** @type {import("./transfer.js").Source[]} */
-  const sources = files.map((file) => ({
-    name: file.name,
+  const sources = chosen.map(({ file, path }) => ({
+    name: path,
     size: file.size,
     read: async (from, to) => new Uint8Array(await file.slice(from, to).arrayBuffer()),
   }));
@@ -580,23 +638,18 @@ async function send() {
   $("ticket").hidden = true;
   setState("connected");
   const chunkSize = Math.min(pc.sctp && pc.sctp.maxMessageSize ? pc.sctp.maxMessageSize : 65536, 262144) - 1;
-  const progress = the("progress", HTMLProgressElement);
+  const meter = new Meter(sources.length);
   await abortOnError(channel, () => sendFiles(channel, inbox, sources, {
     offered: () => say("Waiting for the receiver to accept…"),
-    started: (total) => {
-      setState("transferring");
-      progress.hidden = false;
-      progress.max = Math.max(total, 1);
-      progress.value = 0;
-    },
-    sending: (source) => say(`Sending ${shown(source.name)}…`),
-    progress: (done) => {
-      progress.value = done;
-    },
+    started: (total) => meter.start(total),
+    sending: (source) => meter.next(source.name),
+    progress: (done) => meter.update(done),
     finishing: () => say("Waiting for the receiver to verify…"),
   }, chunkSize));
   setState("done");
-  say(`Done: ${files.length} ${files.length === 1 ? "file" : "files"} sent and verified by the receiver.`);
+  say(`Done: ${countFiles(sources.length)} sent and verified by the receiver.`);
+  dropped.length = 0;
+  $("dropped").textContent = "";
   pc.close(); // the receiver said the last word (verified): close at once, as the CLI does
 }
 
@@ -606,6 +659,52 @@ $("receive-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run(receive);
 });
+/** Files dropped on the page, with their paths (a dropped folder keeps its tree). */
+/** @type {{file: File, path: string}[]} */
+const dropped = [];
+
+/** Every file below a dropped entry (a folder is walked; its entries come in batches). */
+async function walk(/** @type {FileSystemEntry} */ entry, /** @type {string} */ prefix) {
+  /** @type {{file: File, path: string}[]} */
+  const found = [];
+  const path = prefix + entry.name;
+  if (entry.isFile) {
+    const file = await new Promise((resolve, reject) => {
+      /** @type {FileSystemFileEntry} */ (entry).file(resolve, reject);
+    });
+    found.push({ file: /** @type {File} */ (file), path });
+  } else if (entry.isDirectory) {
+    const reader = /** @type {FileSystemDirectoryEntry} */ (entry).createReader();
+    for (;;) {
+      /** @type {FileSystemEntry[]} */
+      const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+      if (!batch.length) break;
+      for (const child of batch) found.push(...await walk(child, `${path}/`));
+    }
+  }
+  return found;
+}
+
+const drop = $("drop");
+for (const type of ["dragenter", "dragover"]) {
+  document.addEventListener(type, (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+}
+document.addEventListener("dragleave", () => drop.classList.remove("over"));
+document.addEventListener("drop", async (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  const items = Array.from(event.dataTransfer?.items || []);
+  const entries = items.map((item) => item.webkitGetAsEntry()).filter((e) => e !== null);
+  for (const entry of entries) dropped.push(...await walk(/** @type {FileSystemEntry} */ (entry), ""));
+  if (!entries.length) {
+    dropped.push(...Array.from(event.dataTransfer?.files || []).map((file) => ({ file, path: file.name })));
+  }
+  $("dropped").textContent = dropped.length ? `: ${countFiles(dropped.length)} ready to send` : "";
+});
+
 $("send-form").addEventListener("submit", (event) => {
   event.preventDefault();
   run(send);

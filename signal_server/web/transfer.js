@@ -328,8 +328,19 @@ async function receiving(/** @type {Channel} */ channel, /** @type {Inbox} */ in
 
 /** The entries a list of picked files offers (flat: a file picker gives names only). */
 export function entriesOf(/** @type {Source[]} */ sources) {
+  // A folder's files carry their relative paths ("photos/2024/a.jpg"): its directories come
+  // first, parents before children, then every file in the order given.
+  const dirs = new Set();
+  for (const source of sources) {
+    const parts = source.name.split("/");
+    for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join("/"));
+  }
   /** @type {Entry[]} */
-  const entries = sources.map((s) => ({ path: s.name, kind: "file", size: s.size, executable: false }));
+  const entries = [
+    ...[...dirs].sort((a, b) => a.split("/").length - b.split("/").length || (a < b ? -1 : 1))
+      .map((path) => ({ path, kind: /** @type {const} */ ("dir"), size: null })),
+    ...sources.map((s) => ({ path: s.name, kind: /** @type {const} */ ("file"), size: s.size, executable: false })),
+  ];
   for (const entry of entries) {
     const problem = p2pcp.nameProblem(entry.path);
     if (problem) throw new UserError(`cannot send ${shown(entry.path)}: the name has ${problem}`);
