@@ -25,6 +25,7 @@ FILES = {
     "/wordlist.js": ("wordlist.js", "text/javascript; charset=utf-8"),
     "/constants.js": ("constants.js", "text/javascript; charset=utf-8"),
     "/vendor/noble.js": ("vendor/noble.js", "text/javascript; charset=utf-8"),
+    "/vendor/qr.js": ("vendor/qr.js", "text/javascript; charset=utf-8"),
 }
 
 # Same origin only: the scripts, the style and the WebSocket back to this server ('self' covers

@@ -10,6 +10,7 @@ context, as WebCrypto requires.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import zxingcpp
 from helpers import (
     SignalServer,
     finish,
@@ -32,6 +34,7 @@ from helpers import (
     sha256_file,
     start_send,
 )
+from PIL import Image
 from playwright.sync_api import Download, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -132,6 +135,7 @@ def test_browser_send_to_cli_receive(
     command = shlex.split(page.inner_text("#command"))
     code = page.inner_text("#your-code")
     assert command == ["p2pcp", "receive", "--server", signal_server.url, code]
+    _check_qr(page, f"http://127.0.0.1:{signal_server.port}/#{code}")
     # A prober that joins and leaves without a word made no guess: the page keeps waiting.
     # (in a thread of its own: Playwright's sync API keeps an event loop running in this one)
     with ThreadPoolExecutor(1) as pool:
@@ -364,3 +368,11 @@ def test_progress_says_which_file_how_fast_and_how_long(
     assert _wait_state(page, "done", "error") == "done"
     assert "Done: 2 files received and verified" in page.inner_text("#status")
     assert finish(sender).code == 0
+
+
+def _check_qr(page: Page, text: str) -> None:
+    """The ticket's QR code decodes to ``text`` (zxing-cpp reads a screenshot of it): a phone
+    that scans it opens the page with the code."""
+    assert page.locator("#qr").get_attribute("data-text") == text
+    shot = Image.open(io.BytesIO(page.locator("#qr").screenshot()))
+    assert [result.text for result in zxingcpp.read_barcodes(shot)] == [text]

@@ -93,6 +93,7 @@ def test_the_server_serves_the_page_with_a_strict_policy(signal_server: SignalSe
         "/wordlist.js",
         "/constants.js",
         "/vendor/noble.js",
+        "/vendor/qr.js",
         "/style.css",
     ):
         status, headers, body = _get(base + path)

@@ -9,6 +9,7 @@
 import * as p2pcp from "./p2pcp.js";
 import { WORDS } from "./wordlist.js";
 import { PART_SUFFIX, LOST } from "./constants.js";
+import { encode } from "./vendor/qr.js";
 import {
   Declined,
   Inbox,
@@ -571,6 +572,23 @@ async function removeOldParts() {
 
 // -- sending ------------------------------------------------------------------------------------
 
+/** The QR code of `text` on the ticket's canvas: dark modules on white, a 4-module border. */
+function drawQr(/** @type {string} */ text) {
+  const canvas = the("qr", HTMLCanvasElement);
+  const { data, version, maskPattern } = encode(text, { border: 4 });
+  const scale = 4;
+  canvas.width = canvas.height = data.length * scale;
+  Object.assign(canvas.dataset, { text, version: String(version), mask: String(maskPattern) });
+  const context = canvas.getContext("2d");
+  if (!context) return;
+  context.fillStyle = "#fff";
+  context.fillRect(0, 0, canvas.width, canvas.height);
+  context.fillStyle = "#000";
+  data.forEach((row, y) => row.forEach((dark, x) => {
+    if (dark) context.fillRect(x * scale, y * scale, scale, scale);
+  }));
+}
+
 /** What the user picked, chose as a folder, or dropped: each file with its path to send. */
 function picked() {
   /** @type {{file: File, path: string}[]} */
@@ -603,6 +621,7 @@ async function send() {
   const code = p2pcp.makeCode(String(nameplate), WORDS);
   const server = `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`;
   $("your-code").textContent = code;
+  drawQr(`${location.origin}${location.pathname}#${code}`);
   $("command").textContent = `p2pcp receive --server ${server} ${code}`;
   $("ticket").hidden = false;
   say(`Waiting for the receiver. Code: ${code}`);
