@@ -26,6 +26,7 @@ FILES = {
     "/constants.js": ("constants.js", "text/javascript; charset=utf-8"),
     "/vendor/noble.js": ("vendor/noble.js", "text/javascript; charset=utf-8"),
     "/vendor/qr.js": ("vendor/qr.js", "text/javascript; charset=utf-8"),
+    "/vendor/zip.js": ("vendor/zip.js", "text/javascript; charset=utf-8"),
 }
 
 # Same origin only: the scripts, the style and the WebSocket back to this server ('self' covers

@@ -7,6 +7,7 @@ a test scenario crafts over the real data channel.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import sys
@@ -174,7 +175,31 @@ async def _wrong_hash(wire: Wire) -> None:
     print(json.dumps(json.loads(reply[1:])), flush=True)
 
 
-SCENARIOS = {"wrong-hash": _wrong_hash}
+async def _wrong_hash_in_a_folder(wire: Wire) -> None:
+    """A folder of two files: the first honest, the second with a hash that does not match (a
+    page receiving it into a zip must never offer the zip); print the receiver's answer."""
+    await wire.hello()
+    good = os.urandom(2000)
+    entries: list[dict[str, Any]] = [
+        {"path": "pics", "kind": "dir"},
+        {"path": "pics/good.bin", "kind": "file", "size": len(good)},
+        {"path": "pics/bad.bin", "kind": "file", "size": 1000},
+    ]
+    answer = await wire.offer(entries)
+    assert isinstance(answer, p.Accept), answer
+    await wire.control({"type": "resume", "offsets": []})
+    await wire.send(b"\x01" + good)
+    await wire.control({"type": "file_end", "index": 0, "sha256": hashlib.sha256(good).hexdigest()})
+    await wire.send(b"\x01" + os.urandom(1000))
+    await wire.control({"type": "file_end", "index": 1, "sha256": "00" * 32})
+    while True:
+        reply = json.loads((await wire.transport.recv())[1:])
+        if reply.get("type") != "keepalive":
+            break
+    print(json.dumps(reply), flush=True)
+
+
+SCENARIOS = {"wrong-hash": _wrong_hash, "wrong-hash-in-a-folder": _wrong_hash_in_a_folder}
 
 if __name__ == "__main__":
     asyncio.run(serve(sys.argv[2], SCENARIOS[sys.argv[1]]))

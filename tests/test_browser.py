@@ -10,6 +10,7 @@ context, as WebCrypto requires.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,14 +116,13 @@ def test_cli_send_to_browser_receive(
     assert result.code == 0, result.stderr
     shown_by_cli = next(e["verification"] for e in result.events if e["event"] == "verification")
     assert f"Verification: {shown_by_cli} " in verification
-    saved = {}
-    for download in downloads:
-        target = tmp_path / "saved" / download.suggested_filename
-        download.save_as(target)
-        saved[sha256_file(target)] = download.suggested_filename
-    assert sorted(saved) == sorted(sha256_file(path) for path in sources)
-    # Chromium makes download names safe for the disk: "<" and ">" become "_".
-    assert sorted(saved.values()) == ["_img src=x onerror=alert(1)_note.txt", "random.bin"]
+    # Two files: one streamed zip holding both, each under its own name.
+    assert [d.suggested_filename for d in downloads] == ["p2pcp.zip"]
+    target = tmp_path / "saved.zip"
+    downloads[0].save_as(target)
+    with zipfile.ZipFile(target) as archive:
+        got = {name: hashlib.sha256(archive.read(name)).hexdigest() for name in archive.namelist()}
+    assert got == {path.name: sha256_file(path) for path in sources}
 
 
 def test_browser_send_to_cli_receive(
@@ -211,12 +212,15 @@ def test_a_sender_that_vanishes_mid_transfer_ends_in_error(
     assert not page.query_selector_all("#downloads a")  # nothing offered as a download
 
 
+@pytest.mark.parametrize("scenario", ["wrong-hash", "wrong-hash-in-a-folder"])
 def test_a_hash_mismatch_ends_in_error_and_saves_nothing(
-    signal_server: SignalServer, page: Page, tmp_path: Path
+    signal_server: SignalServer, page: Page, tmp_path: Path, scenario: str
 ) -> None:
+    """A file that fails its check is never offered; in a folder, the zip holding the files
+    that passed is not offered either."""
     hostile = str(Path(__file__).parent / "hostile.py")
     liar = subprocess.Popen(
-        [sys.executable, hostile, "wrong-hash", signal_server.url],
+        [sys.executable, hostile, scenario, signal_server.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -376,3 +380,31 @@ def _check_qr(page: Page, text: str) -> None:
     assert page.locator("#qr").get_attribute("data-text") == text
     shot = Image.open(io.BytesIO(page.locator("#qr").screenshot()))
     assert [result.text for result in zxingcpp.read_barcodes(shot)] == [text]
+
+
+def test_a_folder_arrives_in_the_page_as_one_zip_with_its_tree(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    """A folder three levels deep, CLI -> page: one streamed `album.zip`, offered only after
+    every file's SHA-256 matched, which unzips to the same tree."""
+    album = tmp_path / "album"
+    (album / "2024" / "summer").mkdir(parents=True)
+    (album / "notes.txt").write_text("top\n")
+    (album / "2024" / "list.txt").write_text("middle\n")
+    (album / "2024" / "summer" / "beach.bin").write_bytes(os.urandom(5 * MIB))
+    sender, code = start_send(signal_server, str(album))
+    downloads: list[Download] = []
+    page.on("download", lambda download: downloads.append(download))
+    page.fill("#code", code)
+    page.click("#receive")
+    _connected(page, sender)
+    page.click("#accept")
+    assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
+    assert finish(sender).code == 0
+    assert [d.suggested_filename for d in downloads] == ["album.zip"]
+    target = tmp_path / "album.zip"
+    downloads[0].save_as(target)
+    out = tmp_path / "out"
+    with zipfile.ZipFile(target) as archive:
+        archive.extractall(out)
+    assert _tree(out / "album") == _tree(album)

@@ -94,6 +94,7 @@ def test_the_server_serves_the_page_with_a_strict_policy(signal_server: SignalSe
         "/constants.js",
         "/vendor/noble.js",
         "/vendor/qr.js",
+        "/vendor/zip.js",
         "/style.css",
     ):
         status, headers, body = _get(base + path)

@@ -10,6 +10,7 @@ import * as p2pcp from "./p2pcp.js";
 import { WORDS } from "./wordlist.js";
 import { PART_SUFFIX, LOST } from "./constants.js";
 import { encode } from "./vendor/qr.js";
+import { downloadZip } from "./vendor/zip.js";
 import {
   Declined,
   Inbox,
@@ -379,7 +380,9 @@ async function receive() {
   });
   rendezvous.socket.close();
   await abortOnError(channel, async () => {
-    const { verified, moved } = await receiveFiles(channel, inbox, receiveView());
+    const view = receiveView();
+    const { verified, moved } = await receiveFiles(channel, inbox, view);
+    await view.zip?.finish(); // offered only now: every file in it was verified
     setState("done");
     say(`Done: ${countFiles(verified)} received and verified (${formatSize(moved)}).`);
   });
@@ -438,21 +441,26 @@ class Meter {
   }
 }
 
-/** @returns {import("./transfer.js").ReceiveView} */
+/** @returns {import("./transfer.js").ReceiveView & {zip: Zipper | null}} */
 function receiveView() {
   /** @type {Meter | null} */
   let meter = null;
   return {
-    accept: (entries) => {
+    zip: /** @type {Zipper | null} */ (null),
+    accept(entries) {
       setState("connected");
-      meter = new Meter(entries.filter((e) => e.kind !== "dir").length);
+      const files = entries.filter((e) => e.kind !== "dir");
+      meter = new Meter(files.length);
+      // A folder, or several files: one streamed .zip with their paths.
+      if (files.length > 1 || files.length < entries.length) this.zip = new Zipper(zipName(entries));
       return askToAccept(entries);
     },
     started: (total) => meter?.start(total),
     receiving: (entry) => meter?.next(entry.path),
     progress: (moved) => meter?.update(moved),
-    open: async (entry) => {
-      const sink = await FileSink.open(entry.path);
+    async open(entry) {
+      if (this.zip && !this.zip.written) await this.zip.start();
+      const sink = await FileSink.open(entry.path, this.zip);
       cleanups.push(() => sink.discard());
       return sink;
     },
@@ -495,16 +503,18 @@ function askToAccept(entries) {
  * matched. Where OPFS is missing, parts are kept as a Blob (the browser may hold it in memory).
  */
 class FileSink {
-  static async open(/** @type {string} */ path) {
-    const name = path.split("/").join("_"); // downloads are flat: a/b.txt becomes a_b.txt
+  static async open(/** @type {string} */ path, /** @type {Zipper | null} */ zip = null) {
+    const name = zip ? path : path.split("/").join("_"); // a lone download is flat
+    /** @type {FileSink} */
+    let sink;
     try {
-      const root = await navigator.storage.getDirectory();
-      const temp = `.${crypto.randomUUID()}${PART_SUFFIX}`;
-      const handle = await root.getFileHandle(temp, { create: true });
-      return new FileSink(name, { root, temp, handle, writable: await handle.createWritable() });
+      const stored = await temporary();
+      sink = new FileSink(name, { ...stored, writable: await stored.handle.createWritable() });
     } catch {
-      return new FileSink(name, null);
+      sink = new FileSink(name, null);
     }
+    sink.zip = zip;
+    return sink;
   }
 
   /**
@@ -515,6 +525,8 @@ class FileSink {
   constructor(name, stored) {
     this.name = name;
     this.stored = stored;
+    /** @type {Zipper | null} */
+    this.zip = null;
     /** @type {Uint8Array[]} */
     this.parts = [];
     this.saved = false;
@@ -535,17 +547,14 @@ class FileSink {
       this.stored.writable = null;
       blob = await this.stored.handle.getFile();
     }
-    const url = URL.createObjectURL(blob);
-    const link = document.createElement("a");
-    link.href = url;
-    link.download = this.name;
-    link.textContent = `${this.name} (${formatSize(blob.size)})`;
-    const item = document.createElement("li");
-    item.append(link);
-    $("downloads").append(item);
-    link.click();
     this.saved = true;
+    if (this.zip) {
+      this.zip.add(this.name, blob, this.stored); // verified: into the zip, streamed from disk
+      return;
+    }
+    offer(blob, this.name);
   }
+
 
   discard() {
     const stored = this.stored;
@@ -556,6 +565,98 @@ class FileSink {
     }
     if (!this.saved) stored.root.removeEntry(stored.temp).catch(() => {});
   }
+}
+
+/** A new temporary file in the origin-private file system (throws where there is none). */
+async function temporary() {
+  const root = await navigator.storage.getDirectory();
+  const temp = `.${crypto.randomUUID()}${PART_SUFFIX}`;
+  return { root, temp, handle: await root.getFileHandle(temp, { create: true }) };
+}
+
+/** Offer `blob` as a download named `name` (a link too, for a second try). */
+function offer(/** @type {Blob} */ blob, /** @type {string} */ name) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.textContent = `${name} (${formatSize(blob.size)})`;
+  const item = document.createElement("li");
+  item.append(link);
+  $("downloads").append(item);
+  link.click();
+}
+
+/**
+ * A received folder (or several files) as one .zip, written while the files arrive: each
+ * file joins it once its SHA-256 matched, and the zip streams into the origin-private file
+ * system, never whole in memory. It is offered only when every file was verified; a transfer
+ * that fails discards it.
+ */
+class Zipper {
+  constructor(/** @type {string} */ name) {
+    this.name = name;
+    /** @type {{name: string, input: Blob, lastModified: Date}[]} */
+    this.queue = [];
+    /** @type {(() => void) | null} */
+    this.wake = null;
+    this.closed = false;
+    /** @type {{root: FileSystemDirectoryHandle, temp: string}[]} */
+    this.members = [];
+    /** @type {{root: FileSystemDirectoryHandle, temp: string, handle: FileSystemFileHandle} | null} */
+    this.stored = null;
+    /** @type {Promise<Blob> | null} */
+    this.written = null;
+    cleanups.push(() => this.discard());
+  }
+
+  async start() {
+    const body = downloadZip(this.files()).body;
+    if (!body) throw new Error("the zip stream did not start");
+    try {
+      this.stored = await temporary();
+      const stored = this.stored;
+      const writable = await stored.handle.createWritable();
+      this.written = body.pipeTo(writable).then(() => stored.handle.getFile());
+    } catch {
+      this.written = new Response(body).blob(); // no private file system: in memory
+    }
+  }
+
+  add(/** @type {string} */ name, /** @type {Blob} */ input, /** @type {any} */ stored) {
+    this.queue.push({ name, input, lastModified: new Date() });
+    if (stored) this.members.push(stored);
+    this.wake?.();
+  }
+
+  async *files() {
+    for (;;) {
+      const next = this.queue.shift();
+      if (next) yield next;
+      else if (this.closed) return;
+      else await new Promise((resolve) => { this.wake = () => resolve(undefined); });
+    }
+  }
+
+  /** Every file is in and verified: finish the zip and offer it. */
+  async finish() {
+    this.closed = true;
+    this.wake?.();
+    if (!this.written) return;
+    offer(await this.written, this.name);
+    this.done = true;
+  }
+
+  discard() {
+    for (const { root, temp } of this.members) root.removeEntry(temp).catch(() => {});
+    if (this.stored && !this.done) this.stored.root.removeEntry(this.stored.temp).catch(() => {});
+  }
+}
+
+/** The zip's name: the folder's, when everything sits in one; else "p2pcp.zip". */
+function zipName(/** @type {{path: string}[]} */ entries) {
+  const tops = new Set(entries.map((e) => e.path.split("/", 1)[0]));
+  const only = [...tops][0];
+  return tops.size === 1 && entries.some((e) => e.path.includes("/")) ? `${only}.zip` : "p2pcp.zip";
 }
 
 /** Temporary files of earlier visits (a closed tab, a finished download) are removed. */
