@@ -408,3 +408,50 @@ def test_a_folder_arrives_in_the_page_as_one_zip_with_its_tree(
     with zipfile.ZipFile(target) as archive:
         archive.extractall(out)
     assert _tree(out / "album") == _tree(album)
+
+
+AXE = Path(__file__).parent.parent / "webbuild" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def _serious(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run()).violations")
+    return [
+        f"{v['id']}: {v['help']} ({len(v['nodes'])})"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_no_serious_accessibility_violations_idle_or_mid_transfer(
+    signal_server: SignalServer, tmp_path: Path
+) -> None:
+    """axe-core (pinned in webbuild/package.json, run inside the page: the test's own context
+    lets its script in past the page's CSP) finds nothing serious or critical, idle in light
+    and dark mode, at the offer, and mid-transfer."""
+    require(CHROMIUM, str(AXE))
+    (tmp_path / "big.bin").write_bytes(os.urandom(60 * MIB))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_context(bypass_csp=True).new_page()
+        page.goto(f"http://127.0.0.1:{signal_server.port}/")
+        page.wait_for_selector("body[data-ready=yes]", state="attached")
+        problems = {"idle": _serious(page)}
+        page.emulate_media(color_scheme="dark")
+        problems["idle, dark"] = _serious(page)
+        sender, code = start_send(
+            signal_server, str(tmp_path / "big.bin"), env={"P2PCP_LARGE_PACKETS": "0"}
+        )
+        page.fill("#code", code)
+        page.click("#receive")
+        _connected(page, sender)
+        problems["offer"] = _serious(page)
+        page.click("#accept")
+        _wait_state(page, "transferring", "done", "error")
+        problems["mid-transfer"] = _serious(page)
+        _wait_state(page, "done", "error")
+        finish(sender)
+        browser.close()
+    assert problems == {"idle": [], "idle, dark": [], "offer": [], "mid-transfer": []}, problems
