@@ -1,12 +1,15 @@
 """Benchmark: the browser page in headless Chromium against the real CLI, both directions.
 
 Usage: python bench/browser.py [--size-mib 1024 64] [--direction both|to-browser|from-browser]
+       [--folder]
 
 For each size it sends one random file CLI -> page (the page streams it into the origin-private
 file system, checks the hash and offers it as a download) and page -> CLI, and prints the rate
 (from the first click to the page's "done") and the peak resident memory of Chromium: all its
 processes together, and its largest process (and its kind). Memory that stays flat from a small
-file to 1 GiB is what "bounded" means here. Chromium runs with a normal (persistent) profile: in
+file to 1 GiB is what "bounded" means here. With ``--folder`` the CLI sends a folder of eight
+files of that total size instead: the page receives it as one streamed zip, checked here file by
+file against the source. Chromium runs with a normal (persistent) profile: in
 a private one it keeps the origin-private file system in memory, so a received file would be.
 """
 
@@ -16,10 +19,12 @@ import argparse
 import hashlib
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -101,7 +106,16 @@ def to_browser(page, server, source: Path) -> float:  # type: ignore[no-untyped-
     assert finish(sender).code == 0
     target = source.with_suffix(".downloaded")
     downloads[0].save_as(target)
-    assert _sha(target) == _sha(source), "the download differs from the source"
+    if source.is_dir():  # one zip of the folder: every member equal to its source file
+        with zipfile.ZipFile(target) as archive:
+            for member in archive.infolist():
+                digest = hashlib.sha256()
+                with archive.open(member) as f:
+                    for block in iter(lambda: f.read(MIB), b""):
+                        digest.update(block)
+                assert digest.hexdigest() == _sha(source.parent / member.filename), member
+    else:
+        assert _sha(target) == _sha(source), "the download differs from the source"
     target.unlink()
     return seconds
 
@@ -132,6 +146,7 @@ def main() -> None:
     parser.add_argument(
         "--direction", choices=["both", "to-browser", "from-browser"], default="both"
     )
+    parser.add_argument("--folder", action="store_true", help="a folder of 8 files, to the page")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -141,11 +156,19 @@ def main() -> None:
             with sync_playwright() as playwright:
                 for size in args.size_mib:
                     source = tmp / f"random-{size}.bin"
-                    _random_file(source, size * MIB)
+                    if args.folder:
+                        source = tmp / f"folder-{size}"
+                        source.mkdir()
+                        for n in range(8):
+                            _random_file(source / f"part{n}.bin", size * MIB // 8)
+                    else:
+                        _random_file(source, size * MIB)
                     runs = []
-                    if args.direction in ("both", "to-browser"):
+                    if args.folder:
+                        runs.append(("CLI -> page (folder, zip)", "to"))
+                    elif args.direction in ("both", "to-browser"):
                         runs.append(("CLI -> page", "to"))
-                    if args.direction in ("both", "from-browser"):
+                    if args.direction in ("both", "from-browser") and not args.folder:
                         runs.append(("page -> CLI", "from"))
                     for label, kind in runs:
                         # A normal profile: in a private (off-the-record) one, Chromium keeps
@@ -168,14 +191,17 @@ def main() -> None:
                                 seconds = from_browser(page, server, source, out)
                         browser.close()
                         rows.append((label, size, size * MIB / seconds / 1e6, memory))
-                    source.unlink()
+                    if source.is_dir():
+                        shutil.rmtree(source)
+                    else:
+                        source.unlink()
         finally:
             server.stop()
-    header = f"{'direction':<12} {'MiB':>6} {'MB/s':>6} {'Chromium peak RSS':>18}"
+    header = f"{'direction':<26} {'MiB':>6} {'MB/s':>6} {'Chromium peak RSS':>18}"
     print(f"{header} {'largest process':>16}")
     for label, size, rate, memory in rows:
         print(
-            f"{label:<12} {size:>6} {rate:>6.1f} {memory.peak_total / MIB:>14.0f} MiB"
+            f"{label:<26} {size:>6} {rate:>6.1f} {memory.peak_total / MIB:>14.0f} MiB"
             f" {memory.peak_one / MIB:>12.0f} MiB ({memory.largest})"
         )
 
