@@ -455,3 +455,60 @@ def test_no_serious_accessibility_violations_idle_or_mid_transfer(
         finish(sender)
         browser.close()
     assert problems == {"idle": [], "idle, dark": [], "offer": [], "mid-transfer": []}, problems
+
+
+PAGE_DOC = Path(__file__).parent.parent / "docs" / "page.md"
+SHOTS = PAGE_DOC.parent / "page"
+
+
+@pytest.mark.parametrize(
+    ("size", "width", "height", "scheme"),
+    [("desktop", 900, 700, "light"), ("phone", 390, 844, "dark")],
+)
+def test_screenshots_of_the_page_idle_offer_transfer_and_done(
+    signal_server: SignalServer,
+    page: Page,
+    tmp_path: Path,
+    size: str,
+    width: int,
+    height: int,
+    scheme: str,
+) -> None:
+    """The pictures in docs/page.md, taken here: idle, the offer, mid-transfer and done, at a
+    desktop width in light mode and a phone's in dark mode. P2PCP_WRITE_SCREENS=1 writes them;
+    otherwise the test checks the page reaches each state and that the document shows them."""
+    page.set_viewport_size({"width": width, "height": height})
+    page.emulate_media(color_scheme=scheme)  # type: ignore[arg-type]
+    write = bool(os.environ.get("P2PCP_WRITE_SCREENS"))
+    shots: list[Path] = []
+
+    def shot(state: str) -> None:
+        path = SHOTS / f"{size}-{state}.png"
+        shots.append(path)
+        if write:
+            path.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(path), full_page=True)
+
+    shot("idle")
+    (tmp_path / "holiday").mkdir()
+    (tmp_path / "holiday" / "video.mp4").write_bytes(os.urandom(60 * MIB))
+    (tmp_path / "holiday" / "notes.txt").write_text("remember the sunscreen\n")
+    sender, code = start_send(
+        signal_server, str(tmp_path / "holiday"), env={"P2PCP_LARGE_PACKETS": "0"}
+    )
+    page.fill("#code", code)
+    page.click("#receive")
+    _connected(page, sender)
+    shot("offer")
+    page.click("#accept")
+    deadline = time.monotonic() + 60
+    while "left" not in page.inner_text("#progress-text"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    shot("transfer")
+    assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
+    shot("done")
+    assert finish(sender).code == 0
+    document = PAGE_DOC.read_text()
+    for path in shots:
+        assert path.exists() and f"page/{path.name}" in document, path
