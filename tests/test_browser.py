@@ -512,3 +512,48 @@ def test_screenshots_of_the_page_idle_offer_transfer_and_done(
     document = PAGE_DOC.read_text()
     for path in shots:
         assert path.exists() and f"page/{path.name}" in document, path
+
+
+def test_a_folder_saved_into_a_folder_the_user_chose_keeps_its_tree(
+    signal_server: SignalServer, page: Page, tmp_path: Path
+) -> None:
+    """Where the browser has showDirectoryPicker, "Save into a folder" comes first and writes the
+    real tree. The picker's dialog cannot be clicked in a headless test, so the test's own script
+    (not the page's) answers it with a folder of the origin-private file system, and reads the
+    tree back from there."""
+    page.add_init_script(
+        "window.showDirectoryPicker = async () =>"
+        " (await navigator.storage.getDirectory()).getDirectoryHandle('picked', {create: true});"
+    )
+    page.reload()
+    page.wait_for_selector("body[data-ready=yes]", state="attached")
+    album = tmp_path / "album"
+    (album / "2024" / "summer").mkdir(parents=True)
+    (album / "notes.txt").write_text("top\\n")
+    (album / "2024" / "summer" / "beach.bin").write_bytes(os.urandom(2 * MIB))
+    sender, code = start_send(signal_server, str(album))
+    page.fill("#code", code)
+    page.click("#receive")
+    _connected(page, sender)
+    assert page.is_visible("#accept-folder")
+    page.click("#accept-folder")
+    assert _wait_state(page, "done", "error") == "done", page.inner_text("#status")
+    assert finish(sender).code == 0
+    written = page.evaluate(
+        """async () => {
+            const hex = (b) => [...new Uint8Array(b)]
+                .map((x) => x.toString(16).padStart(2, "0")).join("");
+            const out = {};
+            const walk = async (dir, prefix) => {
+                for await (const [name, handle] of dir.entries()) {
+                    if (handle.kind === "directory") await walk(handle, prefix + name + "/");
+                    else out[prefix + name] = hex(await crypto.subtle.digest("SHA-256",
+                        await (await handle.getFile()).arrayBuffer()));
+                }
+            };
+            const root = await navigator.storage.getDirectory();
+            await walk(await root.getDirectoryHandle("picked"), "");
+            return out;
+        }"""
+    )
+    assert written == {f"album/{k}": v for k, v in _tree(album).items()}

@@ -441,24 +441,34 @@ class Meter {
   }
 }
 
-/** @returns {import("./transfer.js").ReceiveView & {zip: Zipper | null}} */
+/** @returns {import("./transfer.js").ReceiveView & {zip: Zipper | null, dir: FileSystemDirectoryHandle | null}} */
 function receiveView() {
   /** @type {Meter | null} */
   let meter = null;
   return {
     zip: /** @type {Zipper | null} */ (null),
-    accept(entries) {
+    dir: /** @type {FileSystemDirectoryHandle | null} */ (null),
+    async accept(entries) {
       setState("connected");
       const files = entries.filter((e) => e.kind !== "dir");
       meter = new Meter(files.length);
-      // A folder, or several files: one streamed .zip with their paths.
-      if (files.length > 1 || files.length < entries.length) this.zip = new Zipper(zipName(entries));
-      return askToAccept(entries);
+      const answer = await askToAccept(entries);
+      if (answer && answer !== true) {
+        this.dir = answer; // the real tree, into the folder the user chose
+      } else if (answer && (files.length > 1 || files.length < entries.length)) {
+        this.zip = new Zipper(zipName(entries)); // a folder, or several files: one .zip
+      }
+      return Boolean(answer);
     },
     started: (total) => meter?.start(total),
     receiving: (entry) => meter?.next(entry.path),
     progress: (moved) => meter?.update(moved),
     async open(entry) {
+      if (this.dir) {
+        const sink = await DirSink.open(this.dir, entry.path);
+        cleanups.push(() => sink.discard());
+        return sink;
+      }
       if (this.zip && !this.zip.written) await this.zip.start();
       const sink = await FileSink.open(entry.path, this.zip);
       cleanups.push(() => sink.discard());
@@ -485,16 +495,77 @@ function askToAccept(entries) {
   $("offer-total").textContent = `${countFiles(files)}, ${formatSize(bytes)}${shownRows}`;
   $("offer-box").hidden = false;
   say("The sender offers what is listed. Accept?");
-  $("accept").focus();
+  // Several files where the browser can write a real folder: that comes first; Accept keeps
+  // the zip.
+  const folder = the("accept-folder", HTMLButtonElement);
+  const picker = /** @type {any} */ (window).showDirectoryPicker;
+  folder.hidden = !(typeof picker === "function" && entries.filter((e) => e.kind !== "dir").length > 1);
+  (folder.hidden ? $("accept") : folder).focus();
   return new Promise((resolve) => {
-    const answer = (yes) => () => {
+    /** @param {boolean | FileSystemDirectoryHandle} yes */
+    const done = (yes) => {
       $("offer-box").hidden = true;
-      $("accept").onclick = $("decline").onclick = null;
+      $("accept").onclick = $("decline").onclick = folder.onclick = null;
       resolve(yes);
     };
-    $("accept").onclick = answer(true);
-    $("decline").onclick = answer(false);
+    $("accept").onclick = () => done(true);
+    $("decline").onclick = () => done(false);
+    folder.onclick = async () => {
+      try {
+        done(await picker.call(window, { mode: "readwrite" }));
+      } catch {
+        say("No folder was chosen. Accept to save a zip, or choose a folder."); // cancelled
+      }
+    };
   });
+}
+
+/**
+ * A file written into a folder the user chose (showDirectoryPicker): the real tree, each file
+ * under `.NAME.p2pcp-part` until its hash matched, then renamed; a name already there is never
+ * overwritten.
+ */
+class DirSink {
+  static async open(/** @type {FileSystemDirectoryHandle} */ root, /** @type {string} */ path) {
+    const parts = path.split("/");
+    const name = /** @type {string} */ (parts.pop());
+    let dir = root;
+    for (const part of parts) dir = await dir.getDirectoryHandle(part, { create: true });
+    const exists = await dir.getFileHandle(name).then(() => true, () => false);
+    if (exists) throw new UserError(`${shown(path)} exists in the chosen folder; nothing was overwritten`);
+    const temp = `.${name}${PART_SUFFIX}`;
+    const handle = await dir.getFileHandle(temp, { create: true });
+    return new DirSink(dir, name, temp, handle, await handle.createWritable());
+  }
+
+  constructor(/** @type {FileSystemDirectoryHandle} */ dir, /** @type {string} */ name,
+    /** @type {string} */ temp, /** @type {FileSystemFileHandle} */ handle,
+    /** @type {FileSystemWritableFileStream} */ writable) {
+    /** @type {FileSystemWritableFileStream | null} */
+    this.writable = writable;
+    this.dir = dir;
+    this.name = name;
+    this.temp = temp;
+    this.handle = handle;
+    this.saved = false;
+  }
+
+  async write(/** @type {Uint8Array} */ bytes) {
+    await this.writable?.write(/** @type {Uint8Array<ArrayBuffer>} */ (bytes));
+  }
+
+  async keep() {
+    await this.writable?.close();
+    this.writable = null;
+    await /** @type {any} */ (this.handle).move(this.name); // verified: under its own name
+    this.saved = true;
+  }
+
+  discard() {
+    this.writable?.abort().catch(() => {});
+    this.writable = null;
+    if (!this.saved) this.dir.removeEntry(this.temp).catch(() => {});
+  }
 }
 
 /**
