@@ -335,10 +335,11 @@ def _udp_echo_rtt(the_lab: Lab, count: int = 50) -> tuple[float, float]:
 
 
 def _udp_echoes(the_lab: Lab, count: int) -> tuple[float, float, float, float]:
-    """Median, loss fraction, shortest and longest-but-one round trip (ms) of ``count`` echoes.
+    """Median, loss fraction, shortest and 95th-percentile round trip (ms) of ``count`` echoes.
 
     Not the longest: a stall of the whole VM once stretched a single echo to 90 ms under a 50 ms
-    netem bound. A stall can lengthen one echo; a wrong bound lengthens many.
+    bound, and a busy machine (other tests beside) two. A stall lengthens a few echoes; a wrong
+    bound lengthens many.
     """
     server = the_lab.start(
         the_lab.server, PYTHON, "-c", ECHO_SERVER, the_lab.server.address, stderr=None
@@ -383,7 +384,8 @@ for i in range(1, int(sys.argv[2]) + 1):
         rtts.append((time.monotonic() - sent) * 1000)
     except TimeoutError:
         lost += 1
-print(statistics.median(rtts), lost / int(sys.argv[2]), min(rtts), sorted(rtts)[-2])
+print(statistics.median(rtts), lost / int(sys.argv[2]), min(rtts),
+      sorted(rtts)[int(len(rtts) * 0.95) - 1])
 """
 
 
