@@ -26,6 +26,9 @@ PROTOCOL_VERSION = 2
 answers with the hashes of its own prefixes (``resume.prefixes``) and the receiver says where
 data starts (``start``). Version 1 peers are still spoken to (see ``protocol.Peer.version``)."""
 OLDEST_VERSION = 1
+WIRE_VERSION = 1
+"""What a hello's ``version`` field always says: p2pcp before revisions refuses any other
+number, so a later revision goes in ``revision`` and both releases still talk."""
 KIND_CONTROL = 0x00
 KIND_DATA = 0x01
 KIND_ZSTD = 0x02
@@ -236,7 +239,9 @@ def encode(message: Message) -> bytes:
         return bytes((KIND_DATA,)) + message.data
     body: dict[str, Any] = {"type": TYPE_NAMES[type(message)]}
     if isinstance(message, Hello):
-        body.update(protocol=PROTOCOL_NAME, version=message.version)
+        body.update(protocol=PROTOCOL_NAME, version=min(message.version, WIRE_VERSION))
+        if message.version > WIRE_VERSION:
+            body.update(revision=message.version)
         if message.compress:
             body.update(compress=list(message.compress))
         if message.keepalive:
@@ -316,7 +321,10 @@ def _from_json(body: dict[str, Any]) -> Message:
         if not isinstance(compress, list) or not all(isinstance(c, str) for c in compress):
             raise ProtocolError("peer sent a malformed 'compress' list")
         keepalive = _int(body, "keepalive") if "keepalive" in body else 0
-        return Hello(_int(body, "version"), tuple(compress), keepalive)
+        version = _int(body, "version")
+        if "revision" in body:  # a later revision of version 1 (WIRE_VERSION)
+            version = max(version, _int(body, "revision"))
+        return Hello(version, tuple(compress), keepalive)
     if kind == "keepalive":
         return KeepAlive()
     if kind == "offer":

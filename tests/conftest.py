@@ -35,6 +35,7 @@ TIERS = {
     "test_e2e_security": "e2e",
     "test_e2e_transfer": "e2e",
     "test_hostile_server": "e2e",
+    "test_e2e_interop": "e2e",
     "test_hostile_sender": "e2e",
     "test_readme": "e2e",
     "test_redis": "e2e",

@@ -132,15 +132,17 @@ def test_a_compressed_frame_nobody_agreed_to_is_a_protocol_error() -> None:
 
 
 def test_hello_without_compression_is_what_earlier_versions_sent() -> None:
-    """The hello has kept its shape since version 1: the number moved on (2: no hashes from
-    the receiver) and optional fields came (compress, keepalive)."""
+    """The hello has kept its shape since version 1, and its `version` says 1 still (p2pcp before
+    revisions refuses any other number): revision 2 (no hashes from the receiver) and the
+    optional fields (compress, keepalive) came beside it."""
     assert (
         p.encode(p.Peer(p.Role.SENDER).hello())
-        == b'\x00{"type":"hello","protocol":"p2pcp","version":2,"keepalive":1}'
+        == b'\x00{"type":"hello","protocol":"p2pcp","version":1,"revision":2,"keepalive":1}'
     )
     hello = p.encode(p.Peer(p.Role.SENDER, True).hello())
     assert hello == (
-        b'\x00{"type":"hello","protocol":"p2pcp","version":2,"compress":["zstd"],"keepalive":1}'
+        b'\x00{"type":"hello","protocol":"p2pcp","version":1,"revision":2,"compress":["zstd"],'
+        b'"keepalive":1}'
     )
     assert p.decode(hello) == p.Hello(2, ("zstd",), 1)
     # An earlier p2pcp's hello (no field) means no compression; unknown names are kept, unused.

@@ -152,8 +152,9 @@ export async function abortOnError(/** @type {Channel & {readyState: string}} */
 
 /** Both hellos; returns the version both sides speak (the lower of the two). */
 async function sayHello(/** @type {Channel} */ channel, /** @type {Inbox} */ inbox) {
+  // `version` says 1 (p2pcp before revisions refuses any other number); `revision` says 2.
   channel.send(p2pcp.controlFrame({
-    type: "hello", protocol: "p2pcp", version: p2pcp.PROTOCOL_VERSION, keepalive: 1,
+    type: "hello", protocol: "p2pcp", version: 1, revision: p2pcp.PROTOCOL_VERSION, keepalive: 1,
   }));
   const hello = await inbox.control("hello");
   if (hello.protocol !== "p2pcp" || !Number.isInteger(hello.version)
@@ -161,7 +162,8 @@ async function sayHello(/** @type {Channel} */ channel, /** @type {Inbox} */ inb
     throw new PeerFault("the peer speaks another version of the p2pcp protocol");
   }
   if (Number.isInteger(hello.keepalive) && hello.keepalive > 0) inbox.beat(channel, hello.keepalive);
-  return Math.min(hello.version, p2pcp.PROTOCOL_VERSION);
+  const level = Number.isInteger(hello.revision) ? Math.max(hello.version, hello.revision) : hello.version;
+  return Math.min(level, p2pcp.PROTOCOL_VERSION);
 }
 
 // -- receiving ----------------------------------------------------------------------------------
