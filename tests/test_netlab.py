@@ -252,8 +252,10 @@ def test_a_path_whose_loss_makes_large_packets_worse_ends_at_the_standard_size(
     completes with a matching hash either way."""
     with lab(Site("cone", link=Link(delay_ms=1, loss=0.08)), Site("cone")) as the_lab:
         services = start_services(the_lab, tmp_path, turn=False)
+        # 30 MB: long enough after a late switch for the loss to show (8 MB once ended 76 ms
+        # after the 16000-byte probe came back).
         sent_out, sent_err, got_out, got_err = _debug_transfer(
-            the_lab, services, tmp_path, 8_000_000
+            the_lab, services, tmp_path, 30_000_000
         )
     switched = "the probe came back" in sent_err
     assert not switched or re.search(r"down from \d+ to 1160", sent_err), sent_err[-3000:]
