@@ -21,7 +21,6 @@ from . import events as ev
 from .bars import Bars
 from .doctor import Report
 from .escape import show, show_text
-from .landoctor import LanReport
 from .units import human_size
 
 if TYPE_CHECKING:
