@@ -9,6 +9,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -379,3 +380,20 @@ def test_config_set_and_init_and_a_bad_server_in_the_file(tmp_path: Path) -> Non
         result = finish(p2pcp(*args, env=env))
         assert result.code == 2, result.stderr
         assert "the server must be a ws:// or wss:// URL" in result.stderr
+
+
+def test_the_command_line_loads_no_lan_or_qr_code_it_does_not_use() -> None:
+    """Start-up is paid by every command: zeroconf and the LAN code load only for LAN mode and
+    doctor, segno only for --qr (an import of landoctor at run time once cost 40 ms each run)."""
+    heavy = ("zeroconf", "segno", "p2pcp.lan", "p2pcp.landoctor")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, p2pcp.cli; print([m for m in {heavy!r} if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]", done.stdout
