@@ -164,12 +164,13 @@ class FileSender:
         sources = self._data_sources
         if self.peer.version >= 2:
             hashers = {}
+            prefixes: list[tuple[int, int, str]] = []
             for held in have if self.resume else ():
                 hasher = await asyncio.to_thread(hash_prefix, sources[held.index].local, held.size)
                 if hasher is not None:
                     hashers[held.index] = hasher
-            prefixes = tuple((i, have_size(have, i), h.hexdigest()) for i, h in hashers.items())
-            await self._send(p.Resume(prefixes=prefixes))
+                    prefixes.append((held.index, held.size, hasher.hexdigest()))
+            await self._send(p.Resume(prefixes=tuple(prefixes)))
             if prefixes:
                 start = await self._recv()
                 assert isinstance(start, p.Start)
@@ -467,11 +468,6 @@ DECLINES = {
     "unsafe": "the receiver found the offer unsafe",
 }
 """What a decline tells the sender, per reason: nothing of the receiver's disk."""
-
-
-def have_size(have: tuple[p.Held, ...], index: int) -> int:
-    """The size the receiver holds of file ``index``."""
-    return next(h.size for h in have if h.index == index)
 
 
 def _decline_error(message: p.Decline) -> P2pcpError:
