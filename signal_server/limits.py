@@ -7,17 +7,25 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``address`` parsed (a zone after ``%`` dropped, IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def client_key(address: str) -> str:
     """The key per-address limits count under: an IPv4 address as it is (also when written as
     IPv4-mapped IPv6), an IPv6 address by its /64 (one subscriber's prefix), anything else
     (a Unix socket, no address) as it is."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
+    ip = _ip(address)
+    if ip is None:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
 
@@ -31,29 +39,23 @@ def client_address(
     of ``trusted``), the right-most ``X-Forwarded-For`` hop that is not itself a trusted proxy
     (each proxy appends the address it saw, so hops left of it could be forged by the client);
     from anyone else, ``peer``, whatever the header says."""
-    if not _within(peer, trusted):
+    if not _within(_ip(peer), trusted):
         return peer
     hops = [hop.strip() for header in forwarded for hop in header.split(",")]
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        ip = _ip(hop) if "%" not in hop else None
+        if ip is None:
             return peer  # a malformed chain: count the proxy itself
-        if not _within(hop, trusted):
+        if not _within(ip, trusted):
             return hop
     return peer
 
 
 def _within(
-    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...],
 ) -> bool:
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+    return ip is not None and any(ip in network for network in networks)
 
 
 @dataclass
