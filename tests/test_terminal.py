@@ -278,21 +278,7 @@ def test_verify_on_both_sides_at_60_columns_without_colour(
 def test_refusing_the_verification_stops_both(
     signal_server: SignalServer, tmp_path: Path, tmux: str
 ) -> None:
-    (tmp_path / "f.txt").write_text("x")
-    out = tmp_path / "out"
-    out.mkdir()
-    code = str(make_code("4712"))
-    sender = Terminal(
-        tmux,
-        "send",
-        _command(signal_server, f"send --verify {tmp_path / 'f.txt'}", f"P2PCP_CODE={code}"),
-        80,
-        20,
-    )
-    sender.wait_for("Waiting for the receiver")
-    receiver = Terminal(
-        tmux, "receive", _command(signal_server, f"receive -o {out} {code}"), 80, 20
-    )
+    sender, receiver, out = _one_file_both_sides(signal_server, tmp_path, tmux, "4712", "--verify")
     sender.wait_for(r"Does the other screen show")
     sender.keys("n", "Enter")
     sender.wait_for(r"verification strings did not match[\s\S]*EXIT=6")
@@ -340,9 +326,11 @@ def test_dot_entries_in_the_home_directory_are_confirmed_on_their_own(
     assert (home / ".config" / "autostart.desktop").exists() == (exit_code == 0)
 
 
-def _at_the_accept_prompt(
-    signal_server: SignalServer, tmp_path: Path, tmux: str, nameplate: str
+def _one_file_both_sides(
+    signal_server: SignalServer, tmp_path: Path, tmux: str, nameplate: str, send_flags: str = ""
 ) -> tuple[Terminal, Terminal, Path]:
+    """A sender of one small file (with ``send_flags``) waiting, and its receiver started, each
+    in an 80-column terminal; the receiver's output directory."""
     (tmp_path / "f.txt").write_text("x")
     out = tmp_path / "out"
     out.mkdir()
@@ -350,7 +338,7 @@ def _at_the_accept_prompt(
     sender = Terminal(
         tmux,
         "send",
-        _command(signal_server, f"send {tmp_path / 'f.txt'}", f"P2PCP_CODE={code}"),
+        _command(signal_server, f"send {send_flags} {tmp_path / 'f.txt'}", f"P2PCP_CODE={code}"),
         80,
         20,
     )
@@ -358,6 +346,13 @@ def _at_the_accept_prompt(
     receiver = Terminal(
         tmux, "receive", _command(signal_server, f"receive -o {out} {code}"), 80, 20
     )
+    return sender, receiver, out
+
+
+def _at_the_accept_prompt(
+    signal_server: SignalServer, tmp_path: Path, tmux: str, nameplate: str
+) -> tuple[Terminal, Terminal, Path]:
+    sender, receiver, out = _one_file_both_sides(signal_server, tmp_path, tmux, nameplate)
     receiver.wait_for(r"Accept\? \[Y/n\]")
     return sender, receiver, out
 
