@@ -106,6 +106,25 @@ function receiveView(answer = true) {
 
 const sha = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
+/** A page sender of `data` as a.bin, facing a receiver scripted by the test up to its accept. */
+async function toScripted(data, version, have) {
+  const [sender, peer] = pair();
+  const sending = sendFiles(sender, sender.inbox, [source("a.bin", data)], sendView());
+  peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version }));
+  await peer.inbox.control("hello");
+  await peer.inbox.control("offer");
+  peer.send(p2pcp.controlFrame({ type: "accept", credit: CREDIT_WINDOW, have }));
+  return { peer, sending };
+}
+
+/** The data frames up to the next control frame, joined, and that control frame. */
+async function readUntilControl(inbox) {
+  const parts = [];
+  let frame;
+  while ((frame = await inbox.next()).data) parts.push(frame.data);
+  return { bytes: Buffer.concat(parts), control: frame.control };
+}
+
 test("page to page: two files arrive whole, past the credit window, and are verified", async () => {
   const [sender, receiver] = pair();
   const big = new Uint8Array(randomBytes(CREDIT_WINDOW + 3 * 65535 + 17)); // needs a credit grant
@@ -153,21 +172,12 @@ test("the sender never runs past the credit it was given", async () => {
 test("a resume after a matching prefix sends only the rest; a wrong prefix sends it all", async () => {
   const data = new Uint8Array(randomBytes(300_000));
   for (const [held, expect] of [[sha(data.slice(0, 100_000)), 100_000], ["00".repeat(32), 0]]) {
-    const [sender, peer] = pair();
-    const sending = sendFiles(sender, sender.inbox, [source("a.bin", data)], sendView());
-    peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 1 }));
-    await peer.inbox.control("hello");
-    await peer.inbox.control("offer");
-    peer.send(p2pcp.controlFrame({
-      type: "accept", credit: CREDIT_WINDOW, have: [{ index: 0, size: 100_000, sha256: held }],
-    }));
+    const { peer, sending } = await toScripted(data, 1, [{ index: 0, size: 100_000, sha256: held }]);
     assert.deepEqual((await peer.inbox.control("resume")).offsets, [[0, expect]]);
-    const parts = [];
-    let frame;
-    while ((frame = await peer.inbox.next()).data) parts.push(frame.data);
-    assert.equal(frame.control.type, "file_end");
-    assert.equal(frame.control.sha256, sha(data), "the hash covers the whole file");
-    assert.equal(sha(Buffer.concat(parts)), sha(data.slice(expect)));
+    const { bytes, control } = await readUntilControl(peer.inbox);
+    assert.equal(control.type, "file_end");
+    assert.equal(control.sha256, sha(data), "the hash covers the whole file");
+    assert.equal(sha(bytes), sha(data.slice(expect)));
     await peer.inbox.control("done");
     peer.send(p2pcp.controlFrame({ type: "verified", files: 1 }));
     await sending;
@@ -177,23 +187,14 @@ test("a resume after a matching prefix sends only the rest; a wrong prefix sends
 test("version 2: the sender hashes its prefixes, the receiver's start decides", async () => {
   const data = new Uint8Array(randomBytes(300_000));
   for (const offset of [100_000, 0]) {
-    const [sender, peer] = pair();
-    const sending = sendFiles(sender, sender.inbox, [source("a.bin", data)], sendView());
-    peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 2 }));
-    await peer.inbox.control("hello");
-    await peer.inbox.control("offer");
-    peer.send(p2pcp.controlFrame({
-      type: "accept", credit: CREDIT_WINDOW, have: [{ index: 0, size: 100_000 }],
-    }));
+    const { peer, sending } = await toScripted(data, 2, [{ index: 0, size: 100_000 }]);
     const resume = await peer.inbox.control("resume");
     assert.deepEqual(resume.prefixes, [[0, 100_000, sha(data.slice(0, 100_000))]]);
     assert.deepEqual(resume.offsets, []);
     peer.send(p2pcp.controlFrame({ type: "start", offsets: [[0, offset]] }));
-    const parts = [];
-    let frame;
-    while ((frame = await peer.inbox.next()).data) parts.push(frame.data);
-    assert.equal(frame.control.sha256, sha(data));
-    assert.equal(sha(Buffer.concat(parts)), sha(data.slice(offset)));
+    const { bytes, control } = await readUntilControl(peer.inbox);
+    assert.equal(control.sha256, sha(data));
+    assert.equal(sha(bytes), sha(data.slice(offset)));
     await peer.inbox.control("done");
     peer.send(p2pcp.controlFrame({ type: "verified", files: 1 }));
     await sending;
@@ -201,13 +202,8 @@ test("version 2: the sender hashes its prefixes, the receiver's start decides", 
 });
 
 test("version 2: a start offset the receiver did not hold is a protocol error", async () => {
-  const [sender, peer] = pair();
-  const sending = sendFiles(sender, sender.inbox, [source("a.bin", new Uint8Array(1000))], sendView());
+  const { peer, sending } = await toScripted(new Uint8Array(1000), 2, [{ index: 0, size: 10 }]);
   sending.catch(() => {});
-  peer.send(p2pcp.controlFrame({ type: "hello", protocol: "p2pcp", version: 2 }));
-  await peer.inbox.control("hello");
-  await peer.inbox.control("offer");
-  peer.send(p2pcp.controlFrame({ type: "accept", credit: CREDIT_WINDOW, have: [{ index: 0, size: 10 }] }));
   await peer.inbox.control("resume");
   peer.send(p2pcp.controlFrame({ type: "start", offsets: [[0, 7]] }));
   await assert.rejects(sending, (error) => error instanceof p2pcp.ProtocolError);
