@@ -46,9 +46,6 @@ class RoomStore(Protocol):
         """Take ``side`` out of its room; returns the peer left behind and whether the room
         opened again (a joiner that left without relaying anything)."""
 
-    async def peer(self, nameplate: str, side: str) -> str | None:
-        """The other side of ``side``'s room, if any."""
-
     async def relay(
         self, nameplate: str, side: str, now: float, message: dict[str, Any]
     ) -> str | None:
@@ -88,9 +85,6 @@ class MemoryStore:
 
     async def leave(self, nameplate: str, side: str) -> tuple[str | None, bool]:
         return self.rooms.leave(side)
-
-    async def peer(self, nameplate: str, side: str) -> str | None:
-        return self.rooms.peer_of(side)
 
     async def relay(
         self, nameplate: str, side: str, now: float, message: dict[str, Any]
@@ -360,13 +354,6 @@ class RedisStore:
     async def leave(self, nameplate: str, side: str) -> tuple[str | None, bool]:
         peer, reopened = await self._run("leave", nameplate, side)
         return (str(peer) if peer else None), reopened == 1
-
-    async def peer(self, nameplate: str, side: str) -> str | None:
-        room = await self._redis.hgetall(f"{_ROOM}{nameplate}")
-        for key in ("a", "b"):
-            if room.get(key) and room[key] != side:
-                return str(room[key])
-        return None
 
     async def relay(
         self, nameplate: str, side: str, now: float, message: dict[str, Any]

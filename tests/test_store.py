@@ -71,9 +71,8 @@ async def a_chosen_nameplate(store: RoomStore) -> None:
 async def two_meet_and_a_third_is_refused(store: RoomStore) -> None:
     nameplate = await store.allocate("s", 0, None)
     assert await store.join(nameplate, "r", 1) == ["s"]
-    await store.relay(nameplate, "r", 1, MSG)
-    assert await store.peer(nameplate, "s") == "r"
-    assert await store.peer(nameplate, "r") == "s"
+    assert await store.relay(nameplate, "r", 1, MSG) == "s"
+    assert await store.relay(nameplate, "s", 1, MSG) == "r"
     await _refused("crowded", store.join(nameplate, "x", 2))
     await _refused("no_such_nameplate", store.join("77", "y", 2))
     lonely = await store.allocate("l", 3, None)
@@ -118,7 +117,7 @@ async def idle_rooms_expire(store: RoomStore) -> None:
     await store.join(busy, "c", 0)
     await store.relay(busy, "c", 90, MSG)
     assert await store.expire(100, 50) == [(old, ["a"])]
-    assert await store.count() == 1 and await store.peer(busy, "b") == "c"
+    assert await store.count() == 1 and await store.relay(busy, "b", 100, MSG) == "c"
 
 
 async def the_room_limit(store: RoomStore) -> None:
