@@ -97,11 +97,12 @@ def _setup_logging(debug: bool) -> None:
     handler.setFormatter(ShownFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler])
     if debug:
-        for noisy in ("aioice", "aiortc", "websockets"):
+        for noisy in ("aioice", "aiortc", "websockets", "zeroconf"):
             logging.getLogger(noisy).setLevel(logging.INFO)
     else:
-        # aiortc/aioice log benign errors on shutdown; our own errors are reported by us.
-        for noisy in ("aioice", "aiortc", "websockets", "asyncio"):
+        # aiortc/aioice log benign errors on shutdown, zeroconf each interface its mDNS cannot
+        # use (::1 over IPv6); our own errors are reported by us.
+        for noisy in ("aioice", "aiortc", "websockets", "zeroconf", "asyncio"):
             logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
