@@ -124,7 +124,7 @@ def test_the_upstream_patches_apply_to_the_pinned_releases(tmp_path: Path) -> No
 
     sources = {"aiortc": Path(aiortc.__file__).parent, "aioice": Path(aioice.__file__).parent}
     patches = sorted((Path(__file__).parent.parent / "docs" / "upstream").glob("*.patch"))
-    assert len(patches) == 3
+    assert len(patches) == 4
     for patch in patches:
         tree = tmp_path / patch.stem
         for line in patch.read_text().splitlines():

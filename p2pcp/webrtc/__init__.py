@@ -65,6 +65,7 @@ _WRITTEN_AGAINST: list[tuple[type, str, str]] = [
     (rtcsctptransport.InboundStream, "pop_messages", "bd29de9aa7c4f8fd"),
     (rtcsctptransport.InboundStream, "prune_chunks", "ff5a6cd9b68a26fb"),
     (_ice, "query_consent", "fe49173a650a378a"),
+    (_ice, "check_complete", "52f939709eabc0ab"),
 ]
 ORIGINALS: dict[str, tuple[Any, str]] = {
     f"{owner.__name__}.{name}": (getattr(owner, name), digest)
