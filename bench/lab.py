@@ -20,6 +20,11 @@ end, set-up included), and each side's CPU seconds come from wait4.
   link emulator (tests/linkemu.py) with that delay and loss each way; the receiver public;
   magic-wormhole's servers on the public host.
 
+Every row where the receiver can take a TCP connection from the sender (all but ``relayed``)
+also times plain TCP over the same links in the same rounds: a Python receiver that listens and
+writes the file, a sender that connects and ``sendfile``s it, started at once (the
+yardstick: what this host's kernel TCP moves there, with a Python start-up on each side).
+
     python bench/lab.py [--rounds 2] [--row NAME ...] [--size-mib N]
 
 Needs root, iproute2, iptables, ethtool and coturn (scripts/test installs them); installs
@@ -59,7 +64,27 @@ from netns import lan  # noqa: E402
 from transfer import WORMHOLE_PACKAGES, Run, installed_env, make_file, measure  # noqa: E402
 
 PY = sys.executable
-MAILBOX_PORT, RELAY_PORT = 4000, 4001
+MAILBOX_PORT, RELAY_PORT, TCP_PORT = 4000, 4001, 4002
+TCP_RECEIVE = """
+import socket, sys
+server = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+connection, _ = server.accept()
+with open(sys.argv[2], "wb") as out:
+    while chunk := connection.recv(1 << 20):
+        out.write(chunk)
+"""
+TCP_SEND = """
+import socket, sys, time
+for _ in range(400):
+    try:
+        connection = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        break
+    except OSError:
+        time.sleep(0.005)
+with open(sys.argv[3], "rb") as source:
+    connection.sendfile(source)
+connection.close()
+"""
 
 
 @dataclass
@@ -72,6 +97,8 @@ class Place:
     """The host of magic-wormhole's mailbox server and transit relay."""
     p2pcp_env: dict[str, str]
     start: Callable[..., subprocess.Popen[bytes]]
+    tcp: bool = True
+    """Whether the sender can open a TCP connection to the receiver (not between two NATs)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +140,10 @@ def lab_place(work: Path, *sites: Site) -> Iterator[Place]:
     with lab(*sites) as the_lab:
         services = start_services(the_lab, work)
         env = {**env_without_config(), "P2PCP_SERVER": services.url}
-        yield Place(the_lab.hosts[0], the_lab.hosts[1], the_lab.server, env, _lab_popen(the_lab))
+        tcp = sites[1].nat == "none"
+        yield Place(
+            the_lab.hosts[0], the_lab.hosts[1], the_lab.server, env, _lab_popen(the_lab), tcp
+        )
 
 
 def _lab_popen(the_lab: Lab) -> Callable[..., subprocess.Popen[bytes]]:
@@ -150,6 +180,17 @@ def run_p2pcp(place: Place, src: Path, out: Path, code: str) -> Run:
     return _finish("p2pcp", sender, receiver, start)
 
 
+def run_tcp(place: Place, src: Path, out: Path) -> Run:
+    start = time.monotonic()
+    receiver = place.start(
+        place.receiver, PY, "-c", TCP_RECEIVE, str(TCP_PORT), str(out / src.name)
+    )
+    sender = place.start(
+        place.sender, PY, "-c", TCP_SEND, place.receiver.address, str(TCP_PORT), str(src)
+    )
+    return _finish("TCP", sender, receiver, start)
+
+
 class Wormhole:
     """magic-wormhole's mailbox server and transit relay on one lab host, and its clients."""
 
@@ -165,8 +206,13 @@ class Wormhole:
                 str(work / f"{name}.log"),
                 name,
                 f"--port=tcp:{port}:interface={host.address}",
+                *extra,
             )  # fmt: skip
-            for name, port in (("wormhole-mailbox", MAILBOX_PORT), ("transitrelay", RELAY_PORT))
+            for name, port, extra in (
+                # the mailbox's state database, by default relay.sqlite in the working directory
+                ("wormhole-mailbox", MAILBOX_PORT, [f"--channel-db={work / 'relay.sqlite'}"]),
+                ("transitrelay", RELAY_PORT, []),
+            )
         ]
         self.options = [
             "--relay-url", f"ws://{host.address}:{MAILBOX_PORT}/v1",
@@ -210,7 +256,7 @@ def ensure_wormhole(venv: Path) -> None:
 
 
 def measure_row(row: Row, rounds: int, size_mib: int | None, venv: Path) -> dict[str, list[Run]]:
-    runs: dict[str, list[Run]] = {"p2pcp": [], "magic-wormhole": []}
+    runs: dict[str, list[Run]] = {"p2pcp": [], "magic-wormhole": [], "TCP": []}
     size = (size_mib or row.size_mib) << 20
     with tempfile.TemporaryDirectory() as tmp, row.build(Path(tmp)) as place:
         work = Path(tmp)
@@ -219,14 +265,15 @@ def measure_row(row: Row, rounds: int, size_mib: int | None, venv: Path) -> dict
         wormhole = Wormhole(venv, place, work)
         try:
             for round_ in range(rounds):
-                for method in (
-                    ("p2pcp", "magic-wormhole") if round_ % 2 == 0 else ("magic-wormhole", "p2pcp")
-                ):
+                methods = ["p2pcp", "magic-wormhole", *(["TCP"] if place.tcp else [])]
+                for method in methods if round_ % 2 == 0 else methods[::-1]:
                     out = work / f"out-{method}-{round_}"
                     out.mkdir()
                     code = f"{7 + round_}-guitar-ocean"
                     if method == "p2pcp":
                         result = run_p2pcp(place, src, out, code)
+                    elif method == "TCP":
+                        result = run_tcp(place, src, out)
                     else:
                         result = wormhole.run(src, out, code)
                     got = out / "payload.bin"
@@ -264,18 +311,20 @@ def main() -> None:
             continue
         runs = measure_row(row, args.rounds, args.size_mib, args.wormhole_venv)
         size = (args.size_mib or row.size_mib) << 20
-        best = {m: max(runs[m], key=lambda r: size / r.seconds) for m in runs}
-        rate = {m: size / best[m].seconds / 1e6 for m in runs}
+        best = {m: max(runs[m], key=lambda r: size / r.seconds) for m in runs if runs[m]}
+        rate = {m: size / best[m].seconds / 1e6 for m in best}
         table.append((row.name, size >> 20, rate, best))
-    print("\n| case | MiB | p2pcp MB/s | magic-wormhole MB/s | ratio | p2pcp CPU send/recv s |"
-          " magic-wormhole CPU send/recv s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("\n| case | MiB | p2pcp MB/s | magic-wormhole MB/s | ratio | TCP MB/s | p2pcp / TCP |"
+          " p2pcp CPU send/recv s | magic-wormhole CPU send/recv s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, mib, rate, best in table:
         p, w = best["p2pcp"], best["magic-wormhole"]
+        tcp = rate.get("TCP")
         print(
             f"| {name} | {mib} | {rate['p2pcp']:.1f} | {rate['magic-wormhole']:.1f} | "
-            f"{rate['p2pcp'] / rate['magic-wormhole']:.2f} | {p.cpu_send:.2f} / {p.cpu_recv:.2f} |"
-            f" {w.cpu_send:.2f} / {w.cpu_recv:.2f} |"
+            f"{rate['p2pcp'] / rate['magic-wormhole']:.2f} | "
+            + (f"{tcp:.1f} | {rate['p2pcp'] / tcp:.2f} | " if tcp else "- | - | ")
+            + f"{p.cpu_send:.2f} / {p.cpu_recv:.2f} | {w.cpu_send:.2f} / {w.cpu_recv:.2f} |"
         )
     print("\n(best of the rounds, end to end: both sides started at once until both exited)")
 
