@@ -298,12 +298,16 @@ class Transport:
         association.datagrams = {
             size: large.fragments(size, mtu) if self.peer_takes_pieces else 1 for size in sizes
         }
+        _, pair = self._selected_pair()
         for size in sizes:
             log.debug(
-                "large packets: probing %d bytes; the route's MTU is %d (%d datagrams)",
+                "large packets: probing %d bytes; the route's MTU is %d (%d datagrams); "
+                "pair %s -> %s",
                 size,
                 mtu,
                 association.datagrams[size],
+                pair.local_candidate.type,
+                pair.remote_candidate.type,
             )
             if await association.probe_large_packets(size):
                 return True

@@ -23,7 +23,7 @@ from p2pcp import transport  # importing transport installs the subclasses
 from p2pcp.netcheck import IcePlan
 from p2pcp.webrtc import delayed_sack, dtls, large
 from p2pcp.webrtc.association import STANDARD_DATA
-from p2pcp.webrtc.congestion import RTT_SAMPLES, Westwood
+from p2pcp.webrtc.congestion import RTT_SAMPLES, Westwood, heavy_loss
 from p2pcp.webrtc.ice import IceConnection
 from p2pcp.webrtc.sctp import SctpTransport
 
@@ -73,6 +73,34 @@ def test_queueing_is_a_round_trip_well_over_the_minimum() -> None:
     assert not state.queueing()  # one quick sample among the last few: no queue
     state.on_rtt(0.135)
     assert state.queueing()
+
+
+def _window_after_loss(heavy: bool) -> int:
+    """The congestion window after a SACK that starts fast recovery on a path without a
+    queue (every round trip at its minimum), with a window of 100 packets and an estimate of
+    40: ``heavy`` says whether the SACK found a run of packets lost."""
+    association = SctpTransport.__new__(SctpTransport)  # only the window arithmetic runs
+    association.westwood = Westwood()
+    for _ in range(RTT_SAMPLES):
+        association.westwood.on_rtt(0.01)
+    association.westwood.bandwidth = 40 * STANDARD_DATA / 0.01
+    association.data_size = STANDARD_DATA
+    association._cwnd = association._ssthresh = 50 * STANDARD_DATA  # Reno's halving
+    association._fast_recovery_exit = 1  # type: ignore[assignment]  # (aiortc declares None)
+    association._react_to_loss(None, 100 * STANDARD_DATA, 1 << 31, 0, heavy)
+    return association._cwnd
+
+
+def test_random_loss_keeps_the_window_and_a_run_of_losses_shrinks_it() -> None:
+    """A loss without a queue is taken as random (the window stays); a loss that takes a run
+    of packets at once is a small buffer overflowing, and the window goes to the estimate,
+    as on a queue (the relayed lab: coturn's relay socket dropped a third of the packets while
+    the round trip stayed at its minimum)."""
+    assert _window_after_loss(heavy=False) == 100 * STANDARD_DATA
+    assert _window_after_loss(heavy=True) == 40 * STANDARD_DATA
+    assert not heavy_loss(1, 5)  # one packet is never a run
+    assert not heavy_loss(3, 100)  # three here and there in a large window: random
+    assert heavy_loss(3, 20) and heavy_loss(15, 100)
 
 
 def _count_chunks(
