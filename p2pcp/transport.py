@@ -246,6 +246,9 @@ class Transport:
         if isinstance(association, SctpTransport):
             association.echo_probes = lambda: not self._relayed_over_tcp()
             association.peer_is_p2pcp = self.peer_large_data > 0 or peer_pieces
+            connection = self._ice_connection()
+            if isinstance(connection, ice.IceConnection):
+                connection.own_relay_first = association.peer_is_p2pcp
             if self.peer_takes_pieces and isinstance(association.transport, dtls.DtlsTransport):
                 association.transport.take_pieces(dtls.MAX_DATAGRAM)
         match = re.search(r"^a=max-message-size:(\d+)", sdp, re.MULTILINE)
@@ -343,9 +346,14 @@ class Transport:
         return limit - limit % packet if limit > packet else limit
 
     def _selected_pair(self) -> tuple[Any, Any]:
-        """aioice's connection and its selected candidate pair (None before one is selected)."""
+        """aioice's connection and the candidate pair data goes out on (None before one is
+        selected): the selected pair, or our own relay's (webrtc/ice.py, fix 6)."""
         connection = self._ice_connection()
-        return connection, connection._nominated.get(1) if connection else None
+        if connection is None:
+            return None, None
+        if isinstance(connection, ice.IceConnection):
+            return connection, connection.sending_pair()
+        return connection, connection._nominated.get(1)
 
     def route(self) -> tuple[str, str | None]:
         """``("direct" | "relay", peer address)`` of the selected ICE candidate pair."""

@@ -275,6 +275,7 @@ def test_a_relayed_pair_nominated_first_waits_for_a_direct_check_in_progress() -
         connection = IceConnection(ice_controlling=True, components=1)
         direct, relay = _pairs(connection)
         _succeed(connection, relay)
+        connection._checks_started = time.monotonic() - 1.0  # the checks took long: full grace
         loop = asyncio.get_running_loop()
         loop.call_later(0.1, _succeed, connection, direct)
         start = time.monotonic()
@@ -291,15 +292,60 @@ def test_a_relayed_pair_nominated_first_waits_for_a_direct_check_in_progress() -
     assert again < 0.05
 
 
-def test_a_direct_check_that_never_completes_holds_a_relayed_pair_only_for_the_grace() -> None:
+@pytest.mark.parametrize(
+    ("checks_took", "grace"),
+    [(1.0, ice.RELAY_GRACE), (0.15, 0.15), (0.0, ice.RELAY_GRACE_MIN)],
+)
+def test_a_direct_check_that_never_completes_holds_a_relayed_pair_only_for_the_grace(
+    checks_took: float, grace: float
+) -> None:
+    """The wait is as long as the checks took until the relayed pair was nominated, between
+    RELAY_GRACE_MIN and RELAY_GRACE."""
+
     async def scenario() -> tuple[str, float]:
         connection = IceConnection(ice_controlling=True, components=1)
         _, relay = _pairs(connection)
         _succeed(connection, relay)
+        connection._checks_started = time.monotonic() - checks_took
         start = time.monotonic()
         await connection.wait_for_better_pair()
         return connection._nominated[1].local_candidate.type, time.monotonic() - start
 
     kind, waited = asyncio.run(scenario())
     assert kind == "relay"
-    assert ice.RELAY_GRACE <= waited < ice.RELAY_GRACE + 0.2, waited
+    assert grace <= waited < grace + 0.1, waited
+
+
+def _relayed_both_ways(own_relay_first: bool) -> str:
+    """The pair data goes out on when the selected pair sends to the peer's relayed address
+    and a pair from our own allocation has succeeded too."""
+
+    async def scenario() -> str:
+        connection = IceConnection(ice_controlling=True, components=1)
+        connection.own_relay_first = own_relay_first
+        pairs = []
+        for local, remote in (("host", "relay"), ("relay", "prflx")):
+            protocol = StunProtocol(connection)
+            protocol.local_candidate = Candidate(
+                "1", 1, "udp", candidate_priority(1, local), "10.1.0.2", 5000, local
+            )
+            peer = Candidate("2", 1, "udp", candidate_priority(1, remote), "203.0.113.1", 6, remote)
+            pair = CandidatePair(protocol, peer)
+            pair.state = CandidatePair.State.IN_PROGRESS
+            connection._check_list.append(pair)
+            pairs.append(pair)
+        _succeed(connection, pairs[0])  # nominated: our host -> the peer's relay
+        pairs[1].state = CandidatePair.State.SUCCEEDED  # checked, not nominated
+        chosen = connection.sending_pair()
+        assert chosen is not None
+        return f"{chosen.local_candidate.type} -> {chosen.remote_candidate.type}"
+
+    return asyncio.run(scenario())
+
+
+def test_between_p2pcp_peers_data_goes_out_through_our_own_relay() -> None:
+    """coturn's relay sockets take 64 KiB, its listening socket 2 MiB: sent to the peer's
+    relayed address, bursts of a large packet overflow it; between p2pcp peers data goes to our
+    own allocation instead. Towards other stacks the selected pair stays."""
+    assert _relayed_both_ways(own_relay_first=True) == "relay -> prflx"
+    assert _relayed_both_ways(own_relay_first=False) == "host -> relay"

@@ -37,6 +37,16 @@ And two shortcuts for every data packet (what aioice does with them is unchanged
    progress, ``connect()`` gives that check RELAY_GRACE seconds before it cancels the rest
    (aioice cancels them the moment one pair is nominated). A plain RFC fix (docs/upstream/).
 
+6. **Between two p2pcp peers, data goes out through our own TURN allocation** when the
+   selected pair sends it to the peer's: coturn gives each relay socket a 64 KiB receive
+   buffer (its UR_CLIENT_SOCK_BUF_SIZE) and its listening socket 2 MiB, so datagrams sent to
+   the peer's relayed address overflow it in bursts of a large packet (in the relayed lab,
+   thousands of drops in coturn's namespace a transfer, 13-19 MB/s), while the same datagrams
+   sent to our allocation as ChannelData reach the listening socket (33-38 MB/s, no drops).
+   ICE's priorities cannot say so: the two pairs mirror each other on the two sides. The
+   peer takes data on any pair whose checks succeeded, as every ICE agent does; towards
+   other stacks the selected pair stays.
+
 And a quicker end: aioice's ``connect()`` paces its checks with a 20 ms sleep and looks at the
 check list only after each sleep, so it returned up to 20 ms after ICE had completed (measured:
 19 ms on one host). Ours wakes as soon as the check list completes or fails (docs/upstream/).
@@ -96,8 +106,11 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 CHECK_PACING = 0.02
 """Seconds between starting two checks (aioice's Ta, RFC 8445 section 6.1.4.2)."""
 RELAY_GRACE = 0.3
-"""Seconds a relayed pair, nominated first, waits for a higher-priority check still in progress
-(fix 5): several round trips of a direct path, a small price where only the relay works."""
+"""Seconds a relayed pair, nominated first, waits at most for a higher-priority check still in
+progress (fix 5); as long as the checks took until then, and RELAY_GRACE_MIN at least: a direct
+check started before the relayed one and its path is rarely the slower, so the wait is a small
+price where only the relay works."""
+RELAY_GRACE_MIN = 0.1
 
 
 def relayed(pair: CandidatePair) -> bool:
@@ -221,14 +234,48 @@ class IceProtocol(StunProtocol):
 class IceConnection(Connection):
     """aioice's ICE connection with the fixes and shortcuts of the module doc."""
 
+    _checks_started: float | None = None
+    """When ``connect()`` started the checks (monotonic seconds)."""
+    own_relay_first = False
+    """Whether to send through our own TURN allocation rather than to the peer's (fix 6): set
+    by the transport once the peer's SDP says it is p2pcp."""
+    _sending: tuple[CandidatePair | None, CandidatePair | None] = (None, None)
+    """The selected pair, and the pair data goes out on for it (``sending_pair``)."""
     take_datagram: Callable[[bytes], bytes | None] | None = None
     """Set by the DTLS transport once packets travel as pieces (dtls.py): decrypts and joins
     a data datagram as it arrives, and returns what it completes for the receive queue."""
 
+    def sending_pair(self) -> CandidatePair | None:
+        """The pair data goes out on: the selected one, or where it sends to the peer's
+        relayed address and ``own_relay_first`` is set, a pair from our own allocation whose
+        check succeeded (fix 6)."""
+        selected = self._nominated.get(1)
+        if self._sending[0] is selected:
+            return self._sending[1]
+        chosen = selected
+        if (
+            selected is not None
+            and self.own_relay_first
+            and selected.remote_candidate.type == "relay"
+            and selected.local_candidate.type != "relay"
+        ):
+            chosen = next(
+                (
+                    pair
+                    for pair in self._check_list
+                    if pair.component == 1
+                    and pair.state == CandidatePair.State.SUCCEEDED
+                    and pair.local_candidate.type == "relay"
+                ),
+                selected,
+            )
+        self._sending = (selected, chosen)
+        return chosen
+
     def send_datagrams(self, datagrams: list[bytes]) -> bool:
-        """Send the datagrams of one packet on the selected pair in as few calls as can be
+        """Send the datagrams of one packet on the sending pair in as few calls as can be
         (``IceProtocol.send_segments``); False, sending nothing, where that cannot be done."""
-        pair = self._nominated.get(1)
+        pair = self.sending_pair()
         if pair is None or not isinstance(pair.protocol, IceProtocol):
             return False
         return pair.protocol.send_segments(datagrams, pair.remote_addr)
@@ -252,8 +299,8 @@ class IceConnection(Connection):
             protocol.send_stun(request, addr)
 
     async def send(self, data: bytes) -> None:
-        """A datagram on the first component, straight to the selected pair's transport."""
-        pair = self._nominated.get(1)
+        """A datagram on the first component, straight to the sending pair's transport."""
+        pair = self.sending_pair()
         if pair is not None and isinstance(pair.protocol, IceProtocol):
             transport = pair.protocol.transport
             if not (
@@ -299,7 +346,9 @@ class IceConnection(Connection):
     async def wait_for_better_pair(self) -> None:
         """While the selected pair is relayed and a better one's check is in progress, wait
         for it, RELAY_GRACE seconds at most (fix 5)."""
-        deadline = time.monotonic() + RELAY_GRACE
+        now = time.monotonic()
+        took = now - (self._checks_started or now)
+        deadline = now + min(RELAY_GRACE, max(RELAY_GRACE_MIN, took))
         while self._better_pair_pending() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
@@ -321,6 +370,7 @@ class IceConnection(Connection):
             raise ConnectionError("Local candidates gathering was not performed")
         if self.remote_username is None or self.remote_password is None:
             raise ConnectionError("Remote username or password is missing")
+        self._checks_started = time.monotonic()
         for remote_candidate in self._remote_candidates:
             self._pair_remote_candidate(remote_candidate)
         self.sort_check_list()
