@@ -33,7 +33,7 @@ from .events import (
     Notice,
     Searching,
 )
-from .netcheck import IceServer, plan_ice
+from .netcheck import IcePlan, IceServer, plan_ice
 from .output import Output, OutputDir, StdoutOutput
 from .pake import RECEIVER, SENDER
 from .rendezvous import (
@@ -126,6 +126,8 @@ class _Conversation:
     ) -> None:
         for task in self.tasks:
             task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: what failed there failed the conversation too
         try:
             if exc is not None:
                 if self.worker is None:
@@ -232,8 +234,11 @@ async def _send(
         else:
             code = make_code(await signaling.allocate())
         # ICE gathering (STUN, TURN allocations) starts now, while the receiver is awaited: the
-        # TURN credentials came with the room.
+        # TURN credentials came with the room. The offer is made then too (it goes out sealed,
+        # after the PAKE): its TURN allocation takes two round trips to the server, off the
+        # path between the receiver's arrival and the data.
         plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
+        offer = run.start(_offer(run, plan))
         # Always the first event.
         sink.emit(CodeReady(str(code), options.server, signaling.page_url(str(code))))
         for text in notices:
@@ -247,10 +252,8 @@ async def _send(
             except RoomReopened:  # no guess was made: the code is still good
                 sink.emit(Notice(NO_GUESS))
         async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-            run.transport = transport = Transport(await plan)
-            await send_sealed(
-                signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
-            )
+            transport, sdp = await offer
+            await send_sealed(signaling, box, {"type": "offer", "sdp": sdp})
             answer = await receive_sealed(signaling, box, "answer")
             await transport.accept_answer(answer["sdp"])
         await connected(transport, signaling, sink)
@@ -285,6 +288,12 @@ async def receive(
             await _receive(options, sink, decide, confirm, output, run)
     finally:
         output.close()
+
+
+async def _offer(run: _Conversation, plan: asyncio.Task[IcePlan]) -> tuple[Transport, str]:
+    """The sender's transport and its offer (candidates gathered), kept by ``run``."""
+    run.transport = transport = Transport(await plan)
+    return transport, await transport.create_offer()
 
 
 async def _receive(
