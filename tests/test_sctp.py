@@ -8,9 +8,10 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -397,3 +398,108 @@ def test_the_loss_per_datagram_counts_the_parity_piece() -> None:
     assert abs(large.datagram_loss(without, n, parity=False) - p) < 1e-9
     assert large.datagram_loss(0.0, n, parity=True) == 0.0
     assert large.datagram_loss(with_parity, n, True) > large.MAX_FRAME_LOSS[large.LARGE_DATA]
+
+
+def _sent(first_tsn: int, count: int) -> Any:
+    """An association (only its gap-block arithmetic runs) with ``count`` chunks in flight
+    from ``first_tsn`` on."""
+    association: Any = SctpTransport.__new__(SctpTransport)
+    association._sent_queue = deque()
+    association._flight_size = 0
+    association.packets_lost = 0
+    for index in range(count):
+        data = rtcsctptransport.DataChunk()
+        data.tsn = (first_tsn + index) % rtcsctptransport.SCTP_TSN_MODULO
+        data._acked = data._abandoned = data._retransmit = False
+        data._book_size, data._misses, data._sent_count = 1200, 0, 1
+        data._expiry = data._max_retransmits = data._sent_time = None
+        data._in_flight = True
+        association._flight_size += 1200
+        association._sent_queue.append(data)
+    return association
+
+
+def _state(association: Any) -> list[tuple[Any, ...]]:
+    return [
+        (c.tsn, c._acked, c._misses, c._retransmit, c._in_flight) for c in association._sent_queue
+    ] + [association._flight_size, association.packets_lost]
+
+
+def test_gap_blocks_found_by_place_do_what_aiortc_s_walk_does() -> None:
+    """Random SACKs (several in a row, so chunks are struck three times) over windows that
+    cross the TSN wrap: the fast path and aiortc's walk leave the same chunks acknowledged,
+    struck and in flight, and return the same bytes and strikes."""
+    rng = random.Random(7)
+    for _ in range(300):
+        count = rng.randint(1, 60)
+        first = rng.choice([1, 5000, rtcsctptransport.SCTP_TSN_MODULO - 20])
+        fast, walk = _sent(first, count), _sent(first, count)
+        for _ in range(rng.randint(1, 5)):
+            gaps: list[tuple[int, int]] = []
+            position = rng.randint(1, 4)
+            while not gaps or (position <= count + 2 and len(gaps) < 4):
+                end = position + rng.randint(0, 6)
+                gaps.append((position, end))
+                position = end + rng.randint(2, 6)
+            sack = rtcsctptransport.SackChunk()
+            sack.cumulative_tsn = (first - 1) % rtcsctptransport.SCTP_TSN_MODULO
+            sack.gaps = gaps
+            assert fast._gap_blocks(sack) == walk._gap_blocks_walk(sack), gaps
+            assert _state(fast) == _state(walk), gaps
+
+
+def _receiver(last: int) -> Any:
+    """An association whose cumulative received TSN is ``last`` (only the receive bookkeeping
+    runs)."""
+    association: Any = SctpTransport.__new__(SctpTransport)
+    association._last_received_tsn = last
+    association._sack_misordered = set()
+    association._sack_duplicates = []
+    return association
+
+
+def _aiortc_gaps(association: Any) -> list[tuple[int, int]]:
+    """The gap blocks aiortc 1.16.0's ``_send_sack`` builds (from its sorted raw TSNs)."""
+    gaps: list[list[int]] = []
+    gap_next = None
+    for tsn in sorted(association._sack_misordered):
+        pos = (tsn - association._last_received_tsn) % rtcsctptransport.SCTP_TSN_MODULO
+        if tsn == gap_next:
+            gaps[-1][1] = pos
+        else:
+            gaps.append([pos, pos])
+        gap_next = rtcsctptransport.tsn_plus_one(tsn)
+    return [(a, b) for a, b in gaps]
+
+
+def test_received_tsns_and_gap_blocks_as_aiortc_keeps_them() -> None:
+    """Random arrival orders with losses and duplicates: ours and aiortc's ``_mark_received``
+    agree on every answer, the cumulative TSN, the duplicates and the gap blocks."""
+    rng = random.Random(11)
+    original = rtcsctptransport.RTCSctpTransport._mark_received
+    for _ in range(200):
+        start = rng.randint(0, 1 << 20)
+        tsns = [start + 1 + i for i in range(rng.randint(1, 80))]
+        arrivals = [t for t in tsns if rng.random() > 0.1]
+        rng.shuffle(arrivals)
+        arrivals += rng.sample(arrivals, min(len(arrivals), 5))  # a few twice
+        ours, theirs = _receiver(start), _receiver(start)
+        for tsn in arrivals:
+            assert ours._mark_received(tsn) == original(theirs, tsn)
+            assert ours._last_received_tsn == theirs._last_received_tsn
+            assert ours._sack_misordered == theirs._sack_misordered
+            assert ours._sack_duplicates == theirs._sack_duplicates
+            assert ours._received_gaps() == _aiortc_gaps(theirs)
+
+
+def test_the_cumulative_tsn_advances_across_the_wrap() -> None:
+    """TSN 0 arriving before 2^32 - 1: ours advances past both; aiortc's, which sorts raw TSNs,
+    stays behind for good."""
+    top = rtcsctptransport.SCTP_TSN_MODULO - 1
+    ours, theirs = _receiver(top - 1), _receiver(top - 1)
+    original = rtcsctptransport.RTCSctpTransport._mark_received
+    for tsn in (0, top, 1):
+        ours._mark_received(tsn)
+        original(theirs, tsn)
+    assert ours._last_received_tsn == 1 and not ours._sack_misordered
+    assert theirs._last_received_tsn == top - 1

@@ -66,6 +66,7 @@ _WRITTEN_AGAINST: list[tuple[type, str, str]] = [
     (rtcsctptransport.InboundStream, "prune_chunks", "ff5a6cd9b68a26fb"),
     (_ice, "query_consent", "fe49173a650a378a"),
     (_ice, "check_complete", "52f939709eabc0ab"),
+    (_sctp, "_mark_received", "2ac68b6a3934ca87"),
 ]
 ORIGINALS: dict[str, tuple[Any, str]] = {
     f"{owner.__name__}.{name}": (getattr(owner, name), digest)
