@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -121,7 +122,7 @@ def main() -> None:
         root = Path(tmp)
         server, url = start_server(root / "one.log")
         try:
-            seconds, latencies = asyncio.run(run([url], args.pairs, args.messages))
+            seconds, latencies = uvloop.run(run([url], args.pairs, args.messages))
             report("one server, memory", args.pairs, seconds, latencies, [server])
         finally:
             server.terminate()
@@ -151,7 +152,7 @@ def main() -> None:
         one, url_one = start_server(root / "r1.log", "--redis", redis_url)
         two, url_two = start_server(root / "r2.log", "--redis", redis_url)
         try:
-            seconds, latencies = asyncio.run(run([url_one, url_two], args.pairs, args.messages))
+            seconds, latencies = uvloop.run(run([url_one, url_two], args.pairs, args.messages))
             report("two servers + Redis", args.pairs, seconds, latencies, [one, two])
         finally:
             for process in (one, two, redis):
