@@ -503,3 +503,35 @@ def test_the_cumulative_tsn_advances_across_the_wrap() -> None:
         original(theirs, tsn)
     assert ours._last_received_tsn == 1 and not ours._sack_misordered
     assert theirs._last_received_tsn == top - 1
+
+
+def _size_after_window(lost: int, srtt: float) -> int:
+    """The packet size after a window of 256 packets of 64000 bytes (44 datagrams and a parity
+    piece each) of which ``lost`` were lost, on a path of round trip ``srtt``."""
+    association: Any = SctpTransport.__new__(SctpTransport)  # only the size arithmetic runs
+    association.data_size = large.LARGE_DATA
+    association.sizes = [large.LARGE_DATA, large.SINGLE_RECORD_DATA, STANDARD_DATA]
+    association.datagrams = {large.LARGE_DATA: 44}
+    association.packets_sent, association.packets_lost, association.timeouts = 256, lost, 0
+    association._window = (0, 0, 0, 0.0)
+    association._srtt = srtt
+
+    class Transport:
+        _ssl = type("Records", (), {"parity": True})()
+
+        def send_parity(self, on: bool) -> None:
+            pass
+
+    association._RTCSctpTransport__transport = Transport()  # behind a read-only property
+    association._adapt_size()
+    return int(association.data_size)
+
+
+def test_a_long_path_steps_down_at_less_loss_than_a_lan() -> None:
+    """At 0.5% per datagram (about 5 of 256 packets lost, 12-13 in a bad window) a LAN keeps
+    64000-byte packets; on a 100 ms path a lost packet costs far more, and the same window
+    steps down. At 1% (about 19 of 256) both step down."""
+    assert _size_after_window(13, srtt=0.001) == large.LARGE_DATA
+    assert _size_after_window(13, srtt=0.1) == large.SINGLE_RECORD_DATA
+    assert _size_after_window(19, srtt=0.001) == large.SINGLE_RECORD_DATA
+    assert _size_after_window(5, srtt=0.1) == large.LARGE_DATA
