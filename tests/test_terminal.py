@@ -21,7 +21,7 @@ import pytest
 import segno
 from helpers import PYTHON, SignalServer, finish, p2pcp, require, start_send
 
-from p2pcp.code import make_code
+from p2pcp.code import make_code, suggest_word
 from p2pcp.wordlist import WORDS
 
 SCREENS = Path(__file__).parent.parent / "docs" / "screens.md"
@@ -89,8 +89,10 @@ def _unique_prefix(word: str) -> str:
 
 
 def _typo(word: str) -> str:
-    swapped = word[0] + word[2] + word[1] + word[3:]  # a transposition, one edit away
-    return swapped if swapped not in WORDS else word[:-1] + "q"
+    """A transposition (one edit away) that the prompt corrects back to ``word``: some, such as
+    'cnayon' for 'canyon', are closer to another word ('crayon') and would name that one."""
+    swaps = (word[:i] + word[i + 1] + word[i] + word[i + 2 :] for i in range(len(word) - 1))
+    return next(t for t in swaps if t not in WORDS and suggest_word(t) == word)
 
 
 def _fixtures(root: Path) -> Path:
