@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TypeVar
 
 from rich.console import Console
 
@@ -14,21 +15,39 @@ from .errors import UsageError
 
 YES = frozenset({"y", "yes"})
 NO = frozenset({"n", "no"})
+T = TypeVar("T")
 
 
 async def ask_yes_no(console: Console, question: str, default: bool) -> bool:
     """Ask ``question`` (rich markup) until the answer is y, yes, n, no or empty (``default``).
     Cancelled, it ends the prompt's line, so what follows starts on a line of its own."""
     hint = "Y/n" if default else "y/N"
+    answers = {word: word in YES for word in YES | NO}
+    return await _ask(console, f"{question} [bold]\\[{hint}][/]: ", answers, default, "y or n")
+
+
+async def ask_choice(console: Console, question: str, choices: dict[str, str]) -> str:
+    """Ask ``question`` until the answer is one of ``choices`` (by its first letter or whole);
+    return the choice. No default: an empty line asks again."""
+    answers = {word: word for word in choices} | {word[0]: word for word in choices}
+    hint = "/".join(word[0] for word in choices)
+    listed = ", ".join(f"[bold]{word[0]}[/]{word[1:]} ({what})" for word, what in choices.items())
+    prompt = f"{question} {listed} [bold]\\[{hint}][/]: "
+    return await _ask(console, prompt, answers, None, " or ".join(choices))
+
+
+async def _ask(
+    console: Console, prompt: str, answers: dict[str, T], default: T | None, words: str
+) -> T:
     try:
         while True:
-            console.print(f"{question} [bold]\\[{hint}][/]: ", end="")
+            console.print(prompt, end="")
             answer = (await _line()).strip().lower()
-            if not answer:
+            if not answer and default is not None:
                 return default
-            if answer in YES or answer in NO:
-                return answer in YES
-            console.print("[red]Please answer y or n.[/]")
+            if answer in answers:
+                return answers[answer]
+            console.print(f"[red]Please answer {words}.[/]")
     except BaseException:
         console.print()  # the cursor was left after the question
         raise

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__, config, session
-from .ask import ask_yes_no
+from .ask import ask_choice, ask_yes_no
 from .code import parse_code
 from .codeprompt import read_code
 from .configcli import config_app
@@ -299,7 +299,15 @@ def receive(
         help="Directory to write into (default: '.'); '-' writes the one file to stdout.",
     ),
     overwrite: bool | None = typer.Option(
-        None, "--overwrite/--no-overwrite", help="Replace files that exist (default: no)."
+        None,
+        "--overwrite/--no-overwrite",
+        help="Replace files here that differ from the sender's (default: ask).",
+    ),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Keep files here that differ from the sender's."
+    ),
+    rename: bool = typer.Option(
+        False, "--rename", help="Save files that differ from those here as 'name (1).ext'."
     ),
     no_resume: bool = typer.Option(
         False, "--no-resume", help="Start over instead of continuing partial files."
@@ -354,6 +362,8 @@ def receive(
             target = os.path.expanduser(target)  # the config file may say ~/Downloads
         if json_mode and target == "-":
             raise UsageError("--json and -o - both write to stdout: choose one")
+        if sum((bool(settings["overwrite"].value), skip_existing, rename)) > 1:
+            raise UsageError("choose one of --overwrite, --skip-existing and --rename")
         if (verify or not yes) and not sys.stdin.isatty():
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
         options = session.ReceiveOptions(
@@ -369,7 +379,9 @@ def receive(
     except P2pcpError as exc:
         _fail(sink, exc, debug)
 
-    async def decide(offer: OfferReceived) -> bool:
+    chosen = "skip" if skip_existing else "rename" if rename else ""
+
+    async def decide(offer: OfferReceived) -> bool | str:
         if all(e.kind == "text" for e in offer.entries):
             return True  # a text message is only shown, never written
         home = ", ".join(show(name) for name in offer.home_hidden)
@@ -379,7 +391,7 @@ def receive(
                     f"refused: the offer would create {home} directly in your home directory; "
                     "accept that at the prompt, or with --yes --allow-hidden"
                 )
-            return True
+            return chosen or True
         if isinstance(sink, HumanSink):
             sink.pause()
         if not await ask_yes_no(console, "Accept?", default=True):
@@ -389,10 +401,27 @@ def receive(
                 f"This writes [bold]{escape(home)}[/] directly in your home directory "
                 "(startup files and settings live there). Write them?"
             )
-            return await ask_yes_no(console, question, default=False)
-        return True
+            if not await ask_yes_no(console, question, default=False):
+                return False
+        return chosen or await _conflict_choice(console, offer, options.overwrite)
 
     _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
+
+
+async def _conflict_choice(console: Console, offer: OfferReceived, overwrite: bool) -> bool | str:
+    """At the prompt, what becomes of the files here that differ from the sender's (asked only
+    when some do and no flag said)."""
+    differ = sum(1 for e in offer.entries if e.status == "differs")
+    if not differ or overwrite:
+        return True
+    files = "1 file here differs" if differ == 1 else f"{differ} files here differ"
+    answer = await ask_choice(
+        console,
+        f"{files} from the sender's:",
+        {"overwrite": "replace", "skip": "keep yours", "rename": "save as 'name (1)'",
+         "cancel": "nothing"},
+    )  # fmt: skip
+    return "" if answer == "cancel" else answer  # cancelled: refused, the sender stays
 
 
 @app.command()

@@ -82,6 +82,11 @@ class RefusedError(P2pcpError):
     exit_code = ExitCode.REFUSED
 
 
+class ConflictDeclined(RefusedError):
+    """The receiver has different files of the offered names and chose nothing to do with
+    them: the sender keeps the code open for the receiver's next try."""
+
+
 class Interrupted(P2pcpError):
     """The user interrupted the transfer (exit 130, or 143 for SIGTERM)."""
 

@@ -103,6 +103,13 @@ class OfferEntry:
     """Some component of the path starts with a dot."""
     lookalike: bool = False
     """The path holds a character drawn like a separator or like nothing (``names.lookalike``)."""
+    status: str = ""
+    """For a file: ``new``; ``identical`` (the same file is here: nothing moves); ``resumes``
+    (``here`` bytes of it are here from an earlier run); ``differs`` (another file has its
+    name here); ``exists`` (a file of the same size has its name here, compared once accepted:
+    a sender before protocol version 3)."""
+    here: int = 0
+    """Bytes of it already here (``identical`` and ``resumes``)."""
 
 
 @dataclass(frozen=True)

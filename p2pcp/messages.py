@@ -21,10 +21,13 @@ log = logging.getLogger(__name__)
 
 
 PROTOCOL_NAME = "p2pcp"
-PROTOCOL_VERSION = 2
-"""Version 2: the receiver sends no hashes of its files (``have`` holds sizes); the sender
-answers with the hashes of its own prefixes (``resume.prefixes``) and the receiver says where
-data starts (``start``). Version 1 peers are still spoken to (see ``protocol.Peer.version``)."""
+PROTOCOL_VERSION = 3
+"""Version 3: the receiver learns before it asks which files are here already: it sends the
+sizes it holds (``holding``) right after the offer, the sender answers with the hashes of its
+own prefixes (``resume.prefixes``), and ``accept`` then says where each file's data starts and
+which files the sender leaves out (``skip``). Version 2: the same sizes and prefixes after
+``accept``, then ``start``. The receiver never sends a hash of its files since version 2.
+Version 1 and 2 peers are still spoken to (see ``protocol.Peer.version``)."""
 OLDEST_VERSION = 1
 WIRE_VERSION = 1
 """What a hello's ``version`` field always says: p2pcp before revisions refuses any other
@@ -106,13 +109,29 @@ class Held:
 
 
 @dataclass(frozen=True)
+class Holding:
+    """Version 3, receiver to sender, right after the last offer part and before the receiver
+    asks its user: the sizes it holds of offered files (a partial, or a complete file of the
+    offered size). The sender answers with ``resume`` and its prefixes' hashes."""
+
+    have: tuple[Held, ...] = ()
+    """What the receiver holds (sizes only)."""
+
+
+@dataclass(frozen=True)
 class Accept:
-    """The receiver accepts the whole offer."""
+    """The receiver accepts the offer (all of it, but for ``skip``)."""
 
     credit: int
     """Bytes of file data the sender may send before waiting for more credit."""
     have: tuple[Held, ...] = ()
-    """What the receiver already holds, for resuming."""
+    """Versions 1 and 2: what the receiver already holds, for resuming."""
+    offsets: tuple[tuple[int, int], ...] = ()
+    """Version 3: (file index, offset) where the receiver's bytes have the hash the sender gave
+    in its ``resume``: the file's data starts there. Files not listed start at 0."""
+    skip: tuple[int, ...] = ()
+    """Version 3: indices of files the sender does not send at all (the receiver keeps its own
+    different file under that name)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +162,9 @@ class Decline:
 
     reason: str
     """``declined`` (by the user), ``refused`` (a file in place differs and overwrite is off),
-    ``space`` (the output directory cannot take it) or ``unsafe`` (the offer breaks a rule)."""
+    ``conflict`` (version 3: files in place differ and the receiver chose nothing to do with
+    them; the sender keeps the code open for another try), ``space`` (the output directory
+    cannot take it) or ``unsafe`` (the offer breaks a rule)."""
     message: str = ""
     """Human-readable detail."""
 
@@ -202,6 +223,7 @@ Message = (
     Hello
     | KeepAlive
     | Offer
+    | Holding
     | Accept
     | Resume
     | Start
@@ -218,6 +240,7 @@ TYPE_NAMES: dict[type[Any], str] = {
     Hello: "hello",
     KeepAlive: "keepalive",
     Offer: "offer",
+    Holding: "holding",
     Accept: "accept",
     Resume: "resume",
     Start: "start",
@@ -248,11 +271,17 @@ def encode(message: Message) -> bytes:
             body.update(keepalive=message.keepalive)
     elif isinstance(message, Offer):
         body.update(entries=[_entry_json(e) for e in message.entries], more=message.more)
+    elif isinstance(message, Holding):
+        body.update(have=[_held_json(h) for h in message.have])
     elif isinstance(message, Accept):
         body.update(
             credit=message.credit,
             have=[_held_json(h) for h in message.have],
         )
+        if message.offsets:
+            body.update(offsets=[list(pair) for pair in message.offsets])
+        if message.skip:
+            body.update(skip=list(message.skip))
     elif isinstance(message, Resume):
         body.update(offsets=[list(pair) for pair in message.offsets])
         if message.prefixes:
@@ -332,15 +361,14 @@ def _from_json(body: dict[str, Any]) -> Message:
         if not isinstance(entries, list):
             raise ProtocolError("peer sent an offer without entries")
         return Offer(tuple(_entry(e) for e in entries), _bool(body, "more"))
+    if kind == "holding":
+        return Holding(_have(body))
     if kind == "accept":
-        have = body.get("have", [])
-        if not isinstance(have, list) or not all(isinstance(h, dict) for h in have):
-            raise ProtocolError("peer sent a malformed 'have' list")
-        held = tuple(
-            Held(_int(h, "index"), _int(h, "size"), _digest(h) if "sha256" in h else "")
-            for h in have
-        )
-        return Accept(_int(body, "credit"), held)
+        skip = body.get("skip", [])
+        if not isinstance(skip, list) or not all(type(i) is int and i >= 0 for i in skip):
+            raise ProtocolError("peer sent a malformed 'skip' list")
+        offsets = _offsets(body.get("offsets", []))
+        return Accept(_int(body, "credit"), _have(body), offsets, tuple(skip))
     if kind in ("resume", "start"):
         offsets = _offsets(body.get("offsets", []))
         if kind == "start":
@@ -367,6 +395,15 @@ def _from_json(body: dict[str, Any]) -> Message:
     if kind == "abort":
         return Abort(_str(body, "reason"), _str(body, "message"))
     raise ProtocolError(f"peer sent an unknown message type {str(kind)[:40]!r}")
+
+
+def _have(body: dict[str, Any]) -> tuple[Held, ...]:
+    have = body.get("have", [])
+    if not isinstance(have, list) or not all(isinstance(h, dict) for h in have):
+        raise ProtocolError("peer sent a malformed 'have' list")
+    return tuple(
+        Held(_int(h, "index"), _int(h, "size"), _digest(h) if "sha256" in h else "") for h in have
+    )
 
 
 def _entry(raw: Any) -> Entry:

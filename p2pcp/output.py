@@ -22,7 +22,7 @@ from .errors import (
     UsageError,
 )
 from .escape import show
-from .names import validate_entries
+from .names import MAX_COMPONENT_BYTES, validate_entries
 from .protocol import Entry
 from .writers import (
     PART_SUFFIX,
@@ -97,12 +97,10 @@ class OutputDir:
         st = os.fstatvfs(self._root)
         return st.f_bavail * st.f_frsize
 
-    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
-        """Refuse the offer before anything is written: unsafe names, symlinks, conflicts, space.
-
-        With ``resume``, an existing file of the offered size is not a conflict yet: it is
-        reported as held, and refused later only if the sender's copy differs.
-        """
+    def check(self, entries: Sequence[Entry]) -> None:
+        """Refuse the offer before anything is written: unsafe names, symlinks, something
+        other than a regular file where a file goes, space. A regular file in place is no
+        refusal: the receiver decides it per file (``existing``, ``held``)."""
         entries = [e for e in entries if e.kind != "text"]  # shown, never written
         validate_entries(entries)
         total = sum(e.size or 0 for e in entries if e.kind == "file")
@@ -114,7 +112,7 @@ class OutputDir:
             )
         self._check_writable()
         for entry in entries:
-            self._check_entry(entry, resume)
+            self._check_entry(entry)
 
     def _check_writable(self) -> None:
         """Create and remove a probe file: a read-only or immutable directory, or a read-only
@@ -131,7 +129,7 @@ class OutputDir:
         with contextlib.suppress(OSError):
             os.unlink(probe, dir_fd=self._root)
 
-    def _check_entry(self, entry: Entry, resume: bool) -> None:
+    def _check_entry(self, entry: Entry) -> None:
         parts = entry.path.split("/")
         fd = os.dup(self._root)
         try:
@@ -156,13 +154,7 @@ class OutputDir:
                     raise RefusedError(f"{show(where)} exists and is not a directory")
                 elif entry.kind == "file" and not stat.S_ISREG(st.st_mode):
                     raise RefusedError(f"{show(where)} exists and is not a regular file")
-                elif entry.kind == "file" and not self.overwrite:
-                    if resume and st.st_size == entry.size:
-                        return
-                    raise RefusedError(
-                        f"{show(where)} already exists; nothing was overwritten "
-                        "(pass --overwrite to replace it)"
-                    )
+                # A regular file in place is a conflict, decided per file (``existing``).
         finally:
             os.close(fd)
 
@@ -202,10 +194,37 @@ class OutputDir:
         finally:
             os.close(fd)
 
-    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> FileWriter:
-        """Start writing ``entry`` into its temporary file (after ``start``'s bytes, if any)."""
+    def open_file(
+        self, entry: Entry, start: HeldLocal | None = None, conflict: str = ""
+    ) -> FileWriter:
+        """Start writing ``entry`` into its temporary file (after ``start``'s bytes, if any).
+        ``conflict`` says what becomes of a file in place: ``overwrite`` replaces it,
+        ``rename`` puts the new one beside it as ``name (1).ext``; otherwise nothing in place
+        is ever replaced."""
         fd, name = self._open_parent(entry.path, create=True)
-        return FileWriter(entry, fd, name, self.overwrite, self._umask, start)
+        overwrite = self.overwrite or conflict == "overwrite"
+        target = free_name(fd, name) if conflict == "rename" else None
+        return FileWriter(entry, fd, name, overwrite, self._umask, start, target)
+
+    def existing(self, entries: Sequence[Entry]) -> set[int]:
+        """The indices (among the offer's files) of files whose name is taken here already."""
+        found: set[int] = set()
+        files = [e for e in entries if e.carries_data]
+        for index, entry in enumerate(files):
+            if entry.kind != "file":
+                continue
+            try:
+                fd, name = self._open_parent(entry.path, create=False)
+            except P2pcpError:
+                continue
+            try:
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+                found.add(index)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return found
 
     def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
         """What this directory already holds of each offered file, by file index: a partial
@@ -270,6 +289,22 @@ class OutputDir:
         return found
 
 
+def free_name(dir_fd: int, name: str) -> str:
+    """The first of ``name (1).ext``, ``name (2).ext``, ... free in the directory (the way
+    browsers and LocalSend keep both files); ``.ext`` is the last suffix, none for a dot file."""
+    stem, ext = os.path.splitext(name)
+    for number in range(1, 10_000):
+        candidate = f"{stem} ({number}){ext}"
+        while len(candidate.encode("utf-8")) > MAX_COMPONENT_BYTES and len(stem) > 1:
+            stem = stem[:-1]
+            candidate = f"{stem} ({number}){ext}"
+        try:
+            os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return candidate
+    raise LocalWriteError(f"no free name beside {show(name)}: 9999 copies exist already")
+
+
 class StdoutOutput:
     """``-o -``: the receiver takes exactly one file (or a text) and writes it to stdout."""
 
@@ -278,7 +313,7 @@ class StdoutOutput:
     path = "-"
     overwrite = False
 
-    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
+    def check(self, entries: Sequence[Entry]) -> None:
         """Refuse anything but a single file or text."""
         if len(entries) != 1 or not entries[0].carries_data:
             count = len(entries)
@@ -299,13 +334,20 @@ class StdoutOutput:
         """Never needed: :meth:`check` refuses directories."""
         raise AssertionError("no directories on stdout")
 
-    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> StdoutWriter:
-        """Stream the file to stdout (nothing is ever held: ``start`` is always None)."""
+    def open_file(
+        self, entry: Entry, start: HeldLocal | None = None, conflict: str = ""
+    ) -> StdoutWriter:
+        """Stream the file to stdout (nothing is ever held or in place: ``start`` is always
+        None and ``conflict`` empty)."""
         return StdoutWriter(entry)
 
     def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
         """Nothing: a stream to stdout cannot resume."""
         return {}
+
+    def existing(self, entries: Sequence[Entry]) -> set[int]:
+        """Nothing: stdout holds no files."""
+        return set()
 
     def stale_partials(self) -> list[str]:
         """None: there is no directory."""
@@ -324,7 +366,7 @@ class Output(Protocol):
     overwrite: bool
     """Whether files in place may be replaced."""
 
-    def check(self, entries: Sequence[Entry], resume: bool = False) -> None:
+    def check(self, entries: Sequence[Entry]) -> None:
         """Refuse an offer that cannot be written here, before anything is."""
 
     def home_hidden(self, entries: Sequence[Entry]) -> list[str]:
@@ -336,11 +378,15 @@ class Output(Protocol):
     def make_dir(self, path: str) -> None:
         """Create the directory ``path`` of the offer."""
 
-    def open_file(self, entry: Entry, start: HeldLocal | None = None) -> Writer:
-        """A writer for ``entry``, continuing ``start`` where it resumes."""
+    def open_file(self, entry: Entry, start: HeldLocal | None = None, conflict: str = "") -> Writer:
+        """A writer for ``entry``, continuing ``start`` where it resumes; ``conflict`` says
+        what becomes of a different file in place (``overwrite`` or ``rename``)."""
 
     def held(self, entries: Sequence[Entry]) -> dict[int, HeldLocal]:
         """What is already here of each file entry, by index."""
+
+    def existing(self, entries: Sequence[Entry]) -> set[int]:
+        """Indices of the offered files whose name is taken here."""
 
     def stale_partials(self) -> list[str]:
         """Partial files of earlier transfers old enough to mention."""

@@ -42,6 +42,7 @@ from .messages import (
     FileEnd,
     Held,
     Hello,
+    Holding,
     KeepAlive,
     Message,
     Offer,
@@ -65,6 +66,7 @@ __all__ = [  # the messages, re-exported: the protocol's vocabulary
     "FileEnd",
     "Held",
     "Hello",
+    "Holding",
     "KeepAlive",
     "KIND_CONTROL",
     "KIND_DATA",
@@ -118,6 +120,7 @@ class State(enum.Enum):
     AWAIT_OFFER = "await-offer"
     AWAIT_ANSWER = "await-answer"
     DECIDING = "deciding"
+    COMPARING = "comparing"
     ACCEPTED = "accepted"
     AWAIT_START = "await-start"
     STARTING = "starting"
@@ -143,7 +146,9 @@ TRANSITIONS: dict[tuple[Role, State, str, type[Any]], State] = {
     (_S, State.START, SEND, Hello): State.AWAIT_HELLO,
     (_S, State.AWAIT_HELLO, RECV, Hello): State.READY,
     (_S, State.READY, SEND, Offer): State.AWAIT_ANSWER,  # READY again while ``more``
-    (_S, State.AWAIT_ANSWER, RECV, Accept): State.ACCEPTED,
+    (_S, State.AWAIT_ANSWER, RECV, Holding): State.COMPARING,  # version 3, once
+    (_S, State.COMPARING, SEND, Resume): State.AWAIT_ANSWER,
+    (_S, State.AWAIT_ANSWER, RECV, Accept): State.ACCEPTED,  # TRANSFERRING in version 3
     (_S, State.ACCEPTED, SEND, Resume): State.TRANSFERRING,  # AWAIT_START with prefixes
     (_S, State.AWAIT_START, RECV, Start): State.TRANSFERRING,
     (_S, State.AWAIT_ANSWER, RECV, Decline): State.DECLINED,
@@ -156,7 +161,9 @@ TRANSITIONS: dict[tuple[Role, State, str, type[Any]], State] = {
     (_R, State.START, SEND, Hello): State.AWAIT_HELLO,
     (_R, State.AWAIT_HELLO, RECV, Hello): State.AWAIT_OFFER,
     (_R, State.AWAIT_OFFER, RECV, Offer): State.DECIDING,  # AWAIT_OFFER again while ``more``
-    (_R, State.DECIDING, SEND, Accept): State.ACCEPTED,
+    (_R, State.DECIDING, SEND, Holding): State.COMPARING,  # version 3, once
+    (_R, State.COMPARING, RECV, Resume): State.DECIDING,
+    (_R, State.DECIDING, SEND, Accept): State.ACCEPTED,  # TRANSFERRING in version 3
     (_R, State.ACCEPTED, RECV, Resume): State.TRANSFERRING,  # STARTING with prefixes
     (_R, State.STARTING, SEND, Start): State.TRANSFERRING,
     (_R, State.DECIDING, SEND, Decline): State.DECLINED,
@@ -177,6 +184,14 @@ class _FileCursor:
     moved: int = 0
     starts: dict[int, int] = field(default_factory=dict)
     """Where each resumed file's data starts (bytes the receiver already holds)."""
+    skip: frozenset[int] = frozenset()
+    """Files the sender leaves out (version 3): no data and no end for them."""
+
+    def settle(self) -> None:
+        """Move past the files left out, to the next file that moves, and start its count."""
+        while self.index in self.skip:
+            self.index += 1
+        self.moved = self.starts.get(self.index, 0)
 
     def add(self, count: int, who: str) -> None:
         if self.index >= len(self.sizes):
@@ -193,7 +208,7 @@ class _FileCursor:
         if size is not None and self.moved != size:
             raise ProtocolError(f"{who} {self.moved} bytes for a file declared as {size} bytes")
         self.index += 1
-        self.moved = self.starts.get(self.index, 0)
+        self.settle()
 
 
 class Peer:
@@ -216,6 +231,10 @@ class Peer:
         self.files = _FileCursor()
         self.have: dict[int, Held] = {}
         """What the receiver said it holds, by file index."""
+        self.prefixed: frozenset[int] = frozenset()
+        """Version 3: the files whose prefix the sender hashed (a resume may start only there)."""
+        self.compared = False
+        """Version 3: the receiver's ``holding`` went and the sender's ``resume`` answered it."""
         self.version = PROTOCOL_VERSION
         """The version both sides speak: the lower of the two hellos'."""
         self.peer_keepalive = 0
@@ -275,8 +294,10 @@ class Peer:
         self._account(direction, message)
         if isinstance(message, Offer) and message.more:
             new = self.state
-        if isinstance(message, Resume) and message.prefixes:
+        if isinstance(message, Resume) and message.prefixes and self.state is State.ACCEPTED:
             new = State.AWAIT_START if self.role is Role.SENDER else State.STARTING
+        if isinstance(message, Accept) and self.version >= 3:
+            new = State.TRANSFERRING  # the resume came before, with the holding
         self._set_state(new, direction)
 
     def _account(self, direction: str, message: Message) -> None:
@@ -298,13 +319,22 @@ class Peer:
             if any(e.kind == "text" for e in self.entries) and len(self.entries) > 1:
                 raise ProtocolError(f"{who} a text message together with other entries")
             self.files.sizes.extend(e.size for e in message.entries if e.carries_data)
+        elif isinstance(message, Holding):
+            if self.version < 3:
+                raise ProtocolError(f"{who} 'holding' outside protocol version 3")
+            if self.compared:
+                raise ProtocolError(f"{who} 'holding' twice")
+            self._check_have(message.have, who)
         elif isinstance(message, Accept | Credit):
             grant = message.credit if isinstance(message, Accept) else message.bytes
             self.credit += grant
             if isinstance(message, Accept):
-                self._check_have(message.have, who)
+                self._check_accept(message, who)
         elif isinstance(message, Resume):
             self._check_resume(message, who)
+            if self.state is State.COMPARING:
+                self.compared = True
+                self.prefixed = frozenset(index for index, _, _ in message.prefixes)
         elif isinstance(message, Start):
             self._check_starts(message.offsets, who)
         elif isinstance(message, Data):
@@ -329,6 +359,27 @@ class Peer:
                 raise ProtocolError(f"{who} a claim to hold bytes of a file it cannot hold")
             self.have[held.index] = held
 
+    def _check_accept(self, message: Accept, who: str) -> None:
+        if self.version < 3:
+            if message.offsets or message.skip:
+                raise ProtocolError(f"{who} resume offsets in 'accept' before protocol version 3")
+            self._check_have(message.have, who)
+            return
+        if message.have:
+            raise ProtocolError(f"{who} a 'have' list in 'accept' in protocol version 3")
+        if any(offset and index not in self.prefixed for index, offset in message.offsets):
+            raise ProtocolError(f"{who} a resume offset the sender gave no hash for")
+        skip = frozenset(message.skip)
+        starting = {index for index, offset in message.offsets if offset}
+        if (
+            len(skip) != len(message.skip)
+            or skip & starting
+            or any(index >= len(self.files.sizes) for index in skip)
+        ):
+            raise ProtocolError(f"{who} a malformed list of files to leave out")
+        self.files.skip = skip
+        self._check_starts(message.offsets, who)
+
     def _check_resume(self, message: Resume, who: str) -> None:
         if message.prefixes:
             if self.version < 2 or message.offsets:
@@ -348,7 +399,7 @@ class Peer:
                 raise ProtocolError(f"{who} a resume offset the receiver did not offer")
             starts[index] = offset
         self.files.starts = starts
-        self.files.moved = starts.get(0, 0)
+        self.files.settle()
 
     @property
     def file_count(self) -> int:

@@ -18,6 +18,7 @@ from . import protocol as p
 from .code import Code, make_code
 from .errors import (
     CodeError,
+    ConflictDeclined,
     ConnectError,
     Interrupted,
     LocalWriteError,
@@ -63,6 +64,21 @@ log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0
 LINGER = 2.0
+CONFLICT_WAIT = (
+    "the receiver has different files of these names and chose nothing to do with them; "
+    "still waiting for it to run again with --overwrite, --skip-existing or --rename "
+    "(the code is still good)"
+)
+
+
+class _TryAgain(Exception):
+    """The receiver refused over conflicts: the sender opens the code's room again."""
+
+    def __init__(self, code: Code) -> None:
+        super().__init__(str(code))
+        self.code = code
+
+
 NO_GUESS = (
     "someone connected with this code's number and left without trying the code; "
     "still waiting (the code is still good)"
@@ -207,7 +223,15 @@ async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = 
         lan = LanHost()
         await lan.start(options.code.nameplate if options.code is not None else None)
     try:
-        await _send(options, sink, confirm, sources, notices, lan)
+        again = False
+        while True:
+            try:
+                await _send(options, sink, confirm, sources, notices, lan, again)
+                return
+            except _TryAgain as retry:  # the receiver may come back with the same code
+                options = dataclasses.replace(options, code=retry.code)
+                notices, again = [], True
+                sink.emit(Notice(CONFLICT_WAIT))
     finally:
         if lan is not None:
             await lan.close()
@@ -220,6 +244,7 @@ async def _send(
     sources: list[Source],
     notices: list[str],
     lan: LanHost | None,
+    again: bool,
 ) -> None:
     async with _Conversation() as run:
         run.signaling = signaling = await Signaling.connect(
@@ -239,8 +264,8 @@ async def _send(
         # path between the receiver's arrival and the data.
         plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
         offer = run.start(_offer(run, plan))
-        # Always the first event.
-        sink.emit(CodeReady(str(code), options.server, signaling.page_url(str(code))))
+        if not again:  # always the first event, once
+            sink.emit(CodeReady(str(code), options.server, signaling.page_url(str(code))))
         for text in notices:
             sink.emit(Notice(text))
         while True:
@@ -262,7 +287,10 @@ async def _send(
         if options.compress and not compress:
             log.debug("zstd: off, the peer is on this host (no network to save bytes on)")
         run.worker = sender = FileSender(transport, sources, sink, options.resume, compress)
-        await sender.run()
+        try:
+            await sender.run()
+        except ConflictDeclined:
+            raise _TryAgain(code) from None
         files = sum(1 for s in sources if s.entry.carries_data)
         seconds = round(time.monotonic() - sender.started, 3)
         total = sender.bytes_sent + sender.bytes_skipped

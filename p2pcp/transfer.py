@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import conflicts
 from . import protocol as p
 from .errors import (
+    ConflictDeclined,
     Interrupted,
     LocalWriteError,
     P2pcpError,
@@ -40,7 +42,7 @@ from .output import Output
 from .patience import Patience, next_message
 from .sources import FileReader, Source
 from .units import human_size
-from .writers import ExistingFile, HeldLocal, TextWriter, Writer, hash_prefix
+from .writers import ExistingFile, HeldLocal, SkippedFile, TextWriter, Writer, hash_prefix
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,9 @@ class FrameChannel(Beating, Protocol):
         """Receive one frame."""
 
 
-Decide = Callable[[OfferReceived], Awaitable[bool]]
+Decide = Callable[[OfferReceived], Awaitable[bool | str]]
+"""Asks whether to accept an offer: False declines, True accepts, and one of
+``conflicts.CHOICES`` accepts with that done to the files that differ."""
 Confirm = Callable[[str], Awaitable[bool]]
 """Asks the user whether the verification string matches the other screen."""
 
@@ -116,6 +120,8 @@ class FileSender:
         self.started = time.monotonic()
         """When data started to move (the receiver accepted)."""
         self._starts: dict[int, tuple[int, Any]] = {}
+        self._skip: frozenset[int] = frozenset()
+        """Files the receiver keeps its own copy of (version 3): not sent."""
 
     async def _send(self, message: p.Message) -> None:
         await self.channel.send(self.peer.send(message))
@@ -138,18 +144,29 @@ class FileSender:
         await self._recv()
         await self._offer()
         answer = await self._recv()
+        hashers: dict[int, Any] = {}
+        if isinstance(answer, p.Holding):  # version 3: our prefixes before the receiver asks
+            hashers, prefixes = await self._prefixes(answer.have)
+            await self._send(p.Resume(prefixes=prefixes))
+            answer = await self._recv()
         if isinstance(answer, p.Decline):
             raise _decline_error(answer)
         assert isinstance(answer, p.Accept)
-        await self._resume(answer.have)
+        if self.peer.version >= 3:
+            self._start_at(answer.offsets, hashers)
+            self._skip = frozenset(answer.skip)
+        else:
+            await self._resume(answer.have)
         self.sink.emit(Accepted())
         self.started = time.monotonic()
-        total = _total([s.entry for s in self.sources])
+        sources = self._data_sources
+        total = _total([s.entry for i, s in enumerate(sources) if i not in self._skip])
         progress = _Progress(self.sink, total, done=self.bytes_skipped)
         if self.bytes_skipped:
             self.sink.emit(Resuming(self.bytes_skipped, total))
-        for index, source in enumerate(self._data_sources):
-            await self._send_file(index, source, progress)
+        for index, source in enumerate(sources):
+            if index not in self._skip:
+                await self._send_file(index, source, progress)
         await self._send(p.Done())
         if self.peer.packer is not None:
             packer = self.peer.packer
@@ -163,21 +180,12 @@ class FileSender:
         where data starts. Version 1: check its hashes against ours and say so ourselves."""
         sources = self._data_sources
         if self.peer.version >= 2:
-            hashers = {}
-            prefixes: list[tuple[int, int, str]] = []
-            for held in have if self.resume else ():
-                hasher = await asyncio.to_thread(hash_prefix, sources[held.index].local, held.size)
-                if hasher is not None:
-                    hashers[held.index] = hasher
-                    prefixes.append((held.index, held.size, hasher.hexdigest()))
-            await self._send(p.Resume(prefixes=tuple(prefixes)))
+            hashers, prefixes = await self._prefixes(have)
+            await self._send(p.Resume(prefixes=prefixes))
             if prefixes:
                 start = await self._recv()
                 assert isinstance(start, p.Start)
-                for index, offset in start.offsets:
-                    if offset and index in hashers:
-                        self._starts[index] = (offset, hashers[index])
-                        self.bytes_skipped += offset
+                self._start_at(start.offsets, hashers)
             return
         offsets: list[tuple[int, int]] = []
         for held in have:
@@ -191,6 +199,29 @@ class FileSender:
             else:
                 offsets.append((held.index, 0))
         await self._send(p.Resume(tuple(offsets)))
+
+    async def _prefixes(
+        self, have: tuple[p.Held, ...]
+    ) -> tuple[dict[int, Any], tuple[tuple[int, int, str], ...]]:
+        """The hash of our own prefix of each size the receiver holds (none without resume),
+        with the hash states to continue from."""
+        sources = self._data_sources
+        hashers: dict[int, Any] = {}
+        prefixes: list[tuple[int, int, str]] = []
+        for held in have if self.resume else ():
+            hasher = await asyncio.to_thread(hash_prefix, sources[held.index].local, held.size)
+            if hasher is not None:
+                hashers[held.index] = hasher
+                prefixes.append((held.index, held.size, hasher.hexdigest()))
+        return hashers, tuple(prefixes)
+
+    def _start_at(self, offsets: tuple[tuple[int, int], ...], hashers: dict[int, Any]) -> None:
+        """Where the receiver said each file's data starts (the protocol checked that we
+        hashed those prefixes)."""
+        for index, offset in offsets:
+            if offset and index in hashers:
+                self._starts[index] = (offset, hashers[index])
+                self.bytes_skipped += offset
 
     async def _offer(self) -> None:
         entries = [s.entry for s in self.sources]
@@ -269,6 +300,8 @@ class FileReceiver:
         self.started = time.monotonic()
         """When data started to move (this side accepted)."""
         self._held: dict[int, HeldLocal] = {}
+        self._conflict: dict[int, str] = {}
+        """What becomes of the different file in place, per file index (``conflicts``)."""
         self._writer: Writer | None = None
         self._next_entry = 0
         self._next_file = 0
@@ -307,58 +340,85 @@ class FileReceiver:
             await self._recv()
         entries = self.peer.entries
         await self._check(entries)
-        offer = OfferReceived(
-            files=self.peer.file_count,
-            bytes=sum(e.size or 0 for e in entries if e.carries_data),
-            entries=tuple(
-                OfferEntry(
-                    e.path,
-                    e.kind,
-                    e.size,
-                    executable=e.executable,
-                    hidden=hidden(e.path),
-                    lookalike=lookalike(e.path),
-                )
-                for e in entries
-            ),
-            free=self.output.free_bytes(),
-            home_hidden=tuple(self.output.home_hidden(entries)),
+        held: dict[int, HeldLocal] = {}
+        if self.resume and self.peer.version >= 2:  # a version 1 sender wants our hashes
+            held = await asyncio.to_thread(self.output.held, entries)
+        matched: set[int] | None = None
+        if self.peer.version >= 3 and held:  # sizes only: our files' hashes never leave here
+            await self._send(p.Holding(tuple(p.Held(i, h.size) for i, h in held.items())))
+            prefixes = await self._recv()
+            assert isinstance(prefixes, p.Resume)
+            matched = conflicts.matching(held, prefixes.prefixes)
+            held = {i: h for i, h in held.items() if i in matched}
+        elif self.peer.version >= 3:
+            matched = set()  # nothing here to compare: no 'holding' needed
+        marks = conflicts.statuses(
+            self.peer.file_count, held, self.output.existing(entries), matched
         )
+        offer = _offer_event(entries, marks, held, self.output)
         self.sink.emit(offer)
-        try:
-            accepted = await self._decide(offer)
-        except RefusedError:  # refused by a rule (hidden entries in home), with its own message
-            await self._send(p.Decline("declined", DECLINES["declined"]))
-            raise
-        if not accepted:
-            await self._send(p.Decline("declined", DECLINES["declined"]))
-            raise RefusedError("declined; nothing was written")
-        if self.resume:
-            self._held = await asyncio.to_thread(self.output.held, entries)
-        if self.peer.version < 2:
-            self._held = {}  # a version 1 sender wants our hashes: it gets nothing to resume
-        # Sizes only: the hashes of our files never leave this side.
-        have = tuple(p.Held(i, h.size) for i, h in self._held.items())
-        await self._send(p.Accept(CREDIT_WINDOW, have))
-        verdict = await self._recv()
-        assert isinstance(verdict, p.Resume)
-        starts = dict(verdict.offsets)
-        if verdict.prefixes:  # compared here, with our own hashes
-            theirs = {index: (size, sha) for index, size, sha in verdict.prefixes}
-            starts = {
-                i: h.size if theirs.get(i) == (h.size, h.sha256) else 0
-                for i, h in self._held.items()
-            }
-            await self._send(p.Start(tuple(starts.items())))
-        self._apply(starts)
+        choice = await self._choice(offer, marks)
+        if self.peer.version >= 3:
+            plan = conflicts.plan(marks, held, choice)
+            self._held = {i: held[i] for i in plan.offsets}
+            self._conflict = plan.conflict
+            await self._send(
+                p.Accept(CREDIT_WINDOW, offsets=tuple(plan.offsets.items()), skip=tuple(plan.skip))
+            )
+            self._apply(plan.offsets, choice)
+            if plan.skip:
+                self.sink.emit(Notice(f"{_files(len(plan.skip))} here kept as they are"))
+        else:
+            await self._accept_before_3(held, marks, choice)
         self.sink.emit(Accepted())
         self.started = time.monotonic()
-        total = _total(entries)
+        files = [e for e in entries if e.carries_data]
+        total = _total([e for i, e in enumerate(files) if i not in self.peer.files.skip])
         if self.bytes_skipped:
             self.sink.emit(Resuming(self.bytes_skipped, total))
         await self._receive_files(_Progress(self.sink, total, done=self.bytes_skipped))
 
-    async def _decide(self, offer: OfferReceived) -> bool:
+    async def _choice(self, offer: OfferReceived, marks: list[str]) -> str:
+        """Ask; return what becomes of the files that differ (empty when none do). A refusal
+        declines the offer, and a conflict nobody chose for leaves the sender waiting."""
+        try:
+            answer = await self._decide(offer)
+        except RefusedError:  # refused by a rule (hidden entries in home), with its own message
+            await self._send(p.Decline("declined", DECLINES["declined"]))
+            raise
+        if answer is False:
+            await self._send(p.Decline("declined", DECLINES["declined"]))
+            raise RefusedError("declined; nothing was written")
+        choice = answer if isinstance(answer, str) else ""
+        if not choice and self.output.overwrite:
+            choice = "overwrite"
+        differ = marks.count(conflicts.DIFFERS)
+        if differ and not choice:
+            await self._send(p.Decline("conflict", DECLINES["conflict"]))
+            waits = " (the sender is still waiting)" if self.peer.version >= 3 else ""
+            raise RefusedError(
+                f"{_files(differ)} here differ from the sender's; nothing was written: run "
+                f"again with --overwrite, --skip-existing or --rename{waits}"
+            )
+        return choice
+
+    async def _accept_before_3(
+        self, held: dict[int, HeldLocal], marks: list[str], choice: str
+    ) -> None:
+        """Versions 1 and 2: accept with the sizes held, then learn what matched."""
+        self._held = held
+        self._conflict = {i: choice for i, mark in enumerate(marks) if mark == conflicts.DIFFERS}
+        await self._send(p.Accept(CREDIT_WINDOW, tuple(p.Held(i, h.size) for i, h in held.items())))
+        verdict = await self._recv()
+        assert isinstance(verdict, p.Resume)
+        starts = dict(verdict.offsets)
+        if verdict.prefixes:  # compared here, with our own hashes
+            matched = conflicts.matching(held, verdict.prefixes)
+            starts = {i: h.size if i in matched else 0 for i, h in held.items()}
+            await self._send(p.Start(tuple(starts.items())))
+        self._apply(starts, choice)
+
+    async def _decide(self, offer: OfferReceived) -> bool | str:
         """Ask (the user, or the flags) while listening to the peer: the sender may only
         cancel now, and its cancel ends the question at once."""
         decision = asyncio.ensure_future(self.decide(offer))
@@ -374,23 +434,26 @@ class FileReceiver:
             watch.result()  # the peer's abort (or the channel's failure) raises here
         return decision.result()
 
-    def _apply(self, starts: dict[int, int]) -> None:
-        """Keep what matched the sender's file; a complete file that differs is a conflict."""
+    def _apply(self, starts: dict[int, int], choice: str) -> None:
+        """Keep what matched the sender's file; a complete file that differs is a conflict,
+        settled by ``choice``."""
         files = [e for e in self.peer.entries if e.carries_data]
         for index, held in list(self._held.items()):
             if starts.get(index, 0) == held.size:
                 self.bytes_skipped += held.size
                 continue
             del self._held[index]
-            if held.complete and not self.output.overwrite:
+            if held.complete and not choice:
                 raise RefusedError(
                     f"{show(files[index].path)} already exists and differs from the sender's; "
-                    "nothing was overwritten (pass --overwrite to replace it)"
+                    "nothing was written: run again with --overwrite, --skip-existing or --rename"
                 )
+            if held.complete:
+                self._conflict[index] = choice
 
     async def _check(self, entries: Sequence[p.Entry]) -> None:
         try:
-            self.output.check(entries, resume=self.resume)
+            self.output.check(entries)
         # The peer learns the reason code only: never a name that exists here, the output
         # directory's path or a number from this disk (the user sees the whole message).
         except RefusedError:
@@ -430,11 +493,16 @@ class FileReceiver:
 
     def _open_next(self) -> Writer:
         entries = self.peer.entries
-        while not entries[self._next_entry].carries_data:
+        while True:  # to the next entry with data, past the files the sender leaves out
+            entry = entries[self._next_entry]
+            left_out = entry.carries_data and self._next_file in self.peer.files.skip
+            if entry.carries_data and not left_out:
+                break
             self._next_entry += 1
+            self._next_file += left_out
         self._make_dirs_until(self._next_entry)
-        entry = entries[self._next_entry]
         held = self._held.get(self._next_file)
+        conflict = self._conflict.get(self._next_file, "")
         self._next_entry += 1
         self._next_file += 1
         writer: Writer
@@ -442,8 +510,15 @@ class FileReceiver:
             writer = TextWriter(entry)
         elif held is not None and held.complete:
             writer = ExistingFile(entry, held)
+        elif conflict == "skip":  # a sender before version 3 sends it anyway
+            writer = SkippedFile(entry)
         else:
-            writer = self.output.open_file(entry, held)
+            writer = self.output.open_file(entry, held, conflict)
+            if writer.placed_as != entry.path:
+                self.sink.emit(
+                    Notice(f"{show(entry.path)} differs from the one here: saved as "
+                           f"{show(writer.placed_as)}")
+                )  # fmt: skip
         self._writer = writer
         return writer
 
@@ -464,10 +539,49 @@ class FileReceiver:
 DECLINES = {
     "declined": "the receiver declined",
     "refused": "files in the receiver's output directory are in the way",
+    "conflict": "files of these names differ at the receiver's; it may try again",
     "space": "the receiver cannot store the offer there",
     "unsafe": "the receiver found the offer unsafe",
 }
 """What a decline tells the sender, per reason: nothing of the receiver's disk."""
+
+
+def _files(count: int) -> str:
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
+def _offer_event(
+    entries: Sequence[p.Entry], marks: list[str], held: dict[int, HeldLocal], output: Output
+) -> OfferReceived:
+    """The offer as shown to the receiver, each file with its mark."""
+    shown = []
+    index = 0
+    for e in entries:
+        status, here = "", 0
+        if e.carries_data and e.kind == "file":
+            status = marks[index]
+            kept = held.get(index)
+            here = kept.size if kept is not None and status != conflicts.DIFFERS else 0
+        index += e.carries_data
+        shown.append(
+            OfferEntry(
+                e.path,
+                e.kind,
+                e.size,
+                executable=e.executable,
+                hidden=hidden(e.path),
+                lookalike=lookalike(e.path),
+                status=status,
+                here=here,
+            )
+        )
+    return OfferReceived(
+        files=index,
+        bytes=sum(e.size or 0 for e in entries if e.carries_data),
+        entries=tuple(shown),
+        free=output.free_bytes(),
+        home_hidden=tuple(output.home_hidden(entries)),
+    )
 
 
 def _decline_error(message: p.Decline) -> P2pcpError:
@@ -476,4 +590,6 @@ def _decline_error(message: p.Decline) -> P2pcpError:
         return RefusedError("the receiver declined the transfer")
     if message.reason == "refused":
         return RefusedError(f"the receiver refused: {detail}")
+    if message.reason == "conflict":
+        return ConflictDeclined("files of these names differ at the receiver's")
     return TransferError(f"the receiver refused the offer: {detail}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any, TextIO, assert_never, cast
 
@@ -27,6 +28,34 @@ if TYPE_CHECKING:
     from .landoctor import LanReport  # imports zeroconf: only for doctor
 
 TABLE_ROWS = 10
+
+
+_MARKS = {
+    "new": "new",
+    "identical": "[green]identical: skipped[/]",
+    "differs": "[yellow]differs from yours[/]",
+    "exists": "[yellow]same size here: compared once accepted[/]",
+}
+
+
+def _mark(entry: ev.OfferEntry) -> str:
+    """What is here of one offered file (``OfferEntry.status``), as the table's cell."""
+    if entry.status == "resumes":
+        return f"resumes: {human_size(entry.here)} here"
+    return _MARKS.get(entry.status, "")
+
+
+def _mark_counts(entries: Sequence[ev.OfferEntry]) -> str:
+    """The marks counted over the whole offer: "2 new, 1 identical (skipped), ..."."""
+    counts = Counter(e.status for e in entries if e.status)
+    words = {
+        "new": "new",
+        "identical": "identical (skipped)",
+        "resumes": "resume",
+        "differs": "differ from yours",
+        "exists": "of the same size here",
+    }
+    return ", ".join(f"{counts[s]} {w}" for s, w in words.items() if counts[s])
 
 
 def _notes(entry: ev.OfferEntry) -> str:
@@ -247,6 +276,9 @@ class HumanSink:
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         table.add_column("offered", overflow="fold")
         table.add_column("size", justify="right", no_wrap=True)
+        marked = any(e.status not in ("", "new") for e in event.entries)
+        if marked:
+            table.add_column("here", no_wrap=True)
         flagged = any(_notes(e) for e in event.entries)
         if flagged:
             table.add_column("note", style="yellow")
@@ -256,10 +288,15 @@ class HumanSink:
                 if entry.kind == "dir"
                 else ("stream" if entry.size is None else human_size(entry.size))
             )
-            table.add_row(_safe(entry.path), size, *([_notes(entry)] if flagged else []))
+            table.add_row(
+                _safe(entry.path),
+                size,
+                *([_mark(entry)] if marked else []),
+                *([_notes(entry)] if flagged else []),
+            )
         rest = len(event.entries) - TABLE_ROWS
         if rest > 0:
-            table.add_row(f"... and {rest} more", "", *([""] if flagged else []))
+            table.add_row(f"... and {rest} more", "", *[""] * (marked + flagged))
         self.console.print(table)
         # Whatever the table cut, what could hide a trap is named in full.
         for line in attention(event.entries):
@@ -271,6 +308,8 @@ class HumanSink:
         if event.free is not None:
             line += f"; {human_size(event.free)} free on this disk"
         self.console.print(line)
+        if marked:  # whatever the table cut, the counts are whole
+            self.console.print(_mark_counts(event.entries))
 
     def _on_accepted(self, event: ev.Accepted) -> None:
         self.pause()

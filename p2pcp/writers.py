@@ -98,11 +98,14 @@ class FileWriter:
         overwrite: bool,
         umask: int,
         start: HeldLocal | None = None,
+        target: str | None = None,
     ) -> None:
         self.entry = entry
         self.size = 0
         self._dir = dir_fd
-        self._name = name
+        self._name = target or name
+        """The name it goes in under: the offered one, or ``target`` (``name (1).ext``)."""
+        self.placed_as = "/".join((*entry.path.split("/")[:-1], self._name))
         self._part = part_name(name)
         self._overwrite = overwrite
         self._umask = umask
@@ -233,6 +236,7 @@ class ExistingFile:
 
     def __init__(self, entry: Entry, held: HeldLocal) -> None:
         self.entry = entry
+        self.placed_as = entry.path
         self.size = held.size
         self._sha256 = held.sha256
 
@@ -253,6 +257,32 @@ class ExistingFile:
         """Nothing to keep."""
 
 
+class SkippedFile:
+    """A file the receiver keeps its own different copy of, from a sender that sends it anyway
+    (before protocol version 3): its bytes are read and dropped."""
+
+    may_block = False
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self.placed_as = entry.path
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        """Drop ``data``."""
+        self.size += len(data)
+
+    def finish(self, expected_sha256: str) -> str:
+        """Nothing was written, so there is nothing to check."""
+        return expected_sha256
+
+    def abort(self) -> None:
+        """Nothing to undo."""
+
+    def suspend(self) -> None:
+        """Nothing to keep."""
+
+
 class StdoutWriter:
     """Streams the one received file to stdout, hashing it on the way.
 
@@ -264,6 +294,7 @@ class StdoutWriter:
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
+        self.placed_as = entry.path
         self.size = 0
         self._hash = hashlib.sha256()
 
@@ -301,6 +332,7 @@ class TextWriter:
 
     def __init__(self, entry: Entry) -> None:
         self.entry = entry
+        self.placed_as = entry.path
         self.size = 0
         self._buffer = bytearray()
         self.text = ""
@@ -331,6 +363,8 @@ class Writer(Protocol):
 
     entry: Entry
     """The offer's entry for the file."""
+    placed_as: str
+    """The path it goes in under (the entry's, or ``name (1).ext`` beside a different one)."""
     size: int
     """Bytes of the file written so far."""
     may_block: bool

@@ -16,6 +16,7 @@ TIERS = {
     # pure logic: no sockets, no processes
     "test_code": "unit",
     "test_compress": "unit",
+    "test_conflicts": "unit",
     "test_files": "unit",
     "test_pake": "unit",
     "test_protocol": "unit",

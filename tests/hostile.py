@@ -64,7 +64,9 @@ class Wire:
         return p.decode(await self.transport.recv())
 
     async def hello(self, message: p.Hello | None = None) -> None:
-        await self.send(p.encode(message or p.Hello()))
+        """Say hello (version 2 unless told: the scenarios script its order, ``accept`` then
+        ``resume``) and read the receiver's."""
+        await self.send(p.encode(message or p.Hello(version=2)))
         assert isinstance(await self.recv(), p.Hello)
 
     async def offer(self, entries: list[dict[str, Any]]) -> p.Message | None:

@@ -101,7 +101,6 @@ class Pair:
         size = 3 * FRAME
         self.receiver.receive(self.sender.send(p.Offer((p.Entry("f", "file", size),))))
         self.sender.receive(self.receiver.send(p.Accept(size)))
-        self.receiver.receive(self.sender.send(p.Resume()))
 
     def data(self, data: bytes) -> tuple[int, p.Message]:
         frame = self.sender.send(p.Data(data))
@@ -133,18 +132,19 @@ def test_a_compressed_frame_nobody_agreed_to_is_a_protocol_error() -> None:
 
 def test_hello_without_compression_is_what_earlier_versions_sent() -> None:
     """The hello has kept its shape since version 1, and its `version` says 1 still (p2pcp before
-    revisions refuses any other number): revision 2 (no hashes from the receiver) and the
-    optional fields (compress, keepalive) came beside it."""
+    revisions refuses any other number): revisions 2 (no hashes from the receiver) and 3 (what
+    is here compared before the receiver asks) and the optional fields (compress, keepalive)
+    came beside it."""
     assert (
         p.encode(p.Peer(p.Role.SENDER).hello())
-        == b'\x00{"type":"hello","protocol":"p2pcp","version":1,"revision":2,"keepalive":1}'
+        == b'\x00{"type":"hello","protocol":"p2pcp","version":1,"revision":3,"keepalive":1}'
     )
     hello = p.encode(p.Peer(p.Role.SENDER, True).hello())
     assert hello == (
-        b'\x00{"type":"hello","protocol":"p2pcp","version":1,"revision":2,"compress":["zstd"],'
+        b'\x00{"type":"hello","protocol":"p2pcp","version":1,"revision":3,"compress":["zstd"],'
         b'"keepalive":1}'
     )
-    assert p.decode(hello) == p.Hello(2, ("zstd",), 1)
+    assert p.decode(hello) == p.Hello(3, ("zstd",), 1)
     # An earlier p2pcp's hello (no field) means no compression; unknown names are kept, unused.
     assert p.decode(b'\x00{"type":"hello","protocol":"p2pcp","version":1}') == p.Hello(1, ())
     assert p.decode(b'\x00{"type":"hello","protocol":"p2pcp","version":1,"compress":["lz9"]}') == (

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from p2pcp.errors import LocalWriteError, RefusedError, TransferError, UnsafeOfferError, UsageError
 from p2pcp.escape import show
 from p2pcp.names import name_problem, validate_entries
-from p2pcp.output import OutputDir
+from p2pcp.output import OutputDir, free_name
 from p2pcp.protocol import Entry
 from p2pcp.sources import build_sources
 
@@ -165,11 +165,63 @@ def test_hash_mismatch_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_file_is_refused_without_overwrite(tmp_path: Path) -> None:
+def test_a_file_in_place_is_no_refusal_but_is_found_as_existing(tmp_path: Path) -> None:
+    """Conflicts are decided per file (conflicts.py), not by refusing the whole offer; a
+    directory where a file goes is still refused."""
     (tmp_path / "f").write_text("precious")
-    with pytest.raises(RefusedError, match="--overwrite"):
-        OutputDir(str(tmp_path), overwrite=False).check([_file("f")])
-    OutputDir(str(tmp_path), overwrite=True).check([_file("f")])
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "g").write_text("x")
+    out = OutputDir(str(tmp_path), overwrite=False)
+    offer = [_file("f"), _file("new"), Entry("d", "dir"), _file("d/g"), Entry("t", "text", 1)]
+    out.check(offer)
+    assert out.existing(offer) == {0, 2}  # file indices: f, new, d/g, t
+    with pytest.raises(RefusedError, match="not a regular file"):
+        out.check([_file("d")])
+
+
+def test_rename_puts_the_new_file_beside_the_one_in_place(tmp_path: Path) -> None:
+    (tmp_path / "photo.jpg").write_text("mine")
+    (tmp_path / "photo (1).jpg").write_text("mine too")
+    out = OutputDir(str(tmp_path), overwrite=False)
+    writer = out.open_file(_file("photo.jpg", 3), conflict="rename")
+    assert writer.placed_as == "photo (2).jpg"
+    writer.write(b"new")
+    writer.finish(hashlib.sha256(b"new").hexdigest())
+    assert (tmp_path / "photo.jpg").read_text() == "mine"
+    assert (tmp_path / "photo (1).jpg").read_text() == "mine too"
+    assert (tmp_path / "photo (2).jpg").read_text() == "new"
+
+
+def test_overwrite_replaces_only_the_file_it_was_chosen_for(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("old a")
+    (tmp_path / "b").write_text("old b")
+    out = OutputDir(str(tmp_path), overwrite=False)
+    for name, conflict in (("a", "overwrite"), ("b", "")):
+        writer = out.open_file(_file(name, 3), conflict=conflict)
+        writer.write(b"new")
+        if conflict:
+            writer.finish(hashlib.sha256(b"new").hexdigest())
+        else:
+            with pytest.raises(RefusedError, match="nothing was overwritten"):
+                writer.finish(hashlib.sha256(b"new").hexdigest())
+    assert (tmp_path / "a").read_text() == "new"
+    assert (tmp_path / "b").read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "free"),
+    [("notes.txt", "notes (1).txt"), (".bashrc", ".bashrc (1)"), ("x.tar.gz", "x.tar (1).gz")],
+)
+def test_free_names_keep_the_suffix(tmp_path: Path, name: str, free: str) -> None:
+    (tmp_path / name).write_text("here")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert free_name(fd, name) == free
+        long = "é" * 127 + ".bin"  # 258 bytes: the number still fits in 255
+        assert len(free_name(fd, long).encode()) <= 255
+    finally:
+        os.close(fd)
 
 
 def test_file_that_appears_during_the_transfer_is_not_clobbered(tmp_path: Path) -> None:

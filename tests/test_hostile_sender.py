@@ -79,7 +79,7 @@ def _sha(data: bytes) -> str:
 def _zstd(packed: bytes) -> hostile.Scenario:
     """A sender that offered compression sends one compressed data frame holding ``packed``."""
     frame = bytes((p.KIND_ZSTD,)) + packed
-    return after_accept([_file("f", 1 << 30)], frame, hello=p.Hello(compress=("zstd",)))
+    return after_accept([_file("f", 1 << 30)], frame, hello=p.Hello(version=2, compress=("zstd",)))
 
 
 def _streamed(data: bytes) -> bytes:

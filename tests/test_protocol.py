@@ -16,9 +16,12 @@ SHA = "a" * 64
 
 
 class Pair:
-    """A sender and a receiver wired back to back (like h11's ConnectionPair)."""
+    """A sender and a receiver wired back to back (like h11's ConnectionPair), both saying
+    ``version`` in their hellos. Most tests here run version 2's order (``accept``, then
+    ``resume``); version 3's (``holding`` and ``resume`` before ``accept``) has its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: int = 2) -> None:
+        self.version = version
         self.sender = p.Peer(p.Role.SENDER)
         self.receiver = p.Peer(p.Role.RECEIVER)
 
@@ -30,8 +33,8 @@ class Pair:
 
     def hello(self) -> None:
         # Both sides send their hello first thing, before reading anything.
-        to_receiver = self.sender.send(p.Hello())
-        to_sender = self.receiver.send(p.Hello())
+        to_receiver = self.sender.send(p.Hello(version=self.version))
+        to_sender = self.receiver.send(p.Hello(version=self.version))
         self.receiver.receive(to_receiver)
         self.sender.receive(to_sender)
 
@@ -139,11 +142,11 @@ def test_sender_rejects_receiver_only_messages() -> None:
 def test_version_mismatch_is_a_clear_error() -> None:
     receiver = p.Peer(p.Role.RECEIVER)
     receiver.send(p.Hello())
-    with pytest.raises(ProtocolError, match="protocol version 0.*versions 1 to 2"):
+    with pytest.raises(ProtocolError, match="protocol version 0.*versions 1 to 3"):
         receiver.receive(p.encode(p.Hello(version=0)))
 
 
-@pytest.mark.parametrize(("theirs", "spoken"), [(1, 1), (2, 2), (3, 2)])
+@pytest.mark.parametrize(("theirs", "spoken"), [(1, 1), (2, 2), (3, 3), (4, 3)])
 def test_both_sides_speak_the_lower_version(theirs: int, spoken: int) -> None:
     receiver = p.Peer(p.Role.RECEIVER)
     receiver.send(p.Hello())
@@ -420,3 +423,86 @@ def test_data_before_resume_is_refused() -> None:
     pair.r2s(p.Accept(100))
     with pytest.raises(ProtocolError, match="'data' while accepted"):
         pair.receiver.receive(p.encode(p.Data(b"x")))
+
+
+# -- version 3: what is here is compared before the receiver asks ------------------------------
+
+
+def _v3_pair_compared(*entries: p.Entry, held: tuple[p.Held, ...]) -> Pair:
+    pair = Pair(3)
+    pair.offer(*entries)
+    pair.r2s(p.Holding(held))
+    assert _state(pair.sender) is _state(pair.receiver) is p.State.COMPARING
+    pair.s2r(p.Resume(prefixes=tuple((h.index, h.size, "ab" * 32) for h in held)))
+    assert _state(pair.receiver) is p.State.DECIDING
+    assert _state(pair.sender) is p.State.AWAIT_ANSWER
+    return pair
+
+
+def test_version_3_accept_says_where_data_starts_and_what_is_left_out() -> None:
+    files = (p.Entry("a", "file", 10), p.Entry("b", "file", 4), p.Entry("c", "file", 3))
+    pair = _v3_pair_compared(*files, held=(p.Held(0, 6), p.Held(1, 4)))
+    pair.r2s(p.Accept(100, offsets=((0, 6), (1, 4)), skip=(2,)))
+    assert _state(pair.sender) is _state(pair.receiver) is p.State.TRANSFERRING  # no resume
+    pair.s2r(p.Data(b"7890"))  # the rest of a
+    pair.s2r(p.FileEnd(0, SHA))
+    pair.s2r(p.FileEnd(1, SHA))  # b is here whole: its end only
+    with pytest.raises(ProtocolError, match="end of file 2"):  # c is left out: nothing of it
+        pair.receiver.receive(p.encode(p.FileEnd(2, SHA)))
+    pair.s2r(p.Done())
+    pair.r2s(p.Verified(3))
+    assert _state(pair.sender) is p.State.DONE
+
+
+def test_version_3_leaving_out_every_file_goes_straight_to_done() -> None:
+    pair = Pair(3)
+    pair.offer(p.Entry("a", "file", 10), p.Entry("b", "file", 2))
+    pair.r2s(p.Accept(100, skip=(0, 1)))  # nothing held: no 'holding' needed
+    with pytest.raises(ProtocolError, match="file data after the last file"):
+        p.Peer.receive(pair.receiver, p.encode(p.Data(b"x")))
+    pair = Pair(3)
+    pair.offer(p.Entry("a", "file", 10), p.Entry("b", "file", 2))
+    pair.r2s(p.Accept(100, skip=(0, 1)))
+    pair.s2r(p.Done())
+    assert _state(pair.receiver) is p.State.VERIFYING
+
+
+@pytest.mark.parametrize(
+    ("accept", "match"),
+    [
+        (p.Accept(100, offsets=((0, 5),)), "did not offer"),  # not the size held
+        (p.Accept(100, offsets=((1, 2),)), "gave no hash"),  # never held, never hashed
+        (p.Accept(100, offsets=((0, 6),), skip=(0,)), "leave out"),  # both at once
+        (p.Accept(100, skip=(1, 1)), "leave out"),  # twice
+        (p.Accept(100, skip=(7,)), "leave out"),  # no such file
+        (p.Accept(100, (p.Held(0, 6),)), "'have' list"),  # version 2's field
+    ],
+)
+def test_version_3_accept_is_checked_against_the_comparison(accept: p.Accept, match: str) -> None:
+    files = (p.Entry("a", "file", 10), p.Entry("b", "file", 4))
+    pair = _v3_pair_compared(*files, held=(p.Held(0, 6),))
+    with pytest.raises(ProtocolError, match=match):
+        pair.sender.receive(p.encode(accept))
+
+
+def test_version_3_holding_comes_once_and_only_in_version_3() -> None:
+    pair = _v3_pair_compared(p.Entry("a", "file", 10), held=(p.Held(0, 6),))
+    with pytest.raises(ProtocolError, match="'holding' twice"):
+        pair.sender.receive(p.encode(p.Holding((p.Held(0, 6),))))
+    pair = Pair(2)
+    pair.offer(p.Entry("a", "file", 10))
+    with pytest.raises(ProtocolError, match="outside protocol version 3"):
+        pair.sender.receive(p.encode(p.Holding((p.Held(0, 6),))))
+    pair = Pair(2)
+    pair.offer(p.Entry("a", "file", 10))
+    with pytest.raises(ProtocolError, match="before protocol version 3"):
+        pair.sender.receive(p.encode(p.Accept(100, skip=(0,))))
+
+
+def test_version_3_messages_roundtrip() -> None:
+    for message in (
+        p.Holding((p.Held(0, 5), p.Held(2, 1))),
+        p.Accept(10, offsets=((0, 5),), skip=(1, 3)),
+    ):
+        assert p.decode(p.encode(message)) == message
+    assert b"sha256" not in p.encode(p.Holding((p.Held(0, 5),)))

@@ -192,8 +192,7 @@ def test_corrupted_data_is_caught_and_removed(tmp_path: Path) -> None:
         await end.send(peer.send(p.Hello()))
         peer.receive(await end.recv())
         await end.send(peer.send(p.Offer((p.Entry("f", "file", 3),))))
-        peer.receive(await end.recv())
-        await end.send(peer.send(p.Resume()))
+        peer.receive(await end.recv())  # accept: data follows at once (version 3)
         await end.send(peer.send(p.Data(b"abc")))
         await end.send(peer.send(p.FileEnd(0, hashlib.sha256(b"xyz").hexdigest())))
 
@@ -249,8 +248,7 @@ def test_a_stalling_peer_is_given_up_on(tmp_path: Path, monkeypatch: pytest.Monk
         await end.send(peer.send(p.Hello()))
         peer.receive(await end.recv())
         await end.send(peer.send(p.Offer((p.Entry("f", "file", 10),))))
-        peer.receive(await end.recv())
-        await end.send(peer.send(p.Resume()))
+        peer.receive(await end.recv())  # accept: data follows at once (version 3)
         await end.send(peer.send(p.Data(b"abc")))
         await asyncio.sleep(3)  # then nothing: connection alive, no data
 
