@@ -64,11 +64,26 @@ log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0
 LINGER = 2.0
+REOPEN_WAIT = 5.0
+"""Seconds a sender tries to open its code's room again after a refusal over conflicts."""
 CONFLICT_WAIT = (
     "the receiver has different files of these names and chose nothing to do with them; "
     "still waiting for it to run again with --overwrite, --skip-existing or --rename "
     "(the code is still good)"
 )
+
+
+async def _claim(signaling: Signaling, nameplate: str, again: bool) -> str:
+    """Open the room of a chosen nameplate. Opened again after a refusal over conflicts, the
+    last room may linger a moment on the server (its sides' disconnections on their way)."""
+    deadline = time.monotonic() + (REOPEN_WAIT if again else 0)
+    while True:
+        try:
+            return await signaling.allocate(nameplate)
+        except CodeError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 class _TryAgain(Exception):
@@ -254,7 +269,7 @@ async def _send(
             options = dataclasses.replace(options, code=make_code(lan.nameplate))
         if options.code is not None:
             code = options.code
-            if await signaling.allocate(code.nameplate) != code.nameplate:
+            if await _claim(signaling, code.nameplate, again) != code.nameplate:
                 raise ConnectError("this rendezvous server cannot open a room for a chosen code")
         else:
             code = make_code(await signaling.allocate())

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SignalServer, finish, p2pcp, read_line, sha256_file, start_send, tree
+from helpers import (
+    Result,
+    SignalServer,
+    finish,
+    p2pcp,
+    read_line,
+    sha256_file,
+    start_send,
+    tree,
+)
 
 MIB = 1024 * 1024
 STANDARD_PACKETS = {"P2PCP_LARGE_PACKETS": "0", "P2PCP_TEST_CONSENT": "1,3"}
@@ -158,32 +167,85 @@ def test_a_source_modified_between_runs_is_sent_again_whole(
     assert sha256_file(out / "data.bin") == sha256_file(src)
 
 
-def test_complete_identical_files_are_skipped_and_different_ones_refused(
+def _conflicting(tmp_path: Path) -> tuple[list[str], Path]:
+    """Four offered files against an output directory holding: the same ``same.txt``, a
+    different ``other.txt`` of the same size, a different ``longer.txt`` of another size, and
+    nothing of ``new.txt``."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name, ours, theirs in (
+        ("same.txt", "same content", "same content"),
+        ("other.txt", "new content!", "old content!"),
+        ("longer.txt", "new and longer", "old"),
+        ("new.txt", "brand new", None),
+    ):
+        (src / name).write_text(ours)
+        if theirs is not None:
+            (out / name).write_text(theirs)
+    return [str(src / n) for n in ("same.txt", "other.txt", "longer.txt", "new.txt")], out
+
+
+def _receive_again(server: SignalServer, code: str, out: Path, *args: str) -> Result:
+    return finish(
+        p2pcp("receive", "--server", server.url, "--json", "--yes", *args, "-o", str(out), code)
+    )
+
+
+def test_conflicts_are_marked_per_file_and_a_refusal_keeps_the_code(
     signal_server: SignalServer, tmp_path: Path
 ) -> None:
-    (tmp_path / "same.txt").write_text("same content")
-    (tmp_path / "other.txt").write_text("new content!")
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "same.txt").write_text("same content")
-    (out / "other.txt").write_text("old content!")  # same size, different bytes
-    sender, receiver = _start(
-        signal_server, [str(tmp_path / "same.txt"), str(tmp_path / "other.txt")], out
-    )
-    got = finish(receiver)
+    sources, out = _conflicting(tmp_path)
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    sender, code = start_send(signal_server, *sources)
+    got = _receive_again(signal_server, code, out)
+    # Refused (no flag chose what to do with the two that differ); nothing written.
+    assert got.code == 6, got.stderr
+    offer = next(e for e in got.events if e["event"] == "offer")
+    assert [(e["path"], e["status"]) for e in offer["entries"]] == [
+        ("same.txt", "identical"),
+        ("other.txt", "differs"),
+        ("longer.txt", "differs"),
+        ("new.txt", "new"),
+    ]
+    assert offer["entries"][0]["here"] == len("same content")
+    message = got.events[-1]["message"]
+    assert "2 files here differ" in message and "--skip-existing" in message
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
+    # The sender stays, with the same code: the receiver runs again with a choice.
+    assert sender.poll() is None, finish(sender).stdout
+    got = _receive_again(signal_server, code, out, "--rename")
     sent = finish(sender)
-    assert got.code == 6 and sent.code == 6, (got.stdout, sent.stdout)
-    assert "other.txt already exists and differs" in got.events[-1]["message"]
-    assert (out / "other.txt").read_text() == "old content!"
-
-    (out / "other.txt").unlink()
-    sender, receiver = _start(
-        signal_server, [str(tmp_path / "same.txt"), str(tmp_path / "other.txt")], out
+    assert got.code == 0 and sent.code == 0, (got.stderr, sent.stderr)
+    assert any("still waiting" in e.get("message", "") for e in sent.events)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*before, "other (1).txt", "longer (1).txt", "new.txt"]
     )
-    got = finish(receiver)
-    assert finish(sender).code == 0 and got.code == 0, got.stderr
+    assert {n: (out / n).read_text() for n in before} == before  # nothing replaced
+    assert (out / "other (1).txt").read_text() == "new content!"
+    assert (out / "longer (1).txt").read_text() == "new and longer"
     assert got.events[-1]["bytes_skipped"] == len("same content")
-    assert (out / "other.txt").read_text() == "new content!"
+
+
+@pytest.mark.parametrize("choice", ["--skip-existing", "--overwrite"])
+def test_skip_existing_sends_nothing_of_them_and_overwrite_replaces_them(
+    signal_server: SignalServer, tmp_path: Path, choice: str
+) -> None:
+    sources, out = _conflicting(tmp_path)
+    sender, code = start_send(signal_server, *sources)
+    got = _receive_again(signal_server, code, out, choice)
+    assert got.code == 0 and finish(sender).code == 0, got.stderr
+    done = got.events[-1]
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(s).name for s in sources)
+    assert (out / "new.txt").read_text() == "brand new"
+    if choice == "--skip-existing":
+        assert (out / "other.txt").read_text() == "old content!"
+        assert (out / "longer.txt").read_text() == "old"
+        assert done["bytes_transferred"] == len("brand new")  # the others never moved
+    else:
+        assert (out / "other.txt").read_text() == "new content!"
+        assert (out / "longer.txt").read_text() == "new and longer"
+        assert done["bytes_transferred"] == len("new content!new and longerbrand new")
 
 
 def test_no_resume_starts_over(signal_server: SignalServer, tmp_path: Path) -> None:

@@ -374,7 +374,7 @@ def test_the_receiver_sends_sizes_never_hashes_and_resumes_on_the_senders_hashes
 @pytest.mark.parametrize(
     ("entries", "reason"),
     [
-        ([_file("taken.txt", 3)], "refused"),  # a different file of that name is there
+        ([_file("taken.txt", 3)], "conflict"),  # a different file of that name is there
         ([_file("huge.bin", 1 << 50)], "space"),
         ([_file("link/x", 3)], "unsafe"),  # a symlink in the output directory
     ],
