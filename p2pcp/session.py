@@ -37,6 +37,7 @@ from .events import (
 from .netcheck import IcePlan, IceServer, plan_ice
 from .output import Output, OutputDir, StdoutOutput
 from .pake import RECEIVER, SENDER
+from .receiving import DECLINES, FileReceiver
 from .rendezvous import (
     RENDEZVOUS_TIMEOUT,
     abort_rendezvous,
@@ -50,9 +51,9 @@ from .rendezvous import (
 from .signaling import RoomReopened, Signaling
 from .signaling import Tls as Tls  # re-exported for the CLI
 from .sources import Source, build_sources, text_source
-from .transfer import DECLINES, FileReceiver, FileSender
 from .transfer import Confirm as Confirm  # for the CLI
 from .transfer import Decide as Decide
+from .transfer import FileSender
 from .transport import Transport
 
 if TYPE_CHECKING:

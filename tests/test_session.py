@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pcp import patience, transfer
+from p2pcp import patience, receiving, transfer
 from p2pcp import protocol as p
 from p2pcp.errors import PeerError, ProtocolError, RefusedError, TransferError
 from p2pcp.events import Event, FileDone, Finished, OfferReceived
@@ -98,7 +98,7 @@ def _transfer(
         sources = build_sources(paths, lambda _: None)
         output = OutputDir(str(out), overwrite=False)
         sender = transfer.FileSender(link.sender_end(), sources, send_sink)
-        receiver = transfer.FileReceiver(link.receiver_end(), output, recv_sink, decide)
+        receiver = receiving.FileReceiver(link.receiver_end(), output, recv_sink, decide)
         results = await asyncio.gather(sender.run(), receiver.run(), return_exceptions=True)
         output.close()
         return list(results)
@@ -114,7 +114,7 @@ def _against_receiver(
     async def main() -> list[object]:
         link = Link()
         output = OutputDir(str(out), overwrite=False)
-        receiver = transfer.FileReceiver(link.receiver_end(), output, Sink(), _accept)
+        receiver = receiving.FileReceiver(link.receiver_end(), output, Sink(), _accept)
         return list(
             await asyncio.gather(peer(link.sender_end()), receiver.run(), return_exceptions=True)
         )
@@ -142,7 +142,7 @@ def test_transfer_over_memory(tmp_path: Path) -> None:
 
 
 def test_slow_receiver_slows_the_sender(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transfer, "CREDIT_WINDOW", 256 * 1024)
+    monkeypatch.setattr(receiving, "CREDIT_WINDOW", 256 * 1024)
     (tmp_path / "big").write_bytes(os.urandom(3 * 1024 * 1024))
     out = tmp_path / "out"
     out.mkdir()
