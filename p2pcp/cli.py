@@ -418,8 +418,8 @@ async def _conflict_choice(console: Console, offer: OfferReceived, overwrite: bo
     answer = await ask_choice(
         console,
         f"{files} from the sender's:",
-        {"overwrite": "replace", "skip": "keep yours", "rename": "save as 'name (1)'",
-         "cancel": "nothing"},
+        {"overwrite": "replace yours", "skip": "keep yours", "rename": "keep both",
+         "cancel": "stop"},
     )  # fmt: skip
     return "" if answer == "cancel" else answer  # cancelled: refused, the sender stays
 

@@ -186,6 +186,16 @@ class Notice(Event):
 
 
 @dataclass(frozen=True)
+class Reopened(Event):
+    """The sender waits for a receiver again with the same code (the receiver refused over
+    files that differ, and may run again with a choice)."""
+
+    name: ClassVar[str] = "reopened"
+    message: str
+    """Why, in one line."""
+
+
+@dataclass(frozen=True)
 class Resuming(Event):
     """Part of the offer was already at the receiver and verified: it will not be sent again."""
 
@@ -226,6 +236,7 @@ AnyEvent = (
     | FileDone
     | TextReceived
     | Notice
+    | Reopened
     | Resuming
     | Finished
 )

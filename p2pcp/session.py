@@ -32,6 +32,7 @@ from .events import (
     EventSink,
     Finished,
     Notice,
+    Reopened,
     Searching,
 )
 from .netcheck import IcePlan, IceServer, plan_ice
@@ -247,7 +248,7 @@ async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = 
             except _TryAgain as retry:  # the receiver may come back with the same code
                 options = dataclasses.replace(options, code=retry.code)
                 notices, again = [], True
-                sink.emit(Notice(CONFLICT_WAIT))
+                sink.emit(Reopened(CONFLICT_WAIT))
     finally:
         if lan is not None:
             await lan.close()

@@ -180,6 +180,8 @@ class HumanSink:
                 self._on_text(event)
             case ev.Notice():
                 self._on_warning(event)
+            case ev.Reopened():
+                self._on_reopened(event)
             case ev.Resuming():
                 self._on_resuming(event)
             case ev.Finished():
@@ -257,6 +259,11 @@ class HumanSink:
             self.console.print(f"Connected directly{where}")
         if self.verb == "sent":
             self._wait("Waiting for the receiver to accept...")
+
+    def _on_reopened(self, event: ev.Reopened) -> None:
+        self.pause()
+        self.console.print(f"[yellow]{_safe(event.message)}[/]")
+        self._wait("Waiting for the receiver to connect...")
 
     def _on_warning(self, event: ev.Notice) -> None:
         self.console.print(f"[yellow]warning:[/] {_safe(event.message)}")

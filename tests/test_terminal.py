@@ -328,6 +328,70 @@ def test_dot_entries_in_the_home_directory_are_confirmed_on_their_own(
     assert (home / ".config" / "autostart.desktop").exists() == (exit_code == 0)
 
 
+def test_a_mixed_offer_is_marked_per_file_and_a_cancelled_conflict_keeps_the_code(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    """Each file of the offer is marked (new, identical, resumes, differs); the files that
+    differ get their own question; cancelling it refuses without burning the code, and the
+    same command again with `rename` keeps both. Before, one differing file refused the whole
+    offer and told the sender to pass --overwrite."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name, theirs, ours in (
+        ("same.txt", "same", "same"),
+        ("other.txt", "new!", "old!"),
+        ("fresh.txt", "fresh", None),
+        ("big.bin", "b" * 4000, None),
+    ):
+        (src / name).write_text(theirs)
+        if ours is not None:
+            (out / name).write_text(ours)
+    (out / ".big.bin.p2pcp-part").write_text("b" * 1500)  # an earlier run's partial
+    code = str(make_code("4718"))
+    names = "same.txt other.txt fresh.txt big.bin"
+    send = f"cd {shlex.quote(str(src))} && " + _command(
+        signal_server, f"send {names}", f"P2PCP_CODE={code}"
+    )
+    sender = Terminal(tmux, "send", send, 100, 20)
+    sender.wait_for("Waiting for the receiver")
+    receive = _command(signal_server, f"receive -o {out} {code}")
+    receiver = Terminal(tmux, "receive", receive, 100, 30)
+    screen = receiver.wait_for(r"Accept\? \[Y/n\]")
+    assert re.search(r"same\.txt +4 B +identical: skipped", screen), screen
+    assert re.search(r"other\.txt +4 B +differs from yours", screen), screen
+    assert re.search(r"fresh\.txt +5 B +new", screen), screen
+    assert re.search(r"big\.bin +3\.9 KiB +resumes: 1\.5 KiB here", screen), screen
+    assert "1 new, 1 identical (skipped), 1 resume, 1 differ from yours" in screen
+    receiver.keys("y", "Enter")
+    receiver.wait_for(r"1 file here differs from the sender's: overwrite \(replace yours\)")
+    receiver.keys("c", "Enter")
+    screen = " ".join(receiver.wait_for("EXIT=6").split())  # the message wraps at 100 columns
+    assert "error: 1 file here differs from the sender's; nothing was written" in screen
+    assert "run again with --overwrite, --skip-existing or --rename" in screen, screen
+    assert "(the sender is still waiting)" in screen, screen
+    screen = sender.wait_for(
+        r"still\s+waiting\s+for\s+it\s+to\s+run\s+again[\s\S]*Waiting for the receiver to connect"
+    )
+    assert "Waiting for the receiver to accept" not in screen.split("still")[-1], screen
+    assert sorted(p.name for p in out.iterdir()) == [".big.bin.p2pcp-part", "other.txt", "same.txt"]
+
+    receiver = Terminal(tmux, "again", receive, 100, 30)
+    receiver.wait_for(r"Accept\? \[Y/n\]")
+    receiver.keys("Enter")
+    receiver.wait_for(r"\[o/s/r/c\]")
+    receiver.keys("r", "Enter")
+    screen = receiver.wait_for("EXIT=0")
+    assert "other.txt differs from the one here: saved as other (1).txt" in screen, screen
+    sender.wait_for("EXIT=0")
+    assert (out / "other.txt").read_text() == "old!"
+    assert (out / "other (1).txt").read_text() == "new!"
+    assert (out / "big.bin").read_text() == "b" * 4000
+    assert sorted(p.name for p in out.iterdir()) == [
+        "big.bin", "fresh.txt", "other (1).txt", "other.txt", "same.txt"
+    ]  # fmt: skip
+
+
 def _one_file_both_sides(
     signal_server: SignalServer, tmp_path: Path, tmux: str, nameplate: str, send_flags: str = ""
 ) -> tuple[Terminal, Terminal, Path]:
