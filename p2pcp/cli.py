@@ -20,21 +20,20 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__, config, session
-from .ask import ask_choice, ask_yes_no
+from .ask import ask_yes_no
 from .code import parse_code
 from .codeprompt import read_code
 from .configcli import config_app
+from .consent import Consent
 from .doctor import diagnose
 from .errors import (
     ConnectError,
     ExitCode,
     Interrupted,
     P2pcpError,
-    RefusedError,
     UsageError,
 )
 from .escape import ShownFormatter, show, show_all
-from .events import OfferReceived
 from .partials import partials
 from .protocol import MAX_TEXT_SIZE
 from .ui import HumanSink, JsonSink, show_lan_report, show_report
@@ -379,49 +378,10 @@ def receive(
     except P2pcpError as exc:
         _fail(sink, exc, debug)
 
-    chosen = "skip" if skip_existing else "rename" if rename else ""
-
-    async def decide(offer: OfferReceived) -> bool | str:
-        if all(e.kind == "text" for e in offer.entries):
-            return True  # a text message is only shown, never written
-        home = ", ".join(show(name) for name in offer.home_hidden)
-        if yes:
-            if offer.home_hidden and not allow_hidden:
-                raise RefusedError(
-                    f"refused: the offer would create {home} directly in your home directory; "
-                    "accept that at the prompt, or with --yes --allow-hidden"
-                )
-            return chosen or True
-        if isinstance(sink, HumanSink):
-            sink.pause()
-        if not await ask_yes_no(console, "Accept?", default=True):
-            return False
-        if offer.home_hidden and not allow_hidden:
-            question = (
-                f"This writes [bold]{escape(home)}[/] directly in your home directory "
-                "(startup files and settings live there). Write them?"
-            )
-            if not await ask_yes_no(console, question, default=False):
-                return False
-        return chosen or await _conflict_choice(console, offer, options.overwrite)
-
+    choice = "skip" if skip_existing else "rename" if rename else ""
+    decide = Consent(console, sink.pause if isinstance(sink, HumanSink) else lambda: None,
+                     yes, allow_hidden, "overwrite" if options.overwrite else choice)  # fmt: skip
     _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
-
-
-async def _conflict_choice(console: Console, offer: OfferReceived, overwrite: bool) -> bool | str:
-    """At the prompt, what becomes of the files here that differ from the sender's (asked only
-    when some do and no flag said)."""
-    differ = sum(1 for e in offer.entries if e.status == "differs")
-    if not differ or overwrite:
-        return True
-    files = "1 file here differs" if differ == 1 else f"{differ} files here differ"
-    answer = await ask_choice(
-        console,
-        f"{files} from the sender's:",
-        {"overwrite": "replace yours", "skip": "keep yours", "rename": "keep both",
-         "cancel": "stop"},
-    )  # fmt: skip
-    return "" if answer == "cancel" else answer  # cancelled: refused, the sender stays
 
 
 @app.command()
