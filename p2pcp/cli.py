@@ -309,7 +309,9 @@ def receive(
         False, "--rename", help="Save files that differ from those here as 'name (1).ext'."
     ),
     no_resume: bool = typer.Option(
-        False, "--no-resume", help="Start over instead of continuing partial files."
+        False,
+        "--no-resume",
+        help="Start partial files over (identical files here are still skipped).",
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept the offer without asking."),
     allow_hidden: bool = typer.Option(

@@ -103,8 +103,10 @@ class FileReceiver:
         entries = self.peer.entries
         await self._check(entries)
         held: dict[int, HeldLocal] = {}
-        if self.resume and self.peer.version >= 2:  # a version 1 sender wants our hashes
+        if self.peer.version >= 2:  # a version 1 sender wants our hashes: it gets nothing
             held = await asyncio.to_thread(self.output.held, entries)
+            if not self.resume:  # partials start over; identical complete files still count
+                held = {i: h for i, h in held.items() if h.complete}
         matched: set[int] | None = None
         if self.peer.version >= 3 and held:  # sizes only: our files' hashes never leave here
             await self._send(p.Holding(tuple(p.Held(i, h.size) for i, h in held.items())))
