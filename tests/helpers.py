@@ -161,6 +161,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def sender_and_receiver_dirs(
+    tmp_path: Path, files: Sequence[tuple[str, str, str | None]]
+) -> tuple[Path, Path]:
+    """``src`` and ``out`` under ``tmp_path``: for each (name, the sender's text, the
+    receiver's text or None), the sender's file in ``src`` and the receiver's, if any, in
+    ``out`` (for offers that meet files already there)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name, theirs, ours in files:
+        (src / name).write_text(theirs)
+        if ours is not None:
+            (out / name).write_text(ours)
+    return src, out
+
+
 def tree(root: Path) -> dict[str, Any]:
     """Every path below ``root`` mapped to its content hash and executable bit (or 'dir')."""
     out: dict[str, Any] = {}

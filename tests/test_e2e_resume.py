@@ -19,6 +19,7 @@ from helpers import (
     finish,
     p2pcp,
     read_line,
+    sender_and_receiver_dirs,
     sha256_file,
     start_send,
     tree,
@@ -171,18 +172,15 @@ def _conflicting(tmp_path: Path) -> tuple[list[str], Path]:
     """Four offered files against an output directory holding: the same ``same.txt``, a
     different ``other.txt`` of the same size, a different ``longer.txt`` of another size, and
     nothing of ``new.txt``."""
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    for name, ours, theirs in (
-        ("same.txt", "same content", "same content"),
-        ("other.txt", "new content!", "old content!"),
-        ("longer.txt", "new and longer", "old"),
-        ("new.txt", "brand new", None),
-    ):
-        (src / name).write_text(ours)
-        if theirs is not None:
-            (out / name).write_text(theirs)
+    src, out = sender_and_receiver_dirs(
+        tmp_path,
+        [
+            ("same.txt", "same content", "same content"),
+            ("other.txt", "new content!", "old content!"),
+            ("longer.txt", "new and longer", "old"),
+            ("new.txt", "brand new", None),
+        ],
+    )
     return [str(src / n) for n in ("same.txt", "other.txt", "longer.txt", "new.txt")], out
 
 

@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 import segno
-from helpers import PYTHON, SignalServer, finish, p2pcp, require, start_send
+from helpers import (
+    PYTHON,
+    SignalServer,
+    finish,
+    p2pcp,
+    require,
+    sender_and_receiver_dirs,
+    start_send,
+)
 
 from p2pcp.code import make_code, suggest_word
 from p2pcp.wordlist import WORDS
@@ -335,18 +343,15 @@ def test_a_mixed_offer_is_marked_per_file_and_a_cancelled_conflict_keeps_the_cod
     differ get their own question; cancelling it refuses without burning the code, and the
     same command again with `rename` keeps both. Before, one differing file refused the whole
     offer and told the sender to pass --overwrite."""
-    src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    out.mkdir()
-    for name, theirs, ours in (
-        ("same.txt", "same", "same"),
-        ("other.txt", "new!", "old!"),
-        ("fresh.txt", "fresh", None),
-        ("big.bin", "b" * 4000, None),
-    ):
-        (src / name).write_text(theirs)
-        if ours is not None:
-            (out / name).write_text(ours)
+    src, out = sender_and_receiver_dirs(
+        tmp_path,
+        [
+            ("same.txt", "same", "same"),
+            ("other.txt", "new!", "old!"),
+            ("fresh.txt", "fresh", None),
+            ("big.bin", "b" * 4000, None),
+        ],
+    )
     (out / ".big.bin.p2pcp-part").write_text("b" * 1500)  # an earlier run's partial
     code = str(make_code("4718"))
     names = "same.txt other.txt fresh.txt big.bin"
