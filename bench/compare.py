@@ -251,6 +251,11 @@ def main() -> None:
     if "p2pcp" in results:
         print(first_byte_line(results["p2pcp"]))
     print(json.dumps({name: [r.seconds for r in runs] for name, runs in results.items()}))
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # the table above is the result; the chart is extra
+        print("chart: skipped (matplotlib missing: pip install -e '.[bench]')")
+        return
     chart(rows, title, args.chart)
     print(f"chart: {args.chart}")
 
