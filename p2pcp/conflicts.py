@@ -18,6 +18,12 @@ NEW, IDENTICAL, RESUMES, DIFFERS, EXISTS = "new", "identical", "resumes", "diffe
 """A file's mark (``events.OfferEntry.status``)."""
 
 
+def differ_here(count: int) -> str:
+    """``1 file here differs`` / ``N files here differ``: how the prompt and the refusal
+    name the files that differ."""
+    return "1 file here differs" if count == 1 else f"{count} files here differ"
+
+
 def matching(held: Mapping[int, HeldLocal], prefixes: tuple[tuple[int, int, str], ...]) -> set[int]:
     """The held files whose bytes have the hash the sender gave for its prefix of that size."""
     theirs = {index: (size, sha) for index, size, sha in prefixes}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.markup import escape
 
+from . import conflicts
 from .ask import ask_choice, ask_yes_no
 from .errors import RefusedError
 from .escape import show
@@ -60,13 +61,12 @@ class Consent:
     async def _for_differing(self, offer: OfferReceived) -> bool | str:
         """What becomes of the files here that differ from the sender's (asked only when
         some do)."""
-        differ = sum(1 for e in offer.entries if e.status == "differs")
+        differ = sum(1 for e in offer.entries if e.status == conflicts.DIFFERS)
         if not differ:
             return True
-        files = "1 file here differs" if differ == 1 else f"{differ} files here differ"
         answer = await ask_choice(
             self.console,
-            f"{files} from the sender's:",
+            f"{conflicts.differ_here(differ)} from the sender's:",
             {"overwrite": "replace yours", "skip": "keep yours", "rename": "keep both",
              "cancel": "stop"},
         )  # fmt: skip

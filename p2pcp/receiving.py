@@ -160,9 +160,8 @@ class FileReceiver:
         if differ and not choice:
             await self._send(p.Decline("conflict", DECLINES["conflict"]))
             waits = " (the sender is still waiting)" if self.peer.version >= 3 else ""
-            differs = "1 file here differs" if differ == 1 else f"{differ} files here differ"
             raise RefusedError(
-                f"{differs} from the sender's; nothing was written: run "
+                f"{conflicts.differ_here(differ)} from the sender's; nothing was written: run "
                 f"again with --overwrite, --skip-existing or --rename{waits}"
             )
         return choice
