@@ -78,6 +78,7 @@ log = logging.getLogger("signal_server")
 
 PROTOCOL_VERSION = 1
 EXPIRED = {"type": "error", "reason": "expired", "message": "the room expired"}
+_EXPIRED_TEXT = json.dumps(EXPIRED)
 
 
 @dataclass(frozen=True)
@@ -404,13 +405,14 @@ class SignalServer:
                     for side in sides:
                         await self.store.send(side, EXPIRED)
 
-    async def _deliver(self, side: str, message: dict[str, Any]) -> None:
-        """Hand ``message`` to ``side`` if it is connected to this process."""
+    async def _deliver(self, side: str, text: str) -> None:
+        """Hand a message's JSON ``text`` to ``side`` if it is connected to this process."""
         connection = self._connections.get(side)
         if connection is None:
             return
-        await self._send(connection, message)
-        if message == EXPIRED:
+        with contextlib.suppress(ConnectionClosed):
+            await connection.send(text)
+        if text == _EXPIRED_TEXT:
             self._nameplate_of.pop(side, None)
             await connection.close()
 

@@ -10,19 +10,22 @@ connections; rooms whose sides are elsewhere carry on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .rooms import MAX_DIGITS, TRIES, RoomError, Rooms, candidates, valid_nameplate
+from .rooms import MAX_DIGITS, TRIES, RoomError, Rooms, seeds, valid_nameplate
 
 log = logging.getLogger("signal_server")
 
-Deliver = Callable[[str, dict[str, Any]], Awaitable[None]]
-"""Delivers a message to a side connected to this process."""
+Deliver = Callable[[str, str], Awaitable[None]]
+"""Delivers a message (its JSON text, as it goes on the wire) to a side connected to this
+process. Text, not a dict: a message that crossed Redis is sent on as it came, unparsed."""
 
 
 class RoomStore(Protocol):
@@ -105,7 +108,7 @@ class MemoryStore:
 
     async def send(self, side: str, message: dict[str, Any]) -> None:
         assert self._deliver is not None
-        await self._deliver(side, message)
+        await self._deliver(side, json.dumps(message))
 
 
 _ROOM = "p2pcp:room:"
@@ -115,10 +118,11 @@ _CHANNEL = "p2pcp:to:"
 _KEYS = [_ROOMS, _ROOM, _LENGTHS, _CHANNEL]
 
 # KEYS: the rooms sorted set, the room key prefix, the hash of rooms per nameplate length.
-# ARGV: side, now, max rooms, wanted nameplate ('' for any), tries per length, then that many
-# random candidates of each length 1..MAX_DIGITS (drawn by the caller from `secrets`: a script
-# has no good randomness). A length is skipped when full; within one, the candidates are
-# tried, then (a dense length) the numbers after the first candidate, in turn.
+# ARGV: side, now, max rooms, wanted nameplate ('' for any), tries, then that many random
+# 48-bit seeds (drawn by the caller from `secrets`: a script has no good randomness). A length
+# is skipped when full; within one, each seed picks a candidate (rooms.candidate: the lowest
+# nameplate of that length plus the seed modulo their number, exact in Lua's doubles below
+# 2^53), and (a dense length) then the numbers after the first candidate, in turn.
 _ALLOCATE = """
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   return redis.error_reply('too_many_rooms')
@@ -129,15 +133,15 @@ if nameplate == '' then
   for digits = 1, 8 do  -- rooms.MAX_DIGITS
     local size = 9 * 10 ^ (digits - 1)
     if tonumber(redis.call('HGET', KEYS[3], digits) or '0') < size then
-      local first = (digits - 1) * tries + 6
-      for i = first, first + tries - 1 do
-        if redis.call('EXISTS', KEYS[2] .. ARGV[i]) == 0 then nameplate = ARGV[i]; break end
+      local low = 10 ^ (digits - 1)
+      local first = low + tonumber(ARGV[6]) % size
+      for i = 6, 6 + tries - 1 do
+        local n = string.format('%d', low + tonumber(ARGV[i]) % size)
+        if redis.call('EXISTS', KEYS[2] .. n) == 0 then nameplate = n; break end
       end
       if nameplate == '' then
-        local low = 10 ^ (digits - 1)
-        local start = tonumber(ARGV[first])
         for step = 1, size do
-          local n = string.format('%d', low + (start - low + step) % size)
+          local n = string.format('%d', low + (first - low + step) % size)
           if redis.call('EXISTS', KEYS[2] .. n) == 0 then nameplate = n; break end
         end
       end
@@ -220,15 +224,26 @@ return out
 """
 
 
-class _Batch:
-    """Commands issued in one turn of the event loop go to Redis in one pipeline: under load
-    (a thousand pairs at once) that costs the client library about a sixth of the CPU of one
-    round trip per command, and each caller still gets its own answer or error, in order."""
+class _Pipe:
+    """One Redis connection of our own, pipelined: commands issued in one turn of the event
+    loop are written together, and a reader task hands each reply to its caller in order.
 
-    def __init__(self, redis: Any) -> None:
-        self._redis = redis
+    redis-py's ``Pipeline`` costs, per batch, a pool checkout, a retry wrapper and a parse
+    pass with callbacks; under a thousand pairs at once that machinery was a fifth of each
+    server's CPU. This keeps redis-py for what it is good at (the URL, auth, TLS, the RESP
+    parser) and drops the rest. A broken connection fails the commands in flight, and the
+    next command reconnects."""
+
+    def __init__(self, pool: Any) -> None:
+        from redis.exceptions import ResponseError
+
+        self._reply_error = ResponseError  # an error reply: that command's, not the connection's
+        self._connection = pool.make_connection()
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
 
     def call(self, *command: Any) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -240,28 +255,59 @@ class _Batch:
 
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task = asyncio.ensure_future(self._write(batch))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
-    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for command, _ in batch:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # the connection failed: every caller learns it
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        for (_, future), result in zip(batch, results, strict=True):
+    async def _write(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        async with self._lock:  # batches go out whole and in order, as their futures queue
+            try:
+                if self._reader is None:
+                    await self._connection.disconnect(nowait=True)  # whatever was left
+                    await self._connection.connect()
+                    self._reader = asyncio.create_task(self._read())
+                packed = self._connection.pack_commands([command for command, _ in batch])
+                self._pending.extend(future for _, future in batch)
+                await self._connection.send_packed_command(packed, check_health=False)
+            except Exception as exc:
+                for _, future in batch:  # those not yet queued for a reply
+                    if not future.done():
+                        future.set_exception(exc)
+                self._fail(exc)
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                reply = await self._connection.read_response(timeout=math.inf)
+            except self._reply_error as exc:
+                reply = exc
+            except Exception as exc:
+                self._fail(exc)
+                return
+            if not self._pending:
+                continue
+            future = self._pending.popleft()
             if future.done():
                 continue
-            if isinstance(result, Exception):
-                future.set_exception(result)
+            if isinstance(reply, Exception):
+                future.set_exception(reply)
             else:
-                future.set_result(result)
+                future.set_result(reply)
+
+    def _fail(self, exc: BaseException) -> None:
+        """The connection broke: every command in flight fails, and the next reconnects."""
+        pending, self._pending = self._pending, collections.deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(exc)
+        if self._reader is not None and self._reader is not asyncio.current_task():
+            self._reader.cancel()
+        self._reader = None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._connection.disconnect(nowait=True)
 
 
 class RedisStore:
@@ -273,18 +319,18 @@ class RedisStore:
         # A bounded pool that waits for a free connection under load (the default pool raises
         # "Too many connections" instead).
         pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=20, decode_responses=True
+            url, max_connections=64, timeout=20, decode_responses=True, protocol=2
         )
+        self._pool: Any = pool
         self._redis = redis.Redis(connection_pool=pool)
         self.max_rooms = max_rooms
         self.server_id = secrets.token_hex(6)
         self._deliver: Deliver | None = None
         self._listener: asyncio.Task[None] | None = None
-        self._pubsub: Any = None
         from redis.exceptions import NoScriptError, ResponseError
 
         self._no_script, self._response_error = NoScriptError, ResponseError
-        self._batch = _Batch(self._redis)
+        self._batch = _Pipe(pool)
         self._scripts = {
             name: self._redis.register_script(text)
             for name, text in (
@@ -320,32 +366,59 @@ class RedisStore:
         await self._redis.ping()
         for script in self._scripts.values():
             await self._redis.script_load(script.script)
-        self._pubsub = self._redis.pubsub()
-        await self._pubsub.psubscribe(f"{_CHANNEL}{self.server_id}:*")
-        self._listener = asyncio.create_task(self._listen())
+        subscriber = await self._subscribe()
+        self._listener = asyncio.create_task(self._listen(subscriber))
 
-    async def _listen(self) -> None:
+    async def _subscribe(self) -> Any:
+        """A connection of its own subscribed to this process's sides, once Redis confirms."""
+        connection = self._pool.make_connection()
+        await connection.connect()
+        await connection.send_command("PSUBSCRIBE", f"{_CHANNEL}{self.server_id}:*")
+        await connection.read_response(timeout=math.inf)  # ["psubscribe", pattern, 1]
+        return connection
+
+    async def _listen(self, connection: Any) -> None:
+        """Hand each published message to its side here; if Redis goes away, subscribe again
+        (messages published meanwhile are lost, as they would be to any subscriber).
+
+        This reads the subscription's replies straight off its connection: redis-py's
+        ``PubSub.listen`` spent a tenth of a busy server's CPU per message on the way."""
         assert self._deliver is not None
-        async for item in self._pubsub.listen():
-            if item.get("type") != "pmessage":
-                continue
-            side = str(item["channel"])[len(_CHANNEL) :]
-            with contextlib.suppress(ValueError):
-                await self._deliver(side, json.loads(item["data"]))
+        delay = 0.5
+        while True:
+            try:
+                if connection is None:
+                    connection = await self._subscribe()
+                    log.info("resubscribed to redis")
+                delay = 0.5
+                while True:
+                    kind, _, channel, data = await connection.read_response(timeout=math.inf)
+                    if kind == "pmessage":
+                        await self._deliver(channel[len(_CHANNEL) :], data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis restarted or the network failed: try again
+                log.warning("redis subscription lost (%s); retrying in %.1f s", exc, delay)
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.disconnect(nowait=True)
+                connection = None
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
 
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-        with contextlib.suppress(Exception):
-            await self._pubsub.aclose()
+            with contextlib.suppress(BaseException):
+                await self._listener
+        await self._batch.close()
         await self._redis.aclose()
 
     async def allocate(self, side: str, now: float, nameplate: str | None) -> str:
         if nameplate is not None and not valid_nameplate(nameplate):
             raise RoomError("bad_message", "a nameplate is a number of up to 8 digits")
-        tries = [n for length in candidates() for n in length]
         return str(
-            await self._run("allocate", side, now, self.max_rooms, nameplate or "", TRIES, *tries)
+            await self._run("allocate", side, now, self.max_rooms, nameplate or "", TRIES, *seeds())
         )
 
     async def join(self, nameplate: str, side: str, now: float) -> list[str]:
@@ -358,12 +431,13 @@ class RedisStore:
     async def relay(
         self, nameplate: str, side: str, now: float, message: dict[str, Any]
     ) -> str | None:
-        peer = await self._run("relay", nameplate, side, now, self.server_id, json.dumps(message))
+        text = json.dumps(message)
+        peer = await self._run("relay", nameplate, side, now, self.server_id, text)
         if not peer:
             return None
         if peer.startswith(f"{self.server_id}:"):
             assert self._deliver is not None
-            await self._deliver(peer, message)
+            await self._deliver(peer, text)
         return str(peer)
 
     async def expire(self, now: float, idle: float) -> list[tuple[str, list[str]]]:
@@ -376,6 +450,6 @@ class RedisStore:
     async def send(self, side: str, message: dict[str, Any]) -> None:
         if side.startswith(f"{self.server_id}:"):
             assert self._deliver is not None
-            await self._deliver(side, message)
+            await self._deliver(side, json.dumps(message))
         else:
             await self._batch.call("PUBLISH", f"{_CHANNEL}{side}", json.dumps(message))

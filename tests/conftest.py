@@ -3,14 +3,11 @@ browser; ``scripts/test --fast`` runs the first two)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SignalServer, free_port, require, start_signal_server
+from helpers import SignalServer, free_port, start_redis, start_signal_server
 
 TIERS = {
     # pure logic: no sockets, no processes
@@ -73,36 +70,8 @@ def signal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignalSe
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A redis-server of its own on a free loopback port, its URL."""
-    require("redis-server")
     port = free_port()
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)
+    process = start_redis(port, tmp_path)
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)

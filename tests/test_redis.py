@@ -8,9 +8,19 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from helpers import finish, free_port, p2pcp, require, sha256_file, start_send, start_signal_server
+from helpers import (
+    finish,
+    free_port,
+    p2pcp,
+    require,
+    sha256_file,
+    start_redis,
+    start_send,
+    start_signal_server,
+)
 from websockets.asyncio.client import ClientConnection, connect
 
 require("redis-server")
@@ -115,3 +125,38 @@ def test_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_servers_carry_on_after_redis_restarts(tmp_path: Path) -> None:
+    """Redis goes away and comes back empty (scripts and subscriptions gone): each server
+    reconnects its command connection, loads its scripts again and subscribes again, so new
+    rooms work across the two servers with neither restarted."""
+    port = free_port()
+    redis = start_redis(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    one = start_signal_server(tmp_path / "one.log", "--redis", url)
+    two = start_signal_server(tmp_path / "two.log", "--redis", url)
+    try:
+        asyncio.run(_pair_relays(one.url, two.url))
+        redis.terminate()
+        redis.wait(10)
+
+        async def refused_while_down() -> None:
+            a = await _open(one.url)
+            await a.send(json.dumps({"type": "allocate"}))
+            assert json.loads(await asyncio.wait_for(a.recv(), 10))["reason"] == "unavailable"
+            await a.close()
+
+        asyncio.run(refused_while_down())
+        redis = start_redis(port, tmp_path)
+        deadline = time.monotonic() + 20
+        while not all("resubscribed to redis" in s.log_text() for s in (one, two)):
+            assert time.monotonic() < deadline, (one.log_text(), two.log_text())
+            time.sleep(0.1)
+        asyncio.run(_pair_relays(one.url, two.url))
+        asyncio.run(_pair_relays(two.url, one.url))
+    finally:
+        one.stop()
+        two.stop()
+        redis.terminate()
+        redis.wait(10)

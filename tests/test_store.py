@@ -17,7 +17,7 @@ Contract = Callable[[RoomStore], Awaitable[None]]
 MSG = {"type": "relay", "body": {"kind": "pake"}}
 
 
-async def _nothing(side: str, message: dict[str, Any]) -> None:
+async def _nothing(side: str, text: str) -> None:
     pass
 
 
