@@ -6,14 +6,11 @@ This is the one place where an exception becomes a message and an exit code (see
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import signal
 import sys
-from collections.abc import Coroutine
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -21,22 +18,35 @@ from rich.markup import escape
 
 from . import __version__, config, session
 from .ask import ask_yes_no
+from .clirun import (
+    CA_HELP,
+    ICE_HELP,
+    INSECURE_HELP,
+    NO_PROGRESS,
+    SERVER_HELP,
+    Sink,
+    effective_settings,
+    fail,
+    make_sink,
+    parse_seconds,
+    run_session,
+    setup_logging,
+)
 from .code import parse_code
 from .codeprompt import read_code
 from .configcli import config_app
 from .consent import Consent
+from .devicescli import devices_app, pair_command
 from .doctor import diagnose
 from .errors import (
     ConnectError,
-    ExitCode,
-    Interrupted,
     P2pcpError,
     UsageError,
 )
-from .escape import ShownFormatter, show, show_all
+from .escape import show, show_all
 from .partials import partials
 from .protocol import MAX_TEXT_SIZE
-from .ui import HumanSink, JsonSink, show_lan_report, show_report
+from .ui import HumanSink, show_lan_report, show_report
 
 app = typer.Typer(
     name="p2pcp",
@@ -45,12 +55,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-SERVER_HELP = (
-    "Rendezvous server URL, ws:// or wss:// (env P2PCP_SERVER); none: find each other on this "
-    "network (mDNS)"
-)
-Sink = HumanSink | JsonSink
 
 
 def _version(value: bool) -> None:
@@ -66,117 +70,6 @@ def _main(
     ),
 ) -> None:
     """Copy files directly between two machines."""
-
-
-CA_HELP = "Trust this PEM CA bundle for a wss:// server (env P2PCP_CA_FILE)."
-INSECURE_HELP = "Do not verify a wss:// server's certificate (for testing only)."
-ICE_HELP = "A STUN or TURN server URL (repeatable) (env P2PCP_ICE_SERVERS, comma-separated)."
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # NaN too
-        raise typer.BadParameter(f"{text!r} is not a number of seconds")
-    return value
-
-
-def _settings(**flags: Any) -> dict[str, config.Setting]:
-    return config.effective(flags)
-
-
-def _setup_logging(debug: bool) -> None:
-    level = logging.DEBUG if debug else logging.WARNING
-    # --debug lines carry the milliseconds since start: ICE and transfer problems are timing.
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    fmt = f"%(relativeCreated)7.0fms {fmt}" if debug else fmt
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(ShownFormatter(fmt))
-    logging.basicConfig(level=level, handlers=[handler])
-    if debug:
-        for noisy in ("aioice", "aiortc", "websockets", "zeroconf"):
-            logging.getLogger(noisy).setLevel(logging.INFO)
-    else:
-        # aiortc/aioice log benign errors on shutdown, zeroconf each interface its mDNS cannot
-        # use (::1 over IPv6); our own errors are reported by us.
-        for noisy in ("aioice", "aiortc", "websockets", "zeroconf", "asyncio"):
-            logging.getLogger(noisy).setLevel(logging.CRITICAL)
-
-
-async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro``; SIGINT and SIGTERM cancel it (so the peer is told) and set the exit code.
-
-    An inherited ignored SIGINT (``nohup``, background jobs) stays ignored.
-    """
-    task = asyncio.ensure_future(coro)
-    caught: list[signal.Signals] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        caught.append(sig)
-        task.cancel()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) is not signal.SIG_IGN:
-            loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        await task
-    except asyncio.CancelledError:
-        if not caught:
-            raise
-        if caught[0] == signal.SIGTERM:
-            raise Interrupted("terminated", signal_exit=ExitCode.TERMINATED) from None
-        raise Interrupted("interrupted") from None
-
-
-def _event_loop_run(main: Coroutine[Any, Any, None]) -> None:
-    """``asyncio.run``, on uvloop where it is installed: aiortc is pure Python and pays the event
-    loop per packet; uvloop made a transfer 19% faster with 20% less CPU (docs/performance.md)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows, or installed without it
-        asyncio.run(main)
-        return
-    uvloop.run(main)
-
-
-def _run(sink: Sink, coro: Coroutine[Any, Any, None], debug: bool) -> NoReturn:
-    """Run a session and exit with its status: the single error-to-exit-code dispatch."""
-    try:
-        _event_loop_run(_guarded(coro))
-    except P2pcpError as exc:
-        _fail(sink, exc, debug)
-    except KeyboardInterrupt:
-        _fail(sink, Interrupted(), debug)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
-        error = P2pcpError(f"internal error: {type(exc).__name__}: {exc} (run with --debug)")
-        _fail(sink, error, debug)
-    raise typer.Exit(0)
-
-
-def _fail(sink: Sink, exc: P2pcpError, debug: bool) -> NoReturn:
-    if debug:
-        logging.getLogger("p2pcp").exception("failure")
-    sink.error(int(exc.exit_code), exc.message)
-    raise typer.Exit(int(exc.exit_code))
-
-
-def _sink(
-    json_mode: bool,
-    verb: str,
-    quiet: bool,
-    message: bool = False,
-    qr: bool = False,
-    bars: bool = True,
-) -> Sink:
-    if json_mode:
-        return JsonSink()
-    return HumanSink(verb, quiet=quiet, message=message, qr=qr, progress=bars)
-
-
-NO_PROGRESS = "Plain lines instead of progress bars and spinners (NO_COLOR only drops colour)."
 
 
 VERIFY_HELP = "Show a verification string on both screens and ask to confirm they match."
@@ -261,15 +154,17 @@ def send(
     debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
 ) -> None:
     """Send files, directories, stdin or a text message; prints a code for the receiver."""
-    _setup_logging(debug)
-    sink = _sink(json_mode, "sent", quiet, message=text is not None, qr=qr, bars=not no_progress)
+    setup_logging(debug)
+    sink = make_sink(
+        json_mode, "sent", quiet, message=text is not None, qr=qr, bars=not no_progress
+    )
     try:
         if verify and not sys.stdin.isatty():
             raise UsageError("--verify asks a question: stdin must be a terminal")
         if bool(paths) == (text is not None):
             raise UsageError("give either files to send or --text, not both and not neither")
         chosen = code or os.environ.get("P2PCP_CODE")
-        settings = _settings(
+        settings = effective_settings(
             server=server, ice_servers=ice_server, ca_file=ca_file, compress=compress
         )
         options = session.SendOptions(
@@ -284,8 +179,8 @@ def send(
             compress=settings["compress"].value,
         )
     except P2pcpError as exc:
-        _fail(sink, exc, debug)
-    _run(sink, session.send(options, sink, _confirmer(sink, verify)), debug)
+        fail(sink, exc, debug)
+    run_session(sink, session.send(options, sink, _confirmer(sink, verify)), debug)
 
 
 @app.command(epilog=RECEIVE_EPILOG)
@@ -323,7 +218,7 @@ def receive(
     wait: float = typer.Option(
         0.0,
         "--wait",
-        parser=_seconds,
+        parser=parse_seconds,
         metavar="SECONDS",
         help="If no sender holds the code yet, keep asking for up to this many seconds "
         "(for scripts that start both sides at once with a chosen code).",
@@ -347,11 +242,11 @@ def receive(
     """Receive files (or a text message) with a code from the sender."""
     if list_partials or clean_partials:
         partials(output, clean_partials, json_mode)
-    _setup_logging(debug)
-    sink = _sink(json_mode, "received", quiet, bars=not no_progress)
+    setup_logging(debug)
+    sink = make_sink(json_mode, "received", quiet, bars=not no_progress)
     console = Console(stderr=True, highlight=False)
     try:
-        settings = _settings(
+        settings = effective_settings(
             server=server,
             ice_servers=ice_server,
             output=output,
@@ -378,12 +273,12 @@ def receive(
             wait=wait,
         )
     except P2pcpError as exc:
-        _fail(sink, exc, debug)
+        fail(sink, exc, debug)
 
     choice = "skip" if skip_existing else "rename" if rename else ""
     decide = Consent(console, sink.pause if isinstance(sink, HumanSink) else lambda: None,
                      yes, allow_hidden, "overwrite" if options.overwrite else choice)  # fmt: skip
-    _run(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
+    run_session(sink, session.receive(options, sink, decide, _confirmer(sink, verify)), debug)
 
 
 @app.command()
@@ -397,15 +292,15 @@ def doctor(
 ) -> None:
     """Check the rendezvous server, its STUN and TURN servers, and this host's NAT; without a
     server, the LAN mode and one real transfer through it. Say what will work from here."""
-    _setup_logging(debug)
-    sink = _sink(json_mode, "checked", quiet=False)
+    setup_logging(debug)
+    sink = make_sink(json_mode, "checked", quiet=False)
     try:
-        settings = _settings(server=server, ice_servers=ice_server, ca_file=ca_file)
+        settings = effective_settings(server=server, ice_servers=ice_server, ca_file=ca_file)
         url = settings["server"].value
         tls = session.Tls(settings["ca_file"].value, insecure)
         ice_servers = config.ice_servers(settings["ice_servers"].value)
     except P2pcpError as exc:
-        _fail(sink, exc, debug)
+        fail(sink, exc, debug)
 
     async def check() -> None:
         if url is None:  # no server: the LAN mode, and one real transfer through it
@@ -425,10 +320,12 @@ def doctor(
         else:
             show_report(report, Console(highlight=False))
 
-    _run(sink, check(), debug)
+    run_session(sink, check(), debug)
 
 
 app.add_typer(config_app, name="config")
+app.command("pair")(pair_command)
+app.add_typer(devices_app, name="devices")
 
 
 CLICK_ERROR: type[Exception] = next(

@@ -54,12 +54,21 @@ SETTINGS: dict[str, Spec] = {
 """Every setting, in the order ``config show`` lists them."""
 
 
+def config_dir() -> Path:
+    """The directory of this device's own files: the config file, its long-term key and its
+    paired devices (``P2PCP_CONFIG_DIR``, else the platform's user config directory)."""
+    override = os.environ.get("P2PCP_CONFIG_DIR")
+    if override:
+        return Path(override)
+    return platformdirs.user_config_path("p2pcp")
+
+
 def config_path() -> Path:
     """Where the config file is read from."""
     override = os.environ.get("P2PCP_CONFIG")
     if override:
         return Path(override)
-    return platformdirs.user_config_path("p2pcp") / "config.toml"
+    return config_dir() / "config.toml"
 
 
 def load_file(path: Path) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class CodeReady(Event):
     page: str | None = None
     """The server's browser page with the code filled in (``http(s)://HOST/#CODE``), or None
     when it serves none: a phone can receive there."""
+    command: str = "receive"
+    """What the other machine runs with the code: ``receive``, or ``pair`` for a pairing."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,21 @@ class Reopened(Event):
 
 
 @dataclass(frozen=True)
+class Paired(Event):
+    """Two devices are paired: this one stored the other's key under ``device``."""
+
+    name: ClassVar[str] = "paired"
+    device: str
+    """What this device calls the other one (``send --to`` and ``receive --from`` take it)."""
+    fingerprint: str
+    """The pairing's fingerprint: the same on both screens."""
+    key: str
+    """The fingerprint of the other device's long-term key (``p2pcp devices`` lists it)."""
+    policy: str
+    """What ``p2pcp listen`` here does with its sends: ``ask``, ``accept`` or ``refuse``."""
+
+
+@dataclass(frozen=True)
 class Resuming(Event):
     """Part of the offer was already at the receiver and verified: it will not be sent again."""
 
@@ -237,6 +254,7 @@ AnyEvent = (
     | TextReceived
     | Notice
     | Reopened
+    | Paired
     | Resuming
     | Finished
 )

@@ -70,10 +70,10 @@ async def _peer_body(signaling: Signaling) -> dict[str, Any]:
 
 
 async def handshake(
-    signaling: Signaling, code: Code, role: str, sink: EventSink
-) -> tuple[SealedChannel, str]:
+    signaling: Signaling, code: Code, role: str, sink: EventSink | None
+) -> tuple[SealedChannel, str, bytes]:
     """Run SPAKE2 over the room and confirm both sides hold the same key; returns the sealing
-    channel and the verification string."""
+    channel, the verification string (also emitted, if ``sink``) and the PAKE key."""
     pake = Pake(code.password)
     await signaling.send({"kind": "pake", "msg": base64.b64encode(pake.outbound).decode()})
     body = await _peer_body(signaling)
@@ -84,25 +84,34 @@ async def handshake(
     if body.get("kind") != "pake":
         raise CodeError("the key exchange failed: the peer sent an unexpected message")
     shared = pake.finish(inbound)
+    box = await confirm_key(signaling, shared, role, WRONG_CODE)
+    verification = verification_string(shared)
+    if sink is not None:
+        sink.emit(Verification(verification))
+    return box, verification, shared
+
+
+async def confirm_key(signaling: Signaling, shared: bytes, role: str, wrong: str) -> SealedChannel:
+    """The sealing channel of ``shared``, once the peer proved it holds the same key (each side
+    sends its role sealed, and opens the other's); CodeError with ``wrong`` if it does not."""
     box = SealedChannel.for_role(shared, role)
     other = RECEIVER if role == SENDER else SENDER
     await signaling.send({"kind": "sealed", "box": box.seal({"type": "confirm", "role": role})})
     try:
         confirm = box.open(str((await _peer_body(signaling)).get("box")))
     except SealError:
-        raise CodeError(WRONG_CODE) from None
+        raise CodeError(wrong) from None
     if confirm.get("type") != "confirm" or confirm.get("role") != other:
         raise CodeError("the key exchange failed: both sides claim the same role")
-    verification = verification_string(shared)
-    sink.emit(Verification(verification))
-    return box, verification
+    return box
 
 
 async def send_sealed(signaling: Signaling, box: SealedChannel, payload: dict[str, Any]) -> None:
     await signaling.send({"kind": "sealed", "box": box.seal(payload)})
 
 
-async def receive_sealed(signaling: Signaling, box: SealedChannel, kind: str) -> dict[str, Any]:
+async def receive_payload(signaling: Signaling, box: SealedChannel, kind: str) -> dict[str, Any]:
+    """The next sealed payload from the peer, which must be of type ``kind``."""
     body = await _peer_body(signaling)
     try:
         payload = box.open(str(body.get("box")))
@@ -111,7 +120,15 @@ async def receive_sealed(signaling: Signaling, box: SealedChannel, kind: str) ->
             "a signaling message failed authentication: the server or the network tampered "
             "with it; the transfer was stopped"
         ) from None
-    if payload.get("type") != kind or not isinstance(payload.get("sdp"), str):
+    if payload.get("type") != kind:
+        raise ProtocolError(f"the peer sent an unexpected signaling message instead of {kind}")
+    return payload
+
+
+async def receive_sealed(signaling: Signaling, box: SealedChannel, kind: str) -> dict[str, Any]:
+    """The peer's sealed SDP offer or answer."""
+    payload = await receive_payload(signaling, box, kind)
+    if not isinstance(payload.get("sdp"), str):
         raise ProtocolError(f"the peer sent an unexpected signaling message instead of {kind}")
     return payload
 

@@ -289,7 +289,7 @@ async def _send(
             await signaling.wait_for_peer()
             try:
                 async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-                    box, verification = await handshake(signaling, code, SENDER, sink)
+                    box, verification, _ = await handshake(signaling, code, SENDER, sink)
                 break
             except RoomReopened:  # no guess was made: the code is still good
                 sink.emit(Notice(NO_GUESS))
@@ -367,7 +367,7 @@ async def _receive(
     )
     plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-        box, verification = await handshake(signaling, options.code, RECEIVER, sink)
+        box, verification, _ = await handshake(signaling, options.code, RECEIVER, sink)
         offer = await receive_sealed(signaling, box, "offer")
         run.transport = transport = Transport(await plan)
         answer = await transport.accept_offer(offer["sdp"])

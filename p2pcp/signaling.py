@@ -26,6 +26,10 @@ class NoSender(CodeError):
     """No room holds this nameplate (yet): the sender has not opened it, or has gone."""
 
 
+class NameplateTaken(CodeError):
+    """Another room holds the nameplate asked for."""
+
+
 class PeerLeft(PeerError):
     """The peer's rendezvous connection closed (it may have done so because its data channel
     opened a moment before ours)."""
@@ -152,7 +156,7 @@ class Signaling:
             if reason == "crowded":
                 raise CodeError("this code is already in use or was used before; ask for a new one")
             if reason == "nameplate_taken":
-                raise CodeError(
+                raise NameplateTaken(
                     "the number of that code is in use on the server: choose another code"
                 )
             if reason == "shutdown":

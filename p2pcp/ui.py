@@ -182,6 +182,8 @@ class HumanSink:
                 self._on_warning(event)
             case ev.Reopened():
                 self._on_reopened(event)
+            case ev.Paired():
+                self._on_paired(event)
             case ev.Resuming():
                 self._on_resuming(event)
             case ev.Finished():
@@ -220,7 +222,7 @@ class HumanSink:
             self.console.print(event.code)
             return
         server = f"--server {event.server} " if event.server else ""
-        command = f"p2pcp receive {server}{event.code}"
+        command = f"p2pcp {event.command} {server}{event.code}"
         self.console.print(f"Code: [bold]{event.code}[/]")
         self.console.print("On the other machine run:")
         self.console.print(f"  [bold]{escape(command)}[/]")
@@ -233,7 +235,8 @@ class HumanSink:
             # command (for a phone with a terminal, or a copy).
             qr = segno.make(event.page or command, error="l")
             qr.terminal(out=cast(TextIO, self.console.file), compact=True)
-        self._wait("Waiting for the receiver to connect...")
+        other = "other device" if event.command == "pair" else "receiver"
+        self._wait(f"Waiting for the {other} to connect...")
 
     def _on_searching(self, event: ev.Searching) -> None:
         self._wait(f"Looking for sender {event.nameplate} on this network...")
@@ -264,6 +267,13 @@ class HumanSink:
         self.pause()
         self.console.print(f"[yellow]{_safe(event.message)}[/]")
         self._wait("Waiting for the receiver to connect...")
+
+    def _on_paired(self, event: ev.Paired) -> None:
+        self.pause()
+        self.console.print(
+            f"Paired with [bold]{escape(event.device)}[/] (fingerprint {event.fingerprint}). "
+            f"Send to it with: [bold]p2pcp send --to {escape(event.device)} FILE[/]"
+        )
 
     def _on_warning(self, event: ev.Notice) -> None:
         self.console.print(f"[yellow]warning:[/] {_safe(event.message)}")

@@ -16,6 +16,8 @@ TIERS = {
     "test_conflicts": "unit",
     "test_files": "unit",
     "test_pake": "unit",
+    "test_devicekeys": "unit",
+    "test_devices": "unit",
     "test_protocol": "unit",
     "test_rooms": "unit",
     "test_netcheck": "unit",

@@ -82,7 +82,7 @@ async def _offer_and_answer(signaling: Signaling, code: Code, transport: Transpo
     """The honest sender's side of the rendezvous: wait for the peer, run the PAKE, send the
     sealed offer and apply the sealed answer."""
     await signaling.wait_for_peer()
-    box, _ = await rendezvous.handshake(signaling, code, SENDER, _NoSink())
+    box, _, _ = await rendezvous.handshake(signaling, code, SENDER, _NoSink())
     await rendezvous.send_sealed(
         signaling, box, {"type": "offer", "sdp": await transport.create_offer()}
     )
