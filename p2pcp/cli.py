@@ -36,7 +36,7 @@ from .code import parse_code
 from .codeprompt import read_code
 from .configcli import config_app
 from .consent import Consent
-from .devicescli import devices_app, pair_command
+from .devicescli import devices_app, pair_command, pairing_for
 from .doctor import diagnose
 from .errors import (
     ConnectError,
@@ -142,6 +142,9 @@ def send(
         help="Use this code instead of a new one; better in env P2PCP_CODE, "
         "which stays out of the process list.",
     ),
+    to: str | None = typer.Option(
+        None, "--to", help="Send to this paired device, with no code (see p2pcp pair)."
+    ),
     server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
     ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
     ca_file: str | None = typer.Option(None, "--ca-file", help=CA_HELP),
@@ -163,7 +166,9 @@ def send(
             raise UsageError("--verify asks a question: stdin must be a terminal")
         if bool(paths) == (text is not None):
             raise UsageError("give either files to send or --text, not both and not neither")
-        chosen = code or os.environ.get("P2PCP_CODE")
+        if to is not None and code is not None:
+            raise UsageError("--to sends to a paired device, with no code: drop --code")
+        chosen = None if to is not None else code or os.environ.get("P2PCP_CODE")
         settings = effective_settings(
             server=server, ice_servers=ice_server, ca_file=ca_file, compress=compress
         )
@@ -177,6 +182,7 @@ def send(
             stdin_name=name,
             resume=not no_resume,
             compress=settings["compress"].value,
+            to=pairing_for(to) if to is not None else None,
         )
     except P2pcpError as exc:
         fail(sink, exc, debug)
@@ -186,6 +192,9 @@ def send(
 @app.command(epilog=RECEIVE_EPILOG)
 def receive(
     code: str | None = typer.Argument(None, help="The code from the sender (env P2PCP_CODE)."),
+    sender: str | None = typer.Option(
+        None, "--from", help="Receive from this paired device, with no code (see p2pcp pair)."
+    ),
     output: str | None = typer.Option(
         None,
         "-o",
@@ -262,8 +271,11 @@ def receive(
             raise UsageError("choose one of --overwrite, --skip-existing and --rename")
         if (verify or not yes) and not sys.stdin.isatty():
             raise UsageError("cannot ask whether to accept: stdin is not a terminal; pass --yes")
+        if sender is not None and code is not None:
+            raise UsageError("--from receives from a paired device, with no code: drop the code")
         options = session.ReceiveOptions(
-            code=read_code(code, console),
+            code=read_code(code, console) if sender is None else None,
+            sender=pairing_for(sender) if sender is not None else None,
             server=settings["server"].value,
             output=target,
             overwrite=settings["overwrite"].value,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import config
+from . import config, identity
 from .ask import ask_yes_no
 from .clirun import (
     CA_HELP,
@@ -27,8 +27,9 @@ from .clirun import (
 from .code import parse_code
 from .devicekeys import fingerprint
 from .devices import POLICIES, Device, DeviceStore, check_name, check_policy
-from .errors import P2pcpError, UsageError
+from .errors import CodeError, P2pcpError, UsageError
 from .escape import show
+from .meeting import Pairing
 from .pairing import ConfirmPair, PairOptions, pair
 from .session import Tls
 from .ui import HumanSink, JsonSink
@@ -162,6 +163,17 @@ def _change(device: str, done: str, **changes: object) -> None:
         typer.echo(f"error: {show(exc.message)}", err=True)
         raise typer.Exit(int(exc.exit_code)) from None
     typer.echo(done, err=True)
+
+
+def pairing_for(name: str) -> Pairing:
+    """This device and the paired device called ``name`` (exit 3 if unknown or removed)."""
+    directory = config.config_dir()
+    store = DeviceStore(directory)
+    device = store.find(name)
+    own = identity.load(directory)
+    if own is None:
+        raise CodeError(f"this device has lost its key ({directory}): pair again with p2pcp pair")
+    return Pairing(own, device, store)
 
 
 def _store() -> DeviceStore:

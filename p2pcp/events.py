@@ -62,6 +62,28 @@ class WaitingForSender(Event):
 
 
 @dataclass(frozen=True)
+class WaitingForDevice(Event):
+    """``send --to``: the paired device holds no room yet; the sender keeps looking."""
+
+    name: ClassVar[str] = "waiting_device"
+    device: str
+    """The device's name here."""
+    seconds: float
+    """How long the sender keeps looking before it gives up (exit 4)."""
+
+
+@dataclass(frozen=True)
+class Listening(Event):
+    """``receive --from`` or ``listen``: waiting for these paired devices to send."""
+
+    name: ClassVar[str] = "listening"
+    devices: tuple[str, ...]
+    """Their names here."""
+    server: str | None
+    """The rendezvous server, or None on the LAN (mDNS)."""
+
+
+@dataclass(frozen=True)
 class Connected(Event):
     """The data channel is open."""
 
@@ -244,6 +266,8 @@ AnyEvent = (
     CodeReady
     | Searching
     | WaitingForSender
+    | WaitingForDevice
+    | Listening
     | Connected
     | Verification
     | AllSent

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+from collections.abc import Collection
 
 import ifaddr
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
@@ -53,9 +54,12 @@ def _zeroconf() -> AsyncZeroconf:
     return AsyncZeroconf(ip_version=IPVersion.All if both else IPVersion.V4Only)
 
 
-async def browse(seconds: float, wanted: str | None, own: str = "") -> dict[str, str]:
-    """Nameplates announced on the network -> rendezvous URL (stops early at ``wanted``), but
-    for the service named ``own`` (this process's announcement)."""
+async def browse(
+    seconds: float, wanted: str | Collection[str] | None, own: str = ""
+) -> dict[str, str]:
+    """Nameplates announced on the network -> rendezvous URL (stops early at the first of
+    ``wanted`` found), but for the service named ``own`` (this process's announcement)."""
+    looking = None if wanted is None else {wanted} if isinstance(wanted, str) else set(wanted)
     aiozc = _zeroconf()
     names: asyncio.Queue[str] = asyncio.Queue()
 
@@ -69,7 +73,7 @@ async def browse(seconds: float, wanted: str | None, own: str = "") -> dict[str,
     found: dict[str, str] = {}
     try:
         async with asyncio.timeout(seconds):
-            while wanted is None or wanted not in found:
+            while looking is None or not looking.intersection(found):
                 name = await names.get()
                 info = AsyncServiceInfo(SERVICE, name)
                 if not await info.async_request(aiozc.zeroconf, 3000):
@@ -102,25 +106,30 @@ async def find_sender(nameplate: str, seconds: float = LOOKUP_SECONDS) -> str:
 
 
 class LanHost:
-    """A sender's own rendezvous server, announced on the LAN."""
+    """A sender's own rendezvous server, announced on the LAN (or a paired device's, announced
+    under its pairings' rotating nameplates)."""
 
     def __init__(self) -> None:
         # Every address, IPv6 and IPv4, on one port: an IPv6-only LAN works too.
         self._server = SignalServer(Settings(host="::", port=0, page=False))
         self._zeroconf: AsyncZeroconf | None = None
-        self._info: AsyncServiceInfo | None = None
+        self._infos: dict[str, AsyncServiceInfo] = {}
         self.nameplate = ""
         self.url = ""
         self._survey: asyncio.Task[None] | None = None
 
-    async def start(self, nameplate: str | None = None) -> None:
-        """Serve and announce ``nameplate`` (that of a code the user chose), or one drawn at
-        random; warn if another sender on the network announces the same."""
+    async def serve(self) -> None:
+        """Start the server, announcing nothing yet."""
         try:
             await self._server.start()
         except OSError as exc:
             raise ConnectError(f"cannot start the local rendezvous server: {exc}") from None
         self.url = f"ws://127.0.0.1:{self._server.port}"
+
+    async def start(self, nameplate: str | None = None) -> None:
+        """Serve and announce ``nameplate`` (that of a code the user chose), or one drawn at
+        random; warn if another sender on the network announces the same."""
+        await self.serve()
         # Announce at once, so the code is on the screen without waiting (a chosen code, or
         # one of MAX_NAMEPLATE drawn at random: two senders on one network rarely draw the
         # same), and look for another sender with it meanwhile: a receiver that reaches the
@@ -128,8 +137,7 @@ class LanHost:
         if nameplate is None:
             nameplate = str(1 + secrets.randbelow(MAX_NAMEPLATE))
         self.nameplate = nameplate
-        own = self._service_name()
-        await self._announce(own)
+        own = await self.announce(nameplate)
         self._survey = asyncio.create_task(self._warn_of_twin(own))
 
     async def _warn_of_twin(self, own: str) -> None:
@@ -140,14 +148,15 @@ class LanHost:
                 self.nameplate,
             )
 
-    def _service_name(self) -> str:
-        return f"p2pcp-{self.nameplate}-{secrets.token_hex(4)}.{SERVICE}"
-
-    async def _announce(self, name: str) -> None:
+    async def announce(self, nameplate: str) -> str:
+        """Announce ``nameplate`` (beside any others); returns the service's name. The name
+        holds 32 random bits, not the nameplate: a paired device's announcements then say
+        nothing an observer could follow across windows but what the TXT record holds."""
+        name = f"p2pcp-{secrets.token_hex(4)}.{SERVICE}"
         addresses = local_addresses()
         if not addresses:
             raise ConnectError("no network interface to announce the transfer on")
-        self._info = AsyncServiceInfo(
+        info = AsyncServiceInfo(
             SERVICE,
             name,
             addresses=[
@@ -155,20 +164,30 @@ class LanHost:
                 for a in addresses
             ],
             port=self._server.port,
-            properties={"nameplate": self.nameplate, "version": ANNOUNCEMENT_VERSION},
+            properties={"nameplate": nameplate, "version": ANNOUNCEMENT_VERSION},
         )
-        self._zeroconf = _zeroconf()
+        if self._zeroconf is None:
+            self._zeroconf = _zeroconf()
         # No probing for a name conflict (RFC 6762 8.1, three queries 250 ms apart): the
         # instance name carries 32 random bits, so no other host has it.
-        await self._zeroconf.async_register_service(self._info, cooperating_responders=True)
+        await self._zeroconf.async_register_service(info, cooperating_responders=True)
+        self._infos[nameplate] = info
+        return name
+
+    async def withdraw(self, nameplate: str) -> None:
+        """Stop announcing ``nameplate``."""
+        info = self._infos.pop(nameplate, None)
+        if info is not None and self._zeroconf is not None:
+            with contextlib.suppress(Exception):
+                await self._zeroconf.async_unregister_service(info)
 
     async def close(self) -> None:
         """Withdraw the announcement and stop the server."""
         if self._survey is not None:
             self._survey.cancel()
         if self._zeroconf is not None:
+            for nameplate in list(self._infos):
+                await self.withdraw(nameplate)
             with contextlib.suppress(Exception):
-                if self._info is not None:
-                    await self._zeroconf.async_unregister_service(self._info)
                 await self._zeroconf.async_close()
         await self._server.close()

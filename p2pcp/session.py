@@ -31,10 +31,13 @@ from .events import (
     CodeReady,
     EventSink,
     Finished,
+    Listening,
     Notice,
     Reopened,
     Searching,
+    Verification,
 )
+from .meeting import Met, Pairing, RoomHolder, answer, meet_as_sender
 from .netcheck import IcePlan, IceServer, plan_ice
 from .output import Output, OutputDir, StdoutOutput
 from .pake import RECEIVER, SENDER
@@ -196,14 +199,16 @@ class SendOptions:
     """The name the receiver gets for data read from stdin (``-``)."""
     compress: bool = True
     """Send data frames zstd-compressed where that saves bytes and the receiver takes them."""
+    to: Pairing | None = None
+    """Send to this paired device, with no code (``--to``)."""
 
 
 @dataclass(frozen=True)
 class ReceiveOptions:
     """What ``p2pcp receive`` was asked to do."""
 
-    code: Code
-    """The code typed by the user."""
+    code: Code | None
+    """The code typed by the user (None with ``sender``)."""
     server: str | None
     """Rendezvous server URL; None: find the sender on the LAN by mDNS."""
     output: str
@@ -218,6 +223,8 @@ class ReceiveOptions:
     """ICE servers configured locally (added to the server's)."""
     wait: float = 0.0
     """Seconds to keep asking for a sender that has not opened the code's room yet."""
+    sender: Pairing | None = None
+    """Receive from this paired device, with no code (``--from``); ``code`` is then unused."""
 
 
 async def _verified(confirm: Confirm | None, verification: str) -> None:
@@ -233,6 +240,9 @@ async def send(options: SendOptions, sink: EventSink, confirm: Confirm | None = 
         sources = [text_source(options.text)]
     else:
         sources = build_sources(options.paths, notices.append, options.stdin_name)
+    if options.to is not None:
+        await _send_paired(options, options.to, sink, confirm, sources, notices)
+        return
     lan: LanHost | None = None
     if options.server is None:
         from .lan import LanHost  # zeroconf and a local server: 30 ms of start-up, LAN only
@@ -293,25 +303,66 @@ async def _send(
                 break
             except RoomReopened:  # no guess was made: the code is still good
                 sink.emit(Notice(NO_GUESS))
-        async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
-            transport, sdp = await offer
-            await send_sealed(signaling, box, {"type": "offer", "sdp": sdp})
-            answer = await receive_sealed(signaling, box, "answer")
-            await transport.accept_answer(answer["sdp"])
-        await connected(transport, signaling, sink)
-        await _verified(confirm, verification)
-        compress = options.compress and not transport.peer_on_this_host()
-        if options.compress and not compress:
-            log.debug("zstd: off, the peer is on this host (no network to save bytes on)")
-        run.worker = sender = FileSender(transport, sources, sink, options.resume, compress)
-        try:
-            await sender.run()
-        except ConflictDeclined:
-            raise _TryAgain(code) from None
-        files = sum(1 for s in sources if s.entry.carries_data)
-        seconds = round(time.monotonic() - sender.started, 3)
-        total = sender.bytes_sent + sender.bytes_skipped
-        sink.emit(Finished(files, total, seconds, sender.bytes_sent, sender.bytes_skipped))
+        met = Met(signaling, box, verification)
+        await _send_over(run, met, offer, options, sink, confirm, sources, code)
+
+
+async def _send_paired(
+    options: SendOptions,
+    pairing: Pairing,
+    sink: EventSink,
+    confirm: Confirm | None,
+    sources: list[Source],
+    notices: list[str],
+) -> None:
+    """``send --to``: meet the paired device in its room instead of a code's."""
+    async with _Conversation() as run:
+        met = await meet_as_sender(
+            pairing.own, pairing.device, options.server, options.tls, sink, SENDER
+        )
+        run.signaling = signaling = met.signaling
+        pairing.seen()
+        sink.emit(Verification(met.verification))
+        plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
+        offer = run.start(_offer(run, plan))
+        for text in notices:
+            sink.emit(Notice(text))
+        await _send_over(run, met, offer, options, sink, confirm, sources, None)
+
+
+async def _send_over(
+    run: _Conversation,
+    met: Met,
+    offer: asyncio.Task[tuple[Transport, str]],
+    options: SendOptions,
+    sink: EventSink,
+    confirm: Confirm | None,
+    sources: list[Source],
+    code: Code | None,
+) -> None:
+    """The rest of a send, once the peer proved the code or the pairing: the sealed SDP, the
+    data channel, the files. A refusal over conflicts opens a code's room again (``code``)."""
+    async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
+        transport, sdp = await offer
+        await send_sealed(met.signaling, met.box, {"type": "offer", "sdp": sdp})
+        answer = await receive_sealed(met.signaling, met.box, "answer")
+        await transport.accept_answer(answer["sdp"])
+    await connected(transport, met.signaling, sink)
+    await _verified(confirm, met.verification)
+    compress = options.compress and not transport.peer_on_this_host()
+    if options.compress and not compress:
+        log.debug("zstd: off, the peer is on this host (no network to save bytes on)")
+    run.worker = sender = FileSender(transport, sources, sink, options.resume, compress)
+    try:
+        await sender.run()
+    except ConflictDeclined:
+        if code is None:
+            raise
+        raise _TryAgain(code) from None
+    files = sum(1 for s in sources if s.entry.carries_data)
+    seconds = round(time.monotonic() - sender.started, 3)
+    total = sender.bytes_sent + sender.bytes_skipped
+    sink.emit(Finished(files, total, seconds, sender.bytes_sent, sender.bytes_skipped))
 
 
 async def receive(
@@ -349,6 +400,10 @@ async def _receive(
     output: Output,
     run: _Conversation,
 ) -> None:
+    if options.sender is not None:
+        await _receive_paired(options, options.sender, sink, decide, confirm, output, run)
+        return
+    assert options.code is not None
     url = options.server
     if url is None:
         sink.emit(Searching(options.code.nameplate))
@@ -368,12 +423,54 @@ async def _receive(
     plan = run.start(plan_ice(all_ice_servers(signaling, options.ice_servers)))
     async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
         box, verification, _ = await handshake(signaling, options.code, RECEIVER, sink)
-        offer = await receive_sealed(signaling, box, "offer")
+    await _receive_over(
+        run, Met(signaling, box, verification), plan, options, sink, decide, confirm, output
+    )
+
+
+async def _receive_paired(
+    options: ReceiveOptions,
+    pairing: Pairing,
+    sink: EventSink,
+    decide: Decide,
+    confirm: Confirm | None,
+    output: Output,
+    run: _Conversation,
+) -> None:
+    """``receive --from``: hold the paired device's room until it comes."""
+    holder = RoomHolder(pairing.own, [pairing.device], options.server, options.tls, sink, RECEIVER)
+    await holder.start()
+    try:
+        sink.emit(Listening((pairing.device.name,), options.server))
+        device, met = await holder.next()
+        run.signaling = met.signaling
+        await answer(met.signaling, met.box, device, None)
+        pairing.seen()
+        sink.emit(Verification(met.verification))
+        plan = run.start(plan_ice(all_ice_servers(met.signaling, options.ice_servers)))
+        await _receive_over(run, met, plan, options, sink, decide, confirm, output)
+    finally:
+        await holder.close()
+
+
+async def _receive_over(
+    run: _Conversation,
+    met: Met,
+    plan: asyncio.Task[IcePlan],
+    options: ReceiveOptions,
+    sink: EventSink,
+    decide: Decide,
+    confirm: Confirm | None,
+    output: Output,
+) -> None:
+    """The rest of a receive, once the peer proved the code or the pairing."""
+    async with asyncio.timeout(RENDEZVOUS_TIMEOUT):
+        offer = await receive_sealed(met.signaling, met.box, "offer")
         run.transport = transport = Transport(await plan)
         answer = await transport.accept_offer(offer["sdp"])
-        await send_sealed(signaling, box, {"type": "answer", "sdp": answer})
-    await connected(transport, signaling, sink)
-    await _verified(confirm, verification)
+        await send_sealed(met.signaling, met.box, {"type": "answer", "sdp": answer})
+    await connected(transport, met.signaling, sink)
+    await _verified(confirm, met.verification)
     run.worker = receiver = FileReceiver(transport, output, sink, decide, options.resume)
     await receiver.run()
     await transport.wait_closed(CLOSE_WAIT)

@@ -162,6 +162,14 @@ class HumanSink:
                 self._on_searching(event)
             case ev.WaitingForSender():
                 self._on_waiting(event)
+            case ev.WaitingForDevice():
+                self._wait(
+                    f"Waiting for {event.device} to receive (p2pcp receive --from, or "
+                    f"p2pcp listen there)..."
+                )
+            case ev.Listening():
+                where = f"through {event.server}" if event.server else "on this network"
+                self._wait(f"Waiting for {', '.join(event.devices)} to send, {where}...")
             case ev.Connected():
                 self._on_connected(event)
             case ev.Verification():
