@@ -36,7 +36,7 @@ from .code import parse_code
 from .codeprompt import read_code
 from .configcli import config_app
 from .consent import Consent
-from .devicescli import devices_app, pair_command, pairing_for
+from .devicescli import LISTEN_EPILOG, devices_app, listen_command, pair_command, pairing_for
 from .doctor import diagnose
 from .errors import (
     ConnectError,
@@ -337,6 +337,7 @@ def doctor(
 
 app.add_typer(config_app, name="config")
 app.command("pair")(pair_command)
+app.command("listen", epilog=LISTEN_EPILOG)(listen_command)
 app.add_typer(devices_app, name="devices")
 
 

@@ -98,10 +98,16 @@ def event_loop_run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-def run_session(sink: Sink, coro: Coroutine[Any, Any, None], debug: bool) -> NoReturn:
-    """Run a session and exit with its status: the single error-to-exit-code dispatch."""
+def run_session(
+    sink: Sink, coro: Coroutine[Any, Any, None], debug: bool, stop_is_success: bool = False
+) -> NoReturn:
+    """Run a session and exit with its status: the single error-to-exit-code dispatch. With
+    ``stop_is_success`` (a service: ``listen``), SIGINT and SIGTERM end it with status 0."""
     try:
         event_loop_run(guarded(coro))
+    except Interrupted as exc:
+        if not stop_is_success:
+            fail(sink, exc, debug)
     except P2pcpError as exc:
         fail(sink, exc, debug)
     except KeyboardInterrupt:

@@ -3,7 +3,9 @@ set the policy of, or remove the devices it is paired with."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 import time
 
@@ -16,6 +18,7 @@ from . import config, identity
 from .ask import ask_yes_no
 from .clirun import (
     CA_HELP,
+    ICE_HELP,
     INSECURE_HELP,
     SERVER_HELP,
     effective_settings,
@@ -25,13 +28,17 @@ from .clirun import (
     setup_logging,
 )
 from .code import parse_code
+from .consent import Consent
 from .devicekeys import fingerprint
 from .devices import POLICIES, Device, DeviceStore, check_name, check_policy
 from .errors import CodeError, P2pcpError, UsageError
 from .escape import show
+from .events import EventSink, OfferReceived
+from .listening import listen
 from .meeting import Pairing
 from .pairing import ConfirmPair, PairOptions, pair
-from .session import Tls
+from .session import ReceiveOptions, Tls
+from .transfer import Decide
 from .ui import HumanSink, JsonSink
 
 POLICY_HELP = (
@@ -163,6 +170,91 @@ def _change(device: str, done: str, **changes: object) -> None:
         typer.echo(f"error: {show(exc.message)}", err=True)
         raise typer.Exit(int(exc.exit_code)) from None
     typer.echo(done, err=True)
+
+
+LISTEN_EPILOG = """Examples:
+
+  p2pcp listen -o ~/Inbox
+
+  p2pcp listen --from laptop --from phone --json >> ~/p2pcp-listen.log
+"""
+
+
+def listen_command(
+    output: str | None = typer.Option(
+        None, "-o", "--output", help="Directory to write into (default: the config's output)."
+    ),
+    senders: list[str] | None = typer.Option(
+        None, "--from", help="Serve only this paired device (repeatable; default: all)."
+    ),
+    overwrite: bool | None = typer.Option(
+        None, "--overwrite/--no-overwrite", help="Replace files here that differ from theirs."
+    ),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Keep files here that differ from the sender's."
+    ),
+    server: str | None = typer.Option(None, "--server", help=SERVER_HELP),
+    ice_server: list[str] | None = typer.Option(None, "--ice-server", help=ICE_HELP),
+    ca_file: str | None = typer.Option(None, "--ca-file", help=CA_HELP),
+    insecure: bool = typer.Option(False, "--insecure", help=INSECURE_HELP),
+    json_mode: bool = typer.Option(False, "--json", help="Print an NDJSON event log on stdout."),
+    debug: bool = typer.Option(False, "--debug", help="Log details and show tracebacks."),
+) -> None:
+    """Receive from paired devices until stopped (SIGTERM or Ctrl-C: exit 0, partial files
+    kept for resume). Each device's policy applies: ask, accept or refuse (p2pcp devices).
+    Files here that differ from the sender's are kept, and the new ones saved as
+    'name (1).ext', unless --overwrite or --skip-existing."""
+    setup_logging(debug)
+    sink: HumanSink | JsonSink = JsonSink() if json_mode else HumanSink("received", progress=False)
+    console = Console(stderr=True, highlight=False)
+    try:
+        settings = effective_settings(
+            server=server,
+            ice_servers=ice_server,
+            output=output,
+            overwrite=overwrite,
+            ca_file=ca_file,
+        )
+        if settings["overwrite"].value and skip_existing:
+            raise UsageError("choose one of --overwrite and --skip-existing")
+        directory = config.config_dir()
+        store = DeviceStore(directory)
+        devices = [store.find(n) for n in senders] if senders else store.load()
+        if not any(d.removed is None for d in devices):
+            raise UsageError("no paired devices to listen for: pair one with p2pcp pair")
+        own = identity.load(directory)
+        if own is None:
+            raise CodeError(f"this device has lost its key ({directory}): pair again")
+        options = ReceiveOptions(
+            code=None,
+            server=settings["server"].value,
+            output=os.path.expanduser(settings["output"].value),
+            overwrite=settings["overwrite"].value,
+            ice_servers=config.ice_servers(settings["ice_servers"].value),
+            tls=Tls(settings["ca_file"].value, insecure),
+        )
+    except P2pcpError as exc:
+        fail(sink, exc, debug)
+    choice = "overwrite" if options.overwrite else "skip" if skip_existing else "rename"
+    questions = asyncio.Lock()  # one question at a time, whichever device asks
+
+    def decide_for(device: Device) -> Decide:
+        pause = sink.pause if isinstance(sink, HumanSink) else lambda: None
+        consent = Consent(console, pause, device.policy == "accept", False, choice)
+
+        async def decide(offer: OfferReceived) -> bool | str:
+            async with questions:
+                return await consent(offer)
+
+        return decide
+
+    def sink_for(device: Device) -> EventSink:
+        return sink.tagged(device.name) if isinstance(sink, JsonSink) else sink
+
+    pairings = [Pairing(own, d, store) for d in devices]
+    attended = sys.stdin.isatty() and not json_mode
+    work = listen(pairings, options, sink, sink_for, decide_for, attended, bool(senders))
+    run_session(sink, work, debug, stop_is_success=True)
 
 
 def pairing_for(name: str) -> Pairing:

@@ -84,6 +84,15 @@ class Listening(Event):
 
 
 @dataclass(frozen=True)
+class Incoming(Event):
+    """``listen``: a paired device came and proved who it is; its policy decides the rest."""
+
+    name: ClassVar[str] = "incoming"
+    device: str
+    """Its name here."""
+
+
+@dataclass(frozen=True)
 class Connected(Event):
     """The data channel is open."""
 
@@ -268,6 +277,7 @@ AnyEvent = (
     | WaitingForSender
     | WaitingForDevice
     | Listening
+    | Incoming
     | Connected
     | Verification
     | AllSent

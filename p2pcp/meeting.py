@@ -131,8 +131,8 @@ async def meet_as_sender(
             verdict = await receive_payload(signaling, box, "verdict")
         if verdict.get("ok") is not True:
             reason = str(verdict.get("reason"))
-            text = VERDICTS.get(reason, "{name} refused this device")
-            raise RefusedError(text.format(name=device.name))
+            text = VERDICTS.get(reason, "{name} refused this device").format(name=device.name)
+            raise CodeError(text) if reason == "removed" else RefusedError(text)
     except BaseException:
         await signaling.close()
         raise
@@ -245,6 +245,11 @@ class RoomHolder:
         self._pause(device)
         return device, met
 
+    def set_devices(self, devices: Sequence[Device]) -> None:
+        """Hold rooms for these devices from now on (paired or removed since the start)."""
+        self._devices = {d.key: d for d in devices}
+        self._refresh()
+
     def resume(self, device: Device) -> None:
         """Hold ``device``'s rooms again (its transfer is over)."""
         self._paused.discard(device.key)
@@ -281,9 +286,11 @@ class RoomHolder:
     async def _hold(self, key: bytes, plate: str) -> None:
         """Hold one room until the device comes (then hand it over), opening it again after a
         stranger's attempt or a lost connection."""
-        device = self._devices[key]
         delay = 0.5
         while True:
+            device = self._devices.get(key)
+            if device is None:
+                return
             signaling: Signaling | None = None
             handed = False
             try:
@@ -340,7 +347,8 @@ async def answer(
         return
     with contextlib.suppress(Exception):
         await send_sealed(signaling, box, {"type": "verdict", "ok": False, "reason": refusal})
-    raise RefusedError(
+    error = CodeError if refusal == "removed" else RefusedError
+    raise error(
         {
             "removed": f"refused {device.name}: it was removed here",
             "refused": f"refused {device.name}: its policy here is 'refuse'",

@@ -453,6 +453,23 @@ async def _receive_paired(
         await holder.close()
 
 
+async def receive_met(
+    options: ReceiveOptions,
+    pairing: Pairing,
+    met: Met,
+    sink: EventSink,
+    decide: Decide,
+    output: Output,
+) -> None:
+    """One receive from a paired device already met and answered (``listen``)."""
+    async with _Conversation() as run:
+        run.signaling = met.signaling
+        pairing.seen()
+        sink.emit(Verification(met.verification))
+        plan = run.start(plan_ice(all_ice_servers(met.signaling, options.ice_servers)))
+        await _receive_over(run, met, plan, options, sink, decide, None, output)
+
+
 async def _receive_over(
     run: _Conversation,
     met: Met,

@@ -104,8 +104,14 @@ def _safe(text: str) -> str:
 class JsonSink:
     """One JSON object per line on stdout, flushed as each event happens."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None, device: str | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.device = device
+        """With ``listen``: the paired device whose transfer this sink reports, on each line."""
+
+    def tagged(self, device: str) -> JsonSink:
+        """This sink, for the events of one device's transfer."""
+        return JsonSink(self.stream, device)
 
     def emit(self, event: ev.AnyEvent) -> None:
         """Write one event, every string in it escaped."""
@@ -116,6 +122,8 @@ class JsonSink:
         self._write({"event": "error", "exit_code": exit_code, "message": show(message)})
 
     def _write(self, obj: dict[str, Any]) -> None:
+        if self.device is not None:
+            obj["device"] = show(self.device)
         self.stream.write(json.dumps(obj, ensure_ascii=True) + "\n")
         self.stream.flush()
 
@@ -167,6 +175,9 @@ class HumanSink:
                     f"Waiting for {event.device} to receive (p2pcp receive --from, or "
                     f"p2pcp listen there)..."
                 )
+            case ev.Incoming():
+                self.pause()
+                self.console.print(f"Incoming from [bold]{escape(event.device)}[/]")
             case ev.Listening():
                 where = f"through {event.server}" if event.server else "on this network"
                 self._wait(f"Waiting for {', '.join(event.devices)} to send, {where}...")
