@@ -28,10 +28,12 @@ from .writers import (
     PART_SUFFIX,
     FileWriter,
     HeldLocal,
+    PartialBusy,
     StdoutWriter,
     Writer,
     held_file,
     part_name,
+    partial_busy,
     plain_partial,
 )
 
@@ -204,7 +206,16 @@ class OutputDir:
         fd, name = self._open_parent(entry.path, create=True)
         overwrite = self.overwrite or conflict == "overwrite"
         target = free_name(fd, name) if conflict == "rename" else None
-        return FileWriter(entry, fd, name, overwrite, self._umask, start, target)
+        try:
+            return FileWriter(entry, fd, name, overwrite, self._umask, start, target)
+        except PartialBusy:
+            if start is not None:
+                raise
+        # Another transfer writes this name right now (listen, two devices at once): keep
+        # both, under the next free name and that name's own partial (never the other's).
+        fd, name = self._open_parent(entry.path, create=True)
+        target = free_name(fd, name)
+        return FileWriter(entry, fd, name, overwrite, self._umask, None, target, part_name(target))
 
     def existing(self, entries: Sequence[Entry]) -> set[int]:
         """The indices (among the offer's files) of files whose name is taken here already."""
@@ -256,6 +267,8 @@ class OutputDir:
                     continue
                 if not complete and not plain_partial(st):
                     continue  # a planted hard link or someone else's file: never resumed
+                if not complete and partial_busy(candidate, fd):
+                    continue  # another transfer writes it right now: not ours to resume
                 if complete and st.st_size != entry.size:
                     continue
                 size = min(st.st_size, entry.size or 0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -99,6 +100,7 @@ class FileWriter:
         umask: int,
         start: HeldLocal | None = None,
         target: str | None = None,
+        part: str | None = None,
     ) -> None:
         self.entry = entry
         self.size = 0
@@ -106,18 +108,21 @@ class FileWriter:
         self._name = target or name
         """The name it goes in under: the offered one, or ``target`` (``name (1).ext``)."""
         self.placed_as = "/".join((*entry.path.split("/")[:-1], self._name))
-        self._part = part_name(name)
+        self._part = part or part_name(name)
         self._overwrite = overwrite
         self._umask = umask
         self._hash = hashlib.sha256()
         # Resume after the verified prefix of a partial, or start the file afresh. A partial is
         # created new (O_EXCL: whatever was at its name is unlinked first, never opened) and
-        # reopened only if it is still a plain file of ours (plain_partial).
+        # reopened only if it is still a plain file of ours (plain_partial). While written it
+        # is locked (flock): another transfer into the same directory (listen, two devices at
+        # once) then neither removes nor reuses it, but gets PartialBusy.
         offset = start.size if start is not None and not start.complete else 0
         try:
             if offset and start is not None:
                 flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
                 self._fd: int | None = os.open(self._part, flags, dir_fd=dir_fd)
+                _lock(self._fd, dir_fd, entry)
                 if not plain_partial(os.fstat(self._fd)):
                     os.close(self._fd)
                     os.close(dir_fd)
@@ -129,10 +134,15 @@ class FileWriter:
                 os.lseek(self._fd, offset, os.SEEK_SET)
                 self._hash, self.size = start.hasher, offset
             else:
+                _not_busy(self._part, dir_fd, entry)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._part, dir_fd=dir_fd)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 self._fd = os.open(self._part, flags, 0o600, dir_fd=dir_fd)
+                _lock(self._fd, dir_fd, entry)
+        except PartialBusy:
+            os.close(dir_fd)
+            raise
         except OSError as exc:
             os.close(dir_fd)
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -168,9 +178,17 @@ class FileWriter:
             mode = 0o666 | (0o111 if self.entry.executable else 0)
             os.fchmod(self._fd, mode & ~self._umask)
             os.fsync(self._fd)
+            if not self._still_ours():
+                os.close(self._fd)
+                self._fd = None
+                self._close_dir()
+                raise LocalWriteError(
+                    f"the partial file of {show(self.entry.path)} was replaced during the "
+                    "transfer; nothing was put in place"
+                )
+            self._move_into_place()  # under the lock still: nobody swaps the partial now
             os.close(self._fd)
             self._fd = None
-            self._move_into_place()
         except OSError as exc:
             self.abort()
             if exc.errno == errno.EEXIST:
@@ -180,6 +198,16 @@ class FileWriter:
             raise LocalWriteError(f"cannot write {show(self.entry.path)}: {exc.strerror}") from None
         self._close_dir()
         return digest
+
+    def _still_ours(self) -> bool:
+        """Whether the partial's name still leads to the file we wrote."""
+        assert self._fd is not None
+        ours = os.fstat(self._fd)
+        try:
+            there = os.stat(self._part, dir_fd=self._dir, follow_symlinks=False)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
 
     def _move_into_place(self) -> None:
         if self._overwrite:
@@ -205,15 +233,14 @@ class FileWriter:
 
     def abort(self) -> None:
         """Drop the temporary file (a no-op once the file is in place)."""
+        if self._dir < 0:
+            return
+        with contextlib.suppress(OSError):  # unlinked while still ours (locked)
+            if self._fd is not None:
+                os.unlink(self._part, dir_fd=self._dir)
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self._dir < 0:
-            return
-        try:
-            os.unlink(self._part, dir_fd=self._dir)
-        except OSError:
-            pass
         self._close_dir()
 
     def suspend(self) -> None:
@@ -227,6 +254,46 @@ class FileWriter:
         if self._dir >= 0:
             os.close(self._dir)
             self._dir = -1
+
+
+class PartialBusy(LocalWriteError):
+    """Another transfer is writing this file's partial right now."""
+
+
+def _busy(entry: Entry) -> PartialBusy:
+    return PartialBusy(
+        f"another transfer is writing {show(entry.path)} here right now; try again when it ends"
+    )
+
+
+def _lock(fd: int, dir_fd: int, entry: Entry) -> None:
+    """Lock our partial for as long as it is open (released by the kernel with the fd)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _busy(entry) from None
+
+
+def partial_busy(part: str, dir_fd: int) -> bool:
+    """Whether another transfer is writing the partial file ``part`` right now."""
+    try:
+        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False  # none (or not a plain file): nothing of anyone's to spare
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _not_busy(part: str, dir_fd: int, entry: Entry) -> None:
+    """PartialBusy if a partial of that name is being written by another transfer."""
+    if partial_busy(part, dir_fd):
+        raise _busy(entry)
 
 
 class ExistingFile:

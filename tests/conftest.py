@@ -30,6 +30,7 @@ TIERS = {
     "test_webrtc": "session",
     "test_config": "session",
     # real p2pcp and p2pcp-signal processes, with tmux, coturn, redis-server
+    "test_e2e_paired": "e2e",
     "test_e2e_pipes": "e2e",
     "test_e2e_resume": "e2e",
     "test_e2e_security": "e2e",

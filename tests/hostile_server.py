@@ -3,8 +3,10 @@
 Modes: ``tamper-offer`` / ``tamper-answer`` flip a bit in the sealed SDP (where the DTLS
 fingerprint and candidates travel); ``replay`` replays the sender's confirmation box in place of
 its offer; ``mitm-pake`` answers each side's SPAKE2 message with its own, made with a guessed code;
-``escape`` refuses every request with a message full of terminal escape sequences (clear the
-screen, red text, an OSC 8 link, a bidi override); ``deep`` answers every request with JSON
+``record`` relays faithfully and logs every relayed body with who sent it (the room's
+first side, or the one that joined), to be replayed later by the test; ``escape`` refuses every
+request with a message full of terminal escape sequences (clear the screen, red text, an OSC 8
+link, a bidi override); ``deep`` answers every request with JSON
 nested far deeper than Python's parser can follow.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import logging
 import sys
 from collections import defaultdict
@@ -58,6 +61,9 @@ class HostileServer(SignalServer):
         assert isinstance(self.store, MemoryStore)
         room = self.store.rooms.room_of(side)
         is_sender = room is not None and room.sides[0] == side
+        if self.mode == "record":
+            by = "first" if is_sender else "joiner"
+            log.info("relayed by=%s body=%s", by, json.dumps(body, separators=(",", ":")))
         if body.get("kind") == "pake" and self.mode == "mitm-pake":
             body["msg"] = base64.b64encode(Pake(b"1-acorn-acorn").outbound).decode()
         if body.get("kind") == "sealed":

@@ -192,6 +192,38 @@ def test_rename_puts_the_new_file_beside_the_one_in_place(tmp_path: Path) -> Non
     assert (tmp_path / "photo (2).jpg").read_text() == "new"
 
 
+def test_two_transfers_of_one_name_at_once_keep_both(tmp_path: Path) -> None:
+    """listen, two devices sending big.bin at the same moment: the second does not remove or
+    reuse the first one's partial (it is locked while written), but writes its own under the
+    next free name; each file ends up whole."""
+    first_out = OutputDir(str(tmp_path), overwrite=False)
+    second_out = OutputDir(str(tmp_path), overwrite=False)
+    first = first_out.open_file(_file("big.bin", 5))
+    first.write(b"fir")
+    second = second_out.open_file(_file("big.bin", 6))
+    assert second.placed_as == "big (1).bin"
+    second.write(b"second")
+    first.write(b"st")
+    second.finish(hashlib.sha256(b"second").hexdigest())
+    first.finish(hashlib.sha256(b"first").hexdigest())
+    assert (tmp_path / "big.bin").read_bytes() == b"first"
+    assert (tmp_path / "big (1).bin").read_bytes() == b"second"
+    assert not list(tmp_path.glob(".*p2pcp-part"))
+
+
+def test_a_partial_replaced_under_a_writer_is_never_put_in_place(tmp_path: Path) -> None:
+    out = OutputDir(str(tmp_path), overwrite=False)
+    writer = out.open_file(_file("doc.txt", 4))
+    writer.write(b"mine")
+    part = tmp_path / ".doc.txt.p2pcp-part"
+    part.unlink()
+    part.write_bytes(b"planted")
+    with pytest.raises(LocalWriteError, match="was replaced"):
+        writer.finish(hashlib.sha256(b"mine").hexdigest())
+    assert not (tmp_path / "doc.txt").exists()
+    assert part.read_bytes() == b"planted"  # not ours: left alone
+
+
 def test_overwrite_replaces_only_the_file_it_was_chosen_for(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("old a")
     (tmp_path / "b").write_text("old b")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, sha256_file
+from helpers import PYTHON, finish, read_line, sha256_file
 from netns import Host, lan
 
 ENV = {
@@ -167,3 +167,44 @@ def test_doctor_without_a_server_checks_the_lan_mode_and_runs_a_transfer() -> No
         host.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "5353", "-j", "DROP")
         code, report = _doctor(host)
         assert code == 4 and _steps(report) == {"interfaces": True, "mDNS": False}, report
+
+
+def test_paired_devices_pair_and_send_on_a_lan_without_a_server(tmp_path: Path) -> None:
+    """``pair`` with no server (the showing side serves the LAN, as ``send`` does), then
+    ``receive --from`` announces the pairing's room by mDNS and ``send --to`` finds it."""
+    devices = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        devices.append({**ENV, "P2PCP_CONFIG_DIR": str(tmp_path / name)})
+    data = tmp_path / "video.bin"
+    data.write_bytes(os.urandom(3_000_000))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def start(host: Host, device: dict[str, str], *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            host.command(PYTHON, "-m", "p2pcp", *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=device,
+        )
+
+    with lan(2) as (first, second):
+        showing = start(first, devices[0], "pair", "--yes", "--json", "--name", "two")
+        code = json.loads(read_line(showing))["code"]
+        typing = start(second, devices[1], "pair", "--yes", "--json", "--name", "one", code)
+        paired = [finish(typing), finish(showing)]
+        assert [r.code for r in paired] == [0, 0], [r.stderr for r in paired]
+        receiver = start(
+            first, devices[0], "receive", "--from", "two", "--yes", "--json", "-o", str(out)
+        )
+        assert json.loads(read_line(receiver)) == {
+            "event": "listening",
+            "devices": ["two"],
+            "server": None,
+        }
+        sent = finish(start(second, devices[1], "send", "--to", "one", "--json", str(data)))
+        got = finish(receiver)
+    assert sent.code == 0 and got.code == 0, (sent.stderr, got.stderr)
+    assert sha256_file(out / "video.bin") == sha256_file(data)
