@@ -29,6 +29,7 @@ TIERS = {
     "test_ice": "session",
     "test_webrtc": "session",
     "test_config": "session",
+    "test_meeting": "session",
     # real p2pcp and p2pcp-signal processes, with tmux, coturn, redis-server
     "test_e2e_paired": "e2e",
     "test_e2e_pipes": "e2e",

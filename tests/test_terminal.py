@@ -581,3 +581,41 @@ def test_quiet_honest_screens_at_60_columns(
     finish(sender)
     assert "━" not in screen and not SPINNER.search(screen), screen
     assert "received 0-small.txt (6 B)" in screen, screen
+
+
+def test_pairing_two_devices_at_their_terminals(
+    signal_server: SignalServer, tmp_path: Path, tmux: str
+) -> None:
+    """One shows a code, the other types it; both show the same fingerprint and ask; a "no"
+    on either stores nothing on both; two "yes" pair them."""
+    homes = {name: tmp_path / name for name in ("laptop", "desktop")}
+    for home in homes.values():
+        home.mkdir()
+
+    def start(name: str, args: str, run: int) -> Terminal:
+        env = f"P2PCP_CONFIG_DIR={homes[name]}"
+        return Terminal(tmux, f"{name}-{run}", _command(signal_server, args, env), 100, 30)
+
+    for run, (answers, expected) in enumerate(((("y", "n"), "EXIT=6"), (("y", "y"), "EXIT=0"))):
+        showing = start("laptop", "pair --name desk", run)
+        screen = showing.wait_for(r"p2pcp pair --server \S+ (\d+-\w+-\w+)")
+        code = re.search(r"p2pcp pair --server \S+ (\d+-\w+-\w+)", screen)
+        assert code is not None
+        typing = start("desktop", f"pair {code.group(1)}", run)
+        prints = []
+        for terminal, answer in zip((showing, typing), answers, strict=True):
+            screen = terminal.wait_for(r"Pair with it\? \[y/N\]")
+            found = re.search(r"Fingerprint: ((?:[0-9a-f]{4} ){4}[0-9a-f]{4})", screen)
+            assert found is not None, screen
+            prints.append(found.group(1))
+            terminal.keys(answer, "Enter")
+        assert prints[0] == prints[1]  # the same on both screens
+        for terminal in (showing, typing):
+            terminal.wait_for(expected)
+        if expected == "EXIT=6":
+            assert "declined" in showing.screen() + typing.screen()
+            assert not (homes["laptop"] / "devices.json").exists()
+            assert not (homes["desktop"] / "devices.json").exists()
+    assert "Paired with desk" in showing.screen()
+    listed = json.loads((homes["desktop"] / "devices.json").read_text())["devices"]
+    assert len(listed) == 1
