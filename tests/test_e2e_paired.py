@@ -358,3 +358,38 @@ def test_the_sender_refuses_a_room_holder_without_the_pairing(tmp_path: Path) ->
     assert "could not prove it is home" in refused.stderr
     # Only the key agreement and the confirmation came from the sender: no offer, no file.
     assert [m["body"]["kind"] for m in seen if m["type"] == "relay"] == ["paired", "sealed"]
+
+
+def test_listen_stopped_mid_transfer_keeps_the_partial_and_the_next_send_resumes(
+    tmp_path: Path,
+) -> None:
+    server = start_signal_server(tmp_path / "server.log")
+    home, phone = _device(tmp_path, "home"), _device(tmp_path, "phone")
+    out = tmp_path / "inbox"
+    out.mkdir()
+    big = tmp_path / "film.mkv"
+    big.write_bytes(os.urandom(160 * 1024 * 1024))
+    send = ("send", "--to", "home", "--server", server.url, str(big))
+    try:
+        results = _pair(server, home, phone, "--name", "phone", "--policy", "accept")
+        assert all(r.code == 0 for r in results)
+        _rename(phone, results[0].events[-1]["device"], "home")
+        listener = _listen(home, server, out)
+        sender = p2pcp(*send, env=phone)
+        _wait_for(listener, '"event": "progress"')
+        stopped = _stop(listener)
+        assert stopped.code == 0, stopped.stderr
+        cut = finish(sender)
+        assert cut.code != 0  # the sender learns the transfer stopped
+        partial = out / ".film.mkv.p2pcp-part"
+        assert partial.exists() and 0 < partial.stat().st_size < big.stat().st_size
+        listener = _listen(home, server, out)
+        again = finish(p2pcp(*send, "--json", env=phone))
+        assert again.code == 0, again.stderr
+        resumed = [e for e in again.events if e["event"] == "resuming"]
+        assert resumed and resumed[0]["bytes_skipped"] > 0, again.events
+        _stop(listener)
+    finally:
+        server.stop()
+    assert sha256_file(out / "film.mkv") == sha256_file(big)
+    assert not partial.exists()
