@@ -6,24 +6,19 @@ knows nothing of Typer or rich.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import protocol as p
 from .code import Code, make_code
+from .conversation import Conversation
 from .errors import (
     CodeError,
     ConflictDeclined,
     ConnectError,
-    Interrupted,
-    LocalWriteError,
-    P2pcpError,
-    PeerError,
     RefusedError,
 )
 from .escape import show
@@ -41,10 +36,9 @@ from .meeting import Met, Pairing, RoomHolder, answer, meet_as_sender
 from .netcheck import IcePlan, IceServer, plan_ice
 from .output import Output, OutputDir, StdoutOutput
 from .pake import RECEIVER, SENDER
-from .receiving import DECLINES, FileReceiver
+from .receiving import FileReceiver
 from .rendezvous import (
     RENDEZVOUS_TIMEOUT,
-    abort_rendezvous,
     all_ice_servers,
     connected,
     handshake,
@@ -63,12 +57,10 @@ from .transport import Transport
 if TYPE_CHECKING:
     from .lan import LanHost
 
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT = 5.0
-LINGER = 2.0
 REOPEN_WAIT = 5.0
 """Seconds a sender tries to open its code's room again after a refusal over conflicts."""
 CONFLICT_WAIT = (
@@ -103,78 +95,6 @@ NO_GUESS = (
     "someone connected with this code's number and left without trying the code; "
     "still waiting (the code is still good)"
 )
-
-
-async def _close(transport: Transport | None, signaling: Signaling | None) -> None:
-    closing = [c.close() for c in (signaling, transport) if c is not None]
-    await asyncio.gather(*closing, return_exceptions=True)  # both may wait on a dead path
-
-
-async def _say_goodbye(
-    transport: Transport | None, worker: FileSender | FileReceiver | None, exc: BaseException
-) -> None:
-    """On failure: make sure the peer learns why, so it can report it at once.
-
-    If this side already said the last word (a decline), let it arrive; if the peer did (an
-    abort, a decline) or is gone, close at once; otherwise send an abort first.
-    """
-    if transport is None:
-        return
-    ended_by = worker.peer.ended_by if worker is not None else None
-    if ended_by == p.RECV or isinstance(exc, PeerError | CodeError):
-        return
-    with contextlib.suppress(Exception):
-        if ended_by != p.SEND:
-            reason = "error"
-            if isinstance(exc, asyncio.CancelledError | Interrupted):
-                reason = "cancelled"
-            elif isinstance(exc, RefusedError) and isinstance(worker, FileReceiver):
-                reason = "refused"  # a file in place differs from the sender's
-            text = exc.message if isinstance(exc, P2pcpError) else ""
-            if isinstance(worker, FileReceiver) and isinstance(exc, RefusedError | LocalWriteError):
-                # About this disk: the peer gets the reason, not our paths, names or numbers.
-                text = DECLINES["refused"] if reason == "refused" else "the receiver cannot write"
-            await asyncio.wait_for(transport.send(p.encode(p.Abort(reason, text))), 1.0)
-        await transport.linger(LINGER)
-
-
-@dataclass
-class _Conversation:
-    """What one send or receive has opened, and the one way it ends on failure: tell the peer
-    (through the room before the data channel exists, over it after), then close everything."""
-
-    signaling: Signaling | None = None
-    transport: Transport | None = None
-    worker: FileSender | FileReceiver | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-
-    def start(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
-        """Run ``work`` beside the conversation; cancelled if it is not done when this ends."""
-        task = asyncio.create_task(work)
-        self.tasks.append(task)
-        return task
-
-    async def __aenter__(self) -> _Conversation:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        for task in self.tasks:
-            task.cancel()
-            if task.done() and not task.cancelled():
-                task.exception()  # retrieved: what failed there failed the conversation too
-        try:
-            if exc is not None:
-                if self.worker is None:
-                    await abort_rendezvous(self.signaling, exc)
-                await _say_goodbye(self.transport, self.worker, exc)
-        finally:
-            await _close(self.transport, self.signaling)
-        if isinstance(exc, TimeoutError):
-            raise ConnectError(
-                "the peer did not finish setting up the connection in time"
-            ) from None
 
 
 @dataclass(frozen=True)
@@ -273,7 +193,7 @@ async def _send(
     lan: LanHost | None,
     again: bool,
 ) -> None:
-    async with _Conversation() as run:
+    async with Conversation() as run:
         run.signaling = signaling = await Signaling.connect(
             lan.url if lan is not None else str(options.server), options.tls
         )
@@ -316,7 +236,7 @@ async def _send_paired(
     notices: list[str],
 ) -> None:
     """``send --to``: meet the paired device in its room instead of a code's."""
-    async with _Conversation() as run:
+    async with Conversation() as run:
         met = await meet_as_sender(
             pairing.own, pairing.device, options.server, options.tls, sink, SENDER
         )
@@ -331,7 +251,7 @@ async def _send_paired(
 
 
 async def _send_over(
-    run: _Conversation,
+    run: Conversation,
     met: Met,
     offer: asyncio.Task[tuple[Transport, str]],
     options: SendOptions,
@@ -380,13 +300,13 @@ async def receive(
             )
         )
     try:
-        async with _Conversation() as run:
+        async with Conversation() as run:
             await _receive(options, sink, decide, confirm, output, run)
     finally:
         output.close()
 
 
-async def _offer(run: _Conversation, plan: asyncio.Task[IcePlan]) -> tuple[Transport, str]:
+async def _offer(run: Conversation, plan: asyncio.Task[IcePlan]) -> tuple[Transport, str]:
     """The sender's transport and its offer (candidates gathered), kept by ``run``."""
     run.transport = transport = Transport(await plan)
     return transport, await transport.create_offer()
@@ -398,7 +318,7 @@ async def _receive(
     decide: Decide,
     confirm: Confirm | None,
     output: Output,
-    run: _Conversation,
+    run: Conversation,
 ) -> None:
     if options.sender is not None:
         await _receive_paired(options, options.sender, sink, decide, confirm, output, run)
@@ -435,7 +355,7 @@ async def _receive_paired(
     decide: Decide,
     confirm: Confirm | None,
     output: Output,
-    run: _Conversation,
+    run: Conversation,
 ) -> None:
     """``receive --from``: hold the paired device's room until it comes."""
     holder = RoomHolder(pairing.own, [pairing.device], options.server, options.tls, sink, RECEIVER)
@@ -445,10 +365,7 @@ async def _receive_paired(
         device, met = await holder.next()
         run.signaling = met.signaling
         await answer(met.signaling, met.box, device, None)
-        pairing.seen()
-        sink.emit(Verification(met.verification))
-        plan = run.start(plan_ice(all_ice_servers(met.signaling, options.ice_servers)))
-        await _receive_over(run, met, plan, options, sink, decide, confirm, output)
+        await _receive_met_over(run, options, pairing, met, sink, decide, confirm, output)
     finally:
         await holder.close()
 
@@ -462,16 +379,30 @@ async def receive_met(
     output: Output,
 ) -> None:
     """One receive from a paired device already met and answered (``listen``)."""
-    async with _Conversation() as run:
-        run.signaling = met.signaling
-        pairing.seen()
-        sink.emit(Verification(met.verification))
-        plan = run.start(plan_ice(all_ice_servers(met.signaling, options.ice_servers)))
-        await _receive_over(run, met, plan, options, sink, decide, None, output)
+    async with Conversation() as run:
+        await _receive_met_over(run, options, pairing, met, sink, decide, None, output)
+
+
+async def _receive_met_over(
+    run: Conversation,
+    options: ReceiveOptions,
+    pairing: Pairing,
+    met: Met,
+    sink: EventSink,
+    decide: Decide,
+    confirm: Confirm | None,
+    output: Output,
+) -> None:
+    """The rest of a receive from a paired device that proved who it is."""
+    run.signaling = met.signaling
+    pairing.seen()
+    sink.emit(Verification(met.verification))
+    plan = run.start(plan_ice(all_ice_servers(met.signaling, options.ice_servers)))
+    await _receive_over(run, met, plan, options, sink, decide, confirm, output)
 
 
 async def _receive_over(
-    run: _Conversation,
+    run: Conversation,
     met: Met,
     plan: asyncio.Task[IcePlan],
     options: ReceiveOptions,
