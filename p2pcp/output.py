@@ -22,7 +22,7 @@ from .errors import (
     UsageError,
 )
 from .escape import show
-from .names import MAX_COMPONENT_BYTES, validate_entries
+from .names import validate_entries
 from .protocol import Entry
 from .writers import (
     PART_SUFFIX,
@@ -31,6 +31,7 @@ from .writers import (
     PartialBusy,
     StdoutWriter,
     Writer,
+    free_name,
     held_file,
     part_name,
     partial_busy,
@@ -201,13 +202,15 @@ class OutputDir:
     ) -> FileWriter:
         """Start writing ``entry`` into its temporary file (after ``start``'s bytes, if any).
         ``conflict`` says what becomes of a file in place: ``overwrite`` replaces it,
-        ``rename`` puts the new one beside it as ``name (1).ext``; otherwise nothing in place
-        is ever replaced."""
+        ``rename`` puts the new one beside it as ``name (1).ext`` (and so does
+        ``rename-if-taken`` for a file of the name that appears meanwhile); otherwise nothing
+        in place is ever replaced."""
         fd, name = self._open_parent(entry.path, create=True)
         overwrite = self.overwrite or conflict == "overwrite"
         target = free_name(fd, name) if conflict == "rename" else None
+        beside = conflict in ("rename", "rename-if-taken")
         try:
-            return FileWriter(entry, fd, name, overwrite, self._umask, start, target)
+            return FileWriter(entry, fd, name, overwrite, self._umask, start, target, None, beside)
         except PartialBusy:
             if start is not None:
                 raise
@@ -215,7 +218,8 @@ class OutputDir:
         # both, under the next free name and that name's own partial (never the other's).
         fd, name = self._open_parent(entry.path, create=True)
         target = free_name(fd, name)
-        return FileWriter(entry, fd, name, overwrite, self._umask, None, target, part_name(target))
+        part = part_name(target)
+        return FileWriter(entry, fd, name, overwrite, self._umask, None, target, part, True)
 
     def existing(self, entries: Sequence[Entry]) -> set[int]:
         """The indices (among the offer's files) of files whose name is taken here already."""
@@ -300,22 +304,6 @@ class OutputDir:
                     if stat.S_ISREG(st.st_mode):
                         found.append((path, st))
         return found
-
-
-def free_name(dir_fd: int, name: str) -> str:
-    """The first of ``name (1).ext``, ``name (2).ext``, ... free in the directory (the way
-    browsers and LocalSend keep both files); ``.ext`` is the last suffix, none for a dot file."""
-    stem, ext = os.path.splitext(name)
-    for number in range(1, 10_000):
-        candidate = f"{stem} ({number}){ext}"
-        while len(candidate.encode("utf-8")) > MAX_COMPONENT_BYTES and len(stem) > 1:
-            stem = stem[:-1]
-            candidate = f"{stem} ({number}){ext}"
-        try:
-            os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return candidate
-    raise LocalWriteError(f"no free name beside {show(name)}: 9999 copies exist already")
 
 
 class StdoutOutput:

@@ -64,6 +64,9 @@ class FileReceiver:
         self._held: dict[int, HeldLocal] = {}
         self._conflict: dict[int, str] = {}
         """What becomes of the different file in place, per file index (``conflicts``)."""
+        self._if_taken = ""
+        """For the other files: ``rename-if-taken`` under ``--rename`` (a file of the name that
+        appears during the transfer, another transfer's, is kept: the new one goes beside it)."""
         self._writer: Writer | None = None
         self._next_entry = 0
         self._next_file = 0
@@ -126,6 +129,7 @@ class FileReceiver:
             plan = conflicts.plan(marks, held, choice)
             self._held = {i: held[i] for i in plan.offsets}
             self._conflict = plan.conflict
+            self._if_taken = "rename-if-taken" if choice == "rename" else ""
             await self._send(
                 p.Accept(CREDIT_WINDOW, offsets=tuple(plan.offsets.items()), skip=tuple(plan.skip))
             )
@@ -243,8 +247,14 @@ class FileReceiver:
                 await self._grant(count)
             elif isinstance(message, p.FileEnd):
                 writer = self._writer or self._open_next()
+                placed = writer.placed_as
                 digest = writer.finish(message.sha256)
                 self._writer = None
+                if writer.placed_as != placed:
+                    self.sink.emit(
+                        Notice(f"{show(placed)} appeared here during the transfer: saved as "
+                               f"{show(writer.placed_as)}")
+                    )  # fmt: skip
                 progress.update(writer.entry.path, writer.size, writer.entry.size, force=True)
                 if isinstance(writer, TextWriter):
                     self.sink.emit(TextReceived(writer.text))
@@ -266,7 +276,7 @@ class FileReceiver:
             self._next_file += left_out
         self._make_dirs_until(self._next_entry)
         held = self._held.get(self._next_file)
-        conflict = self._conflict.get(self._next_file, "")
+        conflict = self._conflict.get(self._next_file, self._if_taken)
         self._next_entry += 1
         self._next_file += 1
         writer: Writer

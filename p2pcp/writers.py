@@ -101,6 +101,7 @@ class FileWriter:
         start: HeldLocal | None = None,
         target: str | None = None,
         part: str | None = None,
+        beside: bool = False,
     ) -> None:
         self.entry = entry
         self.size = 0
@@ -109,6 +110,9 @@ class FileWriter:
         """The name it goes in under: the offered one, or ``target`` (``name (1).ext``)."""
         self.placed_as = "/".join((*entry.path.split("/")[:-1], self._name))
         self._part = part or part_name(name)
+        self._offered = name
+        self._beside = beside
+        """A file that takes the name meanwhile is kept, and this one goes beside it."""
         self._overwrite = overwrite
         self._umask = umask
         self._hash = hashlib.sha256()
@@ -214,22 +218,30 @@ class FileWriter:
             os.replace(self._part, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
             return
         # link() refuses an existing target atomically, so nothing that appeared meanwhile is lost.
-        try:
-            os.link(
-                self._part,
-                self._name,
-                src_dir_fd=self._dir,
-                dst_dir_fd=self._dir,
-                follow_symlinks=False,
-            )
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise
-            if os.path.lexists(os.path.join(f"/proc/self/fd/{self._dir}", self._name)):
-                raise FileExistsError(errno.EEXIST, "exists") from None
-            os.rename(self._part, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+        while True:
+            try:
+                os.link(
+                    self._part,
+                    self._name,
+                    src_dir_fd=self._dir,
+                    dst_dir_fd=self._dir,
+                    follow_symlinks=False,
+                )
+            except FileExistsError:
+                if not self._beside:
+                    raise
+                self._name = free_name(self._dir, self._offered)
+                self.placed_as = "/".join((*self.entry.path.split("/")[:-1], self._name))
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise
+                if os.path.lexists(os.path.join(f"/proc/self/fd/{self._dir}", self._name)):
+                    raise FileExistsError(errno.EEXIST, "exists") from None
+                os.rename(self._part, self._name, src_dir_fd=self._dir, dst_dir_fd=self._dir)
+                return
+            os.unlink(self._part, dir_fd=self._dir)
             return
-        os.unlink(self._part, dir_fd=self._dir)
 
     def abort(self) -> None:
         """Drop the temporary file (a no-op once the file is in place)."""
@@ -254,6 +266,22 @@ class FileWriter:
         if self._dir >= 0:
             os.close(self._dir)
             self._dir = -1
+
+
+def free_name(dir_fd: int, name: str) -> str:
+    """The first of ``name (1).ext``, ``name (2).ext``, ... free in the directory (the way
+    browsers and LocalSend keep both files); ``.ext`` is the last suffix, none for a dot file."""
+    stem, ext = os.path.splitext(name)
+    for number in range(1, 10_000):
+        candidate = f"{stem} ({number}){ext}"
+        while len(candidate.encode("utf-8")) > MAX_COMPONENT_BYTES and len(stem) > 1:
+            stem = stem[:-1]
+            candidate = f"{stem} ({number}){ext}"
+        try:
+            os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return candidate
+    raise LocalWriteError(f"no free name beside {show(name)}: 9999 copies exist already")
 
 
 class PartialBusy(LocalWriteError):

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from p2pcp.errors import LocalWriteError, RefusedError, TransferError, UnsafeOfferError, UsageError
 from p2pcp.escape import show
 from p2pcp.names import name_problem, validate_entries
-from p2pcp.output import OutputDir, free_name
+from p2pcp.output import OutputDir
 from p2pcp.protocol import Entry
 from p2pcp.sources import build_sources
+from p2pcp.writers import free_name
 
 
 def _file(path: str, size: int = 1) -> Entry:
@@ -209,6 +210,26 @@ def test_two_transfers_of_one_name_at_once_keep_both(tmp_path: Path) -> None:
     assert (tmp_path / "big.bin").read_bytes() == b"first"
     assert (tmp_path / "big (1).bin").read_bytes() == b"second"
     assert not list(tmp_path.glob(".*p2pcp-part"))
+
+
+def test_under_rename_a_file_that_appears_meanwhile_is_kept_and_the_new_one_goes_beside(
+    tmp_path: Path,
+) -> None:
+    out = OutputDir(str(tmp_path), overwrite=False)
+    writer = out.open_file(_file("big.bin", 3), conflict="rename-if-taken")
+    writer.write(b"new")
+    (tmp_path / "big.bin").write_bytes(b"theirs")  # another transfer finished first
+    writer.finish(hashlib.sha256(b"new").hexdigest())
+    assert writer.placed_as == "big (1).bin"
+    assert (tmp_path / "big.bin").read_bytes() == b"theirs"
+    assert (tmp_path / "big (1).bin").read_bytes() == b"new"
+    # Without it, nothing that appeared is replaced, and nothing is put beside it either.
+    plain = out.open_file(_file("doc.txt", 3))
+    plain.write(b"new")
+    (tmp_path / "doc.txt").write_bytes(b"theirs")
+    with pytest.raises(RefusedError, match="appeared during the transfer"):
+        plain.finish(hashlib.sha256(b"new").hexdigest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big (1).bin", "big.bin", "doc.txt"]
 
 
 def test_a_partial_replaced_under_a_writer_is_never_put_in_place(tmp_path: Path) -> None:
