@@ -46,19 +46,21 @@ def test_the_rooms_follow_the_windows(
     monkeypatch.setattr(meeting, "REFRESH", 0.1)
     home, _, phone_here, _ = _devices()
 
-    async def hold_a_while() -> tuple[int, int]:
+    async def hold_a_while() -> tuple[float, float]:
         holder = meeting.RoomHolder(
             home, [phone_here], signal_server.url, Tls(), Events(), RECEIVER
         )
-        first = int(time.time())
+        first = time.time()
         await holder.start()
         await asyncio.sleep(3.6)
         await holder.close()
-        return first, int(time.time())
+        return first, time.time()
 
     first, last = asyncio.run(hold_a_while())
     logged = set(re.findall(r"allocate side=\S+ nameplate=(\d{8})", signal_server.log_text()))
-    expected = {nameplate(SECRET, w) for w in range(first, last + 1)}
+    # Within SKEW of an edge it holds the neighbouring window's room too.
+    windows = range(int(first - 0.1), int(last + 0.1) + 1)
+    expected = {nameplate(SECRET, w) for w in windows}
     # A room for each second (window) it held, under that window's identifier, and no other.
     assert len(logged) >= 3 and logged <= expected, (logged, expected)
 
