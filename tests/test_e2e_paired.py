@@ -55,6 +55,13 @@ def _rename(device: Device, old: str, new: str) -> None:
     assert finish(p2pcp("devices", "rename", old, new, env=device)).code == 0
 
 
+def _pair_home_with_phone(server: SignalServer, home: Device, phone: Device, *flags: str) -> None:
+    """Pair them, each calling the other ``home`` and ``phone``."""
+    results = _pair(server, home, phone, "--name", "phone", *flags)
+    assert all(r.code == 0 for r in results), [r.stderr for r in results]
+    _rename(phone, results[0].events[-1]["device"], "home")
+
+
 def test_pair_then_send_and_receive_without_a_code(tmp_path: Path) -> None:
     server = start_signal_server(tmp_path / "server.log")
     laptop, desktop = _device(tmp_path, "laptop"), _device(tmp_path, "desktop")
@@ -208,9 +215,7 @@ def test_listen_asks_and_refuses_by_policy(tmp_path: Path) -> None:
     out.mkdir()
     (tmp_path / "f").write_bytes(b"x")
     try:
-        results = _pair(server, home, phone, "--name", "phone")
-        assert all(r.code == 0 for r in results)
-        _rename(phone, results[0].events[-1]["device"], "home")
+        _pair_home_with_phone(server, home, phone)
         listener = _listen(home, server, out)
         send = ("send", "--to", "home", "--server", server.url, str(tmp_path / "f"))
         unattended = finish(p2pcp(*send, env=phone))
@@ -255,9 +260,7 @@ def test_a_made_up_identity_or_a_replay_is_refused_and_the_device_still_gets_thr
     data.write_bytes(b"the real one")
     send = ("send", "--to", "home", "--server", server.url, str(data))
     try:
-        results = _pair(server, home, phone, "--name", "phone", "--policy", "accept")
-        assert all(r.code == 0 for r in results)
-        _rename(phone, results[0].events[-1]["device"], "home")
+        _pair_home_with_phone(server, home, phone, "--policy", "accept")
         listener = _listen(home, server, out)
         first = finish(p2pcp(*send, env=phone))
         assert first.code == 0, first.stderr
@@ -322,9 +325,7 @@ def test_the_sender_refuses_a_room_holder_without_the_pairing(tmp_path: Path) ->
     home, phone = _device(tmp_path, "home"), _device(tmp_path, "phone")
     (tmp_path / "f").write_bytes(b"secret")
     try:
-        results = _pair(server, home, phone, "--name", "phone")
-        assert all(r.code == 0 for r in results)
-        _rename(phone, results[0].events[-1]["device"], "home")
+        _pair_home_with_phone(server, home, phone)
         # Learn the room's nameplate as the server does, then hold it in the device's place.
         receiver = p2pcp("receive", "--from", "phone", "--yes", "--server", server.url, env=home)
         plate = _nameplate_of_room(server, set())
@@ -371,9 +372,7 @@ def test_listen_stopped_mid_transfer_keeps_the_partial_and_the_next_send_resumes
     big.write_bytes(os.urandom(160 * 1024 * 1024))
     send = ("send", "--to", "home", "--server", server.url, str(big))
     try:
-        results = _pair(server, home, phone, "--name", "phone", "--policy", "accept")
-        assert all(r.code == 0 for r in results)
-        _rename(phone, results[0].events[-1]["device"], "home")
+        _pair_home_with_phone(server, home, phone, "--policy", "accept")
         listener = _listen(home, server, out)
         sender = p2pcp(*send, env=phone)
         _wait_for(listener, '"event": "progress"')
