@@ -4,8 +4,11 @@ Usage: python bench/signal_load.py [--pairs 1000] [--messages 4]
 
 Runs twice: through one p2pcp-signal process (rooms in memory), then through two processes
 sharing a redis-server (each pair's sides on different processes). Prints pairs per second
-(all pairs set up and done), p50/p99 latency of a relayed message, and each server's peak RSS.
-Everything runs on loopback; the limits are raised so that the load is not refused.
+(all pairs set up and done), p50/p99 latency of a relayed message, each server's peak RSS, and
+the CPU seconds of each process over the run (servers after their start-up). Everything runs on
+loopback; the limits are raised so that the load is not refused. The load generator's clients
+look up no proxy and offer no compression: both cost it CPU per connection (its CPU over a run
+halved), which showed as relay latency on this 2-core machine.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import resource
 import shutil
@@ -67,7 +71,7 @@ def peak_rss_mib(pid: int) -> float:
 
 
 async def _open(url: str) -> ClientConnection:
-    ws = await connect(url, open_timeout=60, ping_interval=None)
+    ws = await connect(url, open_timeout=60, ping_interval=None, proxy=None, compression=None)
     json.loads(await ws.recv())
     return ws
 
@@ -95,18 +99,28 @@ async def run(urls: list[str], pairs: int, messages: int) -> tuple[float, list[f
     return time.perf_counter() - started, latencies
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user and system) of process ``pid``, or of this one."""
+    if pid is None:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return own.ru_utime + own.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def report(
     name: str,
     pairs: int,
     seconds: float,
     latencies: list[float],
     servers: list[subprocess.Popen[bytes]],
+    cpu: str,
 ) -> None:
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     rss = " + ".join(f"{peak_rss_mib(s.pid):.0f}" for s in servers)
-    print(f"{name:<28} {pairs / seconds:>9.0f} {p50:>9.2f} {p99:>9.2f}   {rss} MiB")
+    print(f"{name:<28} {pairs / seconds:>9.0f} {p50:>9.2f} {p99:>9.2f}   {rss:<9} MiB   {cpu}")
 
 
 def main() -> None:
@@ -117,13 +131,18 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 2 sockets per side, both ends
     print(f"{args.pairs} concurrent pairs, {args.messages} relayed messages each, loopback")
-    print(f"{'setup':<28} {'pairs/s':>9} {'p50 ms':>9} {'p99 ms':>9}   server peak RSS")
+    print(
+        f"{'setup':<28} {'pairs/s':>9} {'p50 ms':>9} {'p99 ms':>9}   server peak RSS   "
+        "CPU s: load generator, servers[, redis-server]"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         server, url = start_server(root / "one.log")
         try:
+            mine, theirs = cpu_seconds(), cpu_seconds(server.pid)
             seconds, latencies = uvloop.run(run([url], args.pairs, args.messages))
-            report("one server, memory", args.pairs, seconds, latencies, [server])
+            cpu = f"{cpu_seconds() - mine:.2f}, {cpu_seconds(server.pid) - theirs:.2f}"
+            report("one server, memory", args.pairs, seconds, latencies, [server], cpu)
         finally:
             server.terminate()
             server.wait(20)
@@ -152,8 +171,12 @@ def main() -> None:
         one, url_one = start_server(root / "r1.log", "--redis", redis_url)
         two, url_two = start_server(root / "r2.log", "--redis", redis_url)
         try:
+            processes = (one, two, redis)
+            mine, theirs = cpu_seconds(), [cpu_seconds(p.pid) for p in processes]
             seconds, latencies = uvloop.run(run([url_one, url_two], args.pairs, args.messages))
-            report("two servers + Redis", args.pairs, seconds, latencies, [one, two])
+            used = [cpu_seconds(p.pid) - t for p, t in zip(processes, theirs, strict=True)]
+            cpu = f"{cpu_seconds() - mine:.2f}, {used[0]:.2f} + {used[1]:.2f}, {used[2]:.2f}"
+            report("two servers + Redis", args.pairs, seconds, latencies, [one, two], cpu)
         finally:
             for process in (one, two, redis):
                 process.terminate()

@@ -95,6 +95,7 @@ class Signaling:
                     close_timeout=CLOSE_TIMEOUT,
                     max_size=1 << 20,
                     ssl=context,
+                    compression=None,  # sealed signaling is random bytes; the server offers none
                 ),
                 CONNECT_TIMEOUT,
             )
