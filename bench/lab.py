@@ -25,7 +25,10 @@ also times plain TCP over the same links in the same rounds: a Python receiver t
 writes the file, a sender that connects and ``sendfile``s it, started at once (the
 yardstick: what this host's kernel TCP moves there, with a Python start-up on each side).
 
-    python bench/lab.py [--rounds 2] [--row NAME ...] [--size-mib N]
+    python bench/lab.py [--rounds 2] [--row NAME ...] [--size-mib N] [--logs DIR]
+
+``--logs DIR`` runs p2pcp with ``--debug`` and keeps each side's log there
+(``ROW-ROUND-send.log``, ``ROW-ROUND-receive.log``: where the time of a run went).
 
 Needs root, iproute2, iptables, ethtool and coturn (scripts/test installs them); installs
 magic-wormhole into its own virtual environment on first use (as bench/compare.py does).
@@ -108,10 +111,21 @@ class Row:
     build: Callable[[Path], AbstractContextManager[Place]]
 
 
-def _popen(node: Node, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        node.command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
+LOGS: Path | None = None
+"""Where p2pcp's ``--debug`` logs go (``--logs``); None: no debug logging."""
+
+
+def _popen(
+    node: Node, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    if log is None:
+        return subprocess.Popen(
+            node.command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+    with log.open("wb") as sink:  # a debug log would fill a pipe nobody reads until the end
+        return subprocess.Popen(
+            node.command(*args), stdout=subprocess.DEVNULL, stderr=sink, env=env
+        )
 
 
 @contextmanager
@@ -147,8 +161,10 @@ def lab_place(work: Path, *sites: Site) -> Iterator[Place]:
 
 
 def _lab_popen(the_lab: Lab) -> Callable[..., subprocess.Popen[bytes]]:
-    def start(node: Node, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        process = _popen(node, *args, env=env)
+    def start(
+        node: Node, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        process = _popen(node, *args, env=env, log=log)
         the_lab.processes.append(process)  # type: ignore[arg-type]
         return process
 
@@ -169,13 +185,17 @@ ROWS = [
 ]
 
 
-def run_p2pcp(place: Place, src: Path, out: Path, code: str) -> Run:
+def run_p2pcp(place: Place, src: Path, out: Path, code: str, name: str) -> Run:
     env = {**installed_env(), **place.p2pcp_env, "P2PCP_CODE": code}
+    debug = ["--debug"] if LOGS else []
+    logs = [LOGS / f"{name}-{side}.log" if LOGS else None for side in ("send", "receive")]
     start = time.monotonic()
-    sender = place.start(place.sender, PY, "-m", "p2pcp", "send", str(src), env=env)
+    sender = place.start(
+        place.sender, PY, "-m", "p2pcp", "send", *debug, str(src), env=env, log=logs[0]
+    )
     receiver = place.start(
-        place.receiver, PY, "-m", "p2pcp", "receive", "--yes", "--no-resume", "--overwrite",
-        "--wait", "20", "-o", str(out), env=env,
+        place.receiver, PY, "-m", "p2pcp", "receive", *debug, "--yes", "--no-resume",
+        "--overwrite", "--wait", "20", "-o", str(out), env=env, log=logs[1],
     )  # fmt: skip
     return _finish("p2pcp", sender, receiver, start)
 
@@ -271,7 +291,7 @@ def measure_row(row: Row, rounds: int, size_mib: int | None, venv: Path) -> dict
                     out.mkdir()
                     code = f"{7 + round_}-guitar-ocean"
                     if method == "p2pcp":
-                        result = run_p2pcp(place, src, out, code)
+                        result = run_p2pcp(place, src, out, code, f"{row.name}-{round_}")
                     elif method == "TCP":
                         result = run_tcp(place, src, out)
                     else:
@@ -303,7 +323,12 @@ def main() -> None:
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         / "p2pcp-bench-wormhole",
     )
+    parser.add_argument("--logs", type=Path, help="keep p2pcp's --debug logs in this folder")
     args = parser.parse_args()
+    global LOGS
+    if args.logs:
+        args.logs.mkdir(parents=True, exist_ok=True)
+        LOGS = args.logs
     ensure_wormhole(args.wormhole_venv)
     table = []
     for row in ROWS:

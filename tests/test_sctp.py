@@ -24,7 +24,7 @@ from p2pcp import transport  # importing transport installs the subclasses
 from p2pcp.netcheck import IcePlan
 from p2pcp.webrtc import delayed_sack, dtls, large
 from p2pcp.webrtc.association import STANDARD_DATA
-from p2pcp.webrtc.congestion import RTT_SAMPLES, Westwood, heavy_loss
+from p2pcp.webrtc.congestion import INITIAL_SSTHRESH, RTT_SAMPLES, Westwood, heavy_loss
 from p2pcp.webrtc.ice import IceConnection
 from p2pcp.webrtc.sctp import SctpTransport
 
@@ -535,3 +535,29 @@ def test_a_long_path_steps_down_at_less_loss_than_a_lan() -> None:
     assert _size_after_window(13, srtt=0.1) == large.SINGLE_RECORD_DATA
     assert _size_after_window(19, srtt=0.001) == large.SINGLE_RECORD_DATA
     assert _size_after_window(5, srtt=0.1) == large.LARGE_DATA
+
+
+def _other_stack(sdp: str) -> str:
+    """``sdp`` without p2pcp's lines, as another WebRTC stack writes it."""
+    for line in (transport.LARGE_ATTRIBUTE, transport.PIECES_LINE):
+        sdp = sdp.replace(line, "a=x-other")
+    return sdp
+
+
+def test_slow_start_towards_a_p2pcp_peer_is_not_capped_by_its_receive_window() -> None:
+    """aiortc takes the peer's advertised receive window (its 1 MiB) as the first slow-start
+    threshold; towards a p2pcp peer that threshold is INITIAL_SSTHRESH on both sides (whichever
+    sent the INIT), so slow start runs until a queue builds. Towards another stack (neither SDP
+    has p2pcp's lines) aiortc's threshold stays."""
+
+    async def thresholds(edit: Callable[[str], str]) -> tuple[int, int]:
+        a, b = await _pair(edit, edit)
+        try:
+            return _association(a)._ssthresh, _association(b)._ssthresh
+        finally:
+            await asyncio.gather(a.close(), b.close())
+
+    aiortc_window = 1024 * 1024  # aiortc 1.16.0 advertises 1 MiB (pinned)
+    assert asyncio.run(thresholds(_unchanged)) == (INITIAL_SSTHRESH, INITIAL_SSTHRESH)
+    assert asyncio.run(thresholds(_other_stack)) == (aiortc_window, aiortc_window)
+    assert aiortc_window < INITIAL_SSTHRESH

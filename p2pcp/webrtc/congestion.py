@@ -67,6 +67,15 @@ def heavy_loss(struck: int, in_flight: int) -> bool:
     return struck >= HEAVY_LOSS_PACKETS and struck > in_flight * HEAVY_LOSS
 
 
+INITIAL_SSTHRESH = UNBOUNDED
+"""Slow-start threshold at the start of an association with a p2pcp peer. aiortc starts from
+the peer's advertised receive window (1 MiB from aiortc, RFC 4960 section 7.2.1's example),
+though it never limits its sending by that window. On the 20 ms lab that ended slow start at
+1 MiB, below the path's 1.7 MB of bandwidth times delay, and congestion avoidance (one packet a
+round trip) took most of a 64 MiB transfer to climb the rest. RFC 4960 lets the initial value
+be arbitrarily high (as Linux TCP's is); slow start still ends when a queue builds (the round
+trip check) or at a loss. Towards other stacks aiortc's value stays."""
+
 RTO_MIN = 0.2
 """Shortest retransmission timeout (s). RFC 4960 says 1 s, which on a lossy link stalls the
 transfer a full second for each lost retransmission; Linux TCP uses 200 ms."""
@@ -130,6 +139,11 @@ class LossRecovery(SizedAssociation):
     def __init__(self, transport: RTCDtlsTransport, port: int = 5000) -> None:
         super().__init__(transport, port)
         self.westwood = Westwood()
+
+    async def _receive_chunk(self, chunk: sctp.Chunk) -> None:
+        await super()._receive_chunk(chunk)
+        if self.peer_is_p2pcp and isinstance(chunk, sctp.InitChunk | sctp.InitAckChunk):
+            self._ssthresh = max(self._ssthresh, INITIAL_SSTHRESH)  # from the peer's window
 
     def _react_to_loss(
         self,
