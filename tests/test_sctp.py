@@ -104,6 +104,13 @@ def test_random_loss_keeps_the_window_and_a_run_of_losses_shrinks_it() -> None:
     assert heavy_loss(3, 20) and heavy_loss(15, 100)
 
 
+def _other_stack(sdp: str) -> str:
+    """``sdp`` without p2pcp's lines, as another WebRTC stack writes it."""
+    for line in (transport.LARGE_ATTRIBUTE, transport.PIECES_LINE):
+        sdp = sdp.replace(line, "a=x-other")
+    return sdp
+
+
 def _count_chunks(
     monkeypatch: pytest.MonkeyPatch, messages: int, p2pcp_peer: bool = True
 ) -> Counter[str]:
@@ -125,8 +132,7 @@ def _count_chunks(
         try:
             offer = await a.create_offer()
             if not p2pcp_peer:
-                for line in (transport.LARGE_ATTRIBUTE, transport.PIECES_LINE):
-                    offer = offer.replace(line, "a=x-other")
+                offer = _other_stack(offer)
             await a.accept_answer(await b.accept_offer(offer))
             await asyncio.gather(a.wait_open(), b.wait_open())
             for _ in range(messages):
@@ -535,13 +541,6 @@ def test_a_long_path_steps_down_at_less_loss_than_a_lan() -> None:
     assert _size_after_window(13, srtt=0.1) == large.SINGLE_RECORD_DATA
     assert _size_after_window(19, srtt=0.001) == large.SINGLE_RECORD_DATA
     assert _size_after_window(5, srtt=0.1) == large.LARGE_DATA
-
-
-def _other_stack(sdp: str) -> str:
-    """``sdp`` without p2pcp's lines, as another WebRTC stack writes it."""
-    for line in (transport.LARGE_ATTRIBUTE, transport.PIECES_LINE):
-        sdp = sdp.replace(line, "a=x-other")
-    return sdp
 
 
 def test_slow_start_towards_a_p2pcp_peer_is_not_capped_by_its_receive_window() -> None:
