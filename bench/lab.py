@@ -118,14 +118,16 @@ LOGS: Path | None = None
 def _popen(
     node: Node, *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> subprocess.Popen[bytes]:
-    if log is None:
+    # A debug log goes to a file: it would fill a pipe that nobody reads until the end.
+    sink = log.open("wb") if log else None
+    try:
+        stderr = sink or subprocess.PIPE
         return subprocess.Popen(
-            node.command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+            node.command(*args), stdout=subprocess.DEVNULL, stderr=stderr, env=env
         )
-    with log.open("wb") as sink:  # a debug log would fill a pipe nobody reads until the end
-        return subprocess.Popen(
-            node.command(*args), stdout=subprocess.DEVNULL, stderr=sink, env=env
-        )
+    finally:
+        if sink:
+            sink.close()
 
 
 @contextmanager
