@@ -36,6 +36,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.utils import uint32_gt, uint32_gte
 
 from .association import STANDARD_DATA, SizedAssociation
+from .delayed_sack import sack_covers
 
 FILTER = 1 / 8
 """Weight of a new bandwidth sample (Westwood+ uses 1/8, once per round trip)."""
@@ -213,9 +214,9 @@ class LossRecovery(SizedAssociation):
         if self._fast_recovery_exit is None:
             if done and cwnd_fully_utilized:
                 if self._cwnd <= self._ssthresh:
-                    # slow start, by what the SACK acknowledged (RFC 3465): a SACK may stand
-                    # for several standard packets (delayed_sack.SACK_BYTES)
-                    most = max(size, BURST_BYTES // 2) if self.peer_is_p2pcp else size
+                    # slow start, by what the SACK acknowledged (RFC 3465): a p2pcp peer's
+                    # SACK stands for several standard packets or two large ones (delayed_sack)
+                    most = sack_covers(size) if self.peer_is_p2pcp else size
                     self._cwnd += min(done_bytes, most)
                 else:
                     # congestion avoidance

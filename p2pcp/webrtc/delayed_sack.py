@@ -38,6 +38,20 @@ instead of every 2 took 24.7 to 32.2 MB/s. The sender lets out what a SACK ackno
 once (congestion.BURST_BYTES, and slow start grows by as much). Only towards a p2pcp peer:
 Chromium's sender lets out fewer packets than that per SACK and then waits, so each round
 trip waited out SACK_DELAY (page -> CLI fell from 17 to 0.2 MB/s)."""
+
+
+def sack_covers(packet: int) -> int:
+    """User data one SACK of a p2pcp receiver acknowledges, with packets of ``packet`` bytes:
+    SACK_BYTES (8 standard packets), or SACK_EVERY packets where those hold more (large
+    ones)."""
+    return max(SACK_EVERY * packet, SACK_BYTES)
+
+
+QUICK_SACKS = 16
+"""Packets with data acknowledged one by one at the start of an association (as Linux TCP's
+quick acknowledgements): while the sender's window is a packet or two, waiting for a second
+packet waits out SACK_DELAY every round trip (on the 20 ms lab, slow start from one 64000-byte
+packet stalled 20 ms a round trip for its first few)."""
 SACK_DELAY = 0.02
 """Longest delay (s) of an acknowledgement (RFC 4960 allows 200 ms; shorter keeps request and
 answer exchanges quick)."""
@@ -58,6 +72,8 @@ class DelayedSack(SizedAssociation):
         """Packets with data received since the last SACK."""
         self._unacked_bytes = 0
         """User data received since the last SACK."""
+        self._quick_sacks = QUICK_SACKS
+        """SACKs still to be sent at once, for the first packets (QUICK_SACKS)."""
         self._sack_now = False
         """The next SACK goes out at once (the timer fired, or a FORWARD TSN came)."""
         self._sack_timer: asyncio.TimerHandle | None = None
@@ -127,6 +143,9 @@ class DelayedSack(SizedAssociation):
     async def _send_sack(self) -> None:
         pending = self._unacked + 1
         urgent, self._sack_now = self._sack_now, False
+        if self._quick_sacks:
+            self._quick_sacks -= 1
+            urgent = True
         enough = pending >= self.sack_every and (
             self.sack_every == 1 or not self.peer_is_p2pcp or self._unacked_bytes >= SACK_BYTES
         )
