@@ -388,6 +388,23 @@ def test_config_set_and_init_and_a_bad_server_in_the_file(tmp_path: Path) -> Non
         assert "the server must be a ws:// or wss:// URL" in result.stderr
 
 
+def test_the_command_line_is_imported_with_the_collector_off() -> None:
+    """``p2pcp``'s start-up imports the command line with the cyclic garbage collector off (it
+    ran about a hundred times during the imports), freezes what they made, and turns the
+    collector back on."""
+    code = (
+        "import gc\n"
+        "runs = []\n"
+        "gc.callbacks.append(lambda phase, info: runs.append(phase) if phase == 'start' else 0)\n"
+        "from p2pcp.start import load\n"
+        "runs.clear()\n"
+        "load()\n"
+        "print(len(runs), gc.get_freeze_count() > 0, gc.isenabled())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "True", "True"], done.stdout
+
+
 def test_the_command_line_loads_no_lan_or_qr_code_it_does_not_use() -> None:
     """Start-up is paid by every command: zeroconf and the LAN code load only for LAN mode and
     doctor, segno only for --qr (an import of landoctor at run time once cost 40 ms each run)."""
