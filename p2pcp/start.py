@@ -3,8 +3,8 @@
 Start-up is paid by every command and sits on the critical path of every transfer (a fifth
 of a 128 MiB one across the LAN lab). Importing the command line (aiortc, PyAV, cryptography,
 rich, typer, ours) creates hundreds of thousands of objects and no garbage cycles, and each of
-those allocations counts towards the cyclic collector's next run: it ran about a hundred
-times during the imports, 55-65 ms of CPU, an eighth of start-up (``import p2pcp.cli``: 445
+those allocations counts towards the cyclic collector's next run: it ran about 120 times
+during the imports, 55-65 ms of CPU, an eighth of start-up (``import p2pcp.cli``: 445
 against 392 ms of CPU with the collector off, medians of 15 runs). What the imports made is
 then frozen (``gc.freeze``), so that later collections during a transfer do not walk it again.
 

@@ -35,9 +35,9 @@ SACK_BYTES = 8 * STANDARD_DATA
 large ones. Each SACK costs both sides a packet's worth of work (the receiver builds, encrypts
 and sends it, the sender parses it): on the LAN lab with standard packets, a SACK every 8
 instead of every 2 took 24.7 to 32.2 MB/s. The sender lets out what a SACK acknowledges at
-once (congestion.BURST_BYTES, and slow start grows by as much). Only towards a p2pcp peer:
-Chromium's sender lets out fewer packets than that per SACK and then waits, so each round
-trip waited out SACK_DELAY (page -> CLI fell from 17 to 0.2 MB/s)."""
+once (congestion.BURST_BYTES), and slow start grows by as much (``sack_covers``). Only
+towards a p2pcp peer: Chromium's sender lets out fewer packets than that per SACK and then
+waits, so each round trip waited out SACK_DELAY (page -> CLI fell from 17 to 0.2 MB/s)."""
 
 
 def sack_covers(packet: int) -> int:
